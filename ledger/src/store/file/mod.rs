@@ -1,0 +1,1 @@
+//! The embedded backend: a durable, segmented append-only log on local disk.

@@ -1,0 +1,5 @@
+//! The event store conformance suite, run against every backend.
+
+mod memory {
+    ledger::store_conformance_tests!(async { (ledger::store::memory::MemoryStore::new(), ()) });
+}
