@@ -32,6 +32,8 @@ pub mod postings;
 pub mod streams;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 pub(crate) mod scenario;
 
 pub use credits::Credits;
