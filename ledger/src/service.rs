@@ -77,13 +77,19 @@ impl CommandMeta {
 }
 
 /// What a command recorded.
+///
+/// A command repeated with the same command id and content returns what the first one
+/// recorded, with `replayed` set. A repeat under a new command id (a webhook delivered
+/// again with a fresh id) records nothing and returns no events: the facts are already
+/// there, by their natural ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
-    /// The events this command appended, in order; empty when it repeated a command
-    /// already recorded (an idempotent retry) or decided there was nothing to record.
+    /// The events the command recorded, in order.
     pub events: Vec<DomainEvent>,
-    /// The global position of the last event appended, if any.
+    /// The global position of the last of them, if any.
     pub position: Option<Position>,
+    /// The events were recorded by an earlier attempt of this same command.
+    pub replayed: bool,
 }
 
 impl Outcome {
@@ -91,6 +97,7 @@ impl Outcome {
         Outcome {
             events: Vec::new(),
             position: None,
+            replayed: false,
         }
     }
 
@@ -99,6 +106,7 @@ impl Outcome {
         if other.position.is_some() {
             self.position = other.position;
         }
+        self.replayed |= other.replayed;
     }
 }
 
@@ -149,6 +157,16 @@ impl From<StoreError> for LedgerError {
 struct Loaded<T> {
     state: T,
     revision: StreamState,
+    /// What the command being decided recorded in this stream before (it is a retry).
+    earlier: Outcome,
+}
+
+impl<T> Loaded<T> {
+    /// The outcome of a decision that recorded nothing new: what this command recorded
+    /// before, if anything.
+    fn repeat(self) -> Outcome {
+        self.earlier
+    }
 }
 
 /// Why one append attempt did not land.
@@ -178,16 +196,26 @@ impl<S: EventStore> Ledger<S> {
     }
 
     /// Opens an account: claims its referral code, records the referral in the referrer's
-    /// stream, then opens the account's stream.
+    /// stream, then opens the account's stream. A retry of the same command (after a
+    /// crash between those appends) completes what is missing and returns all three.
     pub async fn open_account(
         &self,
         meta: CommandMeta,
         command: &OpenAccount,
     ) -> Result<Outcome, LedgerError> {
+        let account_stream = streams::account(command.account_id);
+        let code_stream = streams::referral_code(command.referral_code);
         for _ in 0..ATTEMPTS_MAX {
-            let account = self.load_account(command.account_id).await?;
+            let account = self
+                .load_for(
+                    Some(meta),
+                    &account_stream,
+                    AccountState::default(),
+                    account::evolve,
+                )
+                .await?;
             let referrer = match command.referred_with_code {
-                Some(code) => self.resolve_code(code).await?,
+                Some(code) => self.resolve_code(meta, code).await?,
                 None => None,
             };
             let signup = account::decide_open(
@@ -196,53 +224,70 @@ impl<S: EventStore> Ledger<S> {
                 command,
                 &self.config.fraud,
             )?;
-            if signup.account_events.is_empty() {
-                return Ok(Outcome::nothing());
-            }
             let mut outcome = Outcome::nothing();
             // 1. The code: a retry finds it already ours and records nothing.
-            let code_stream = streams::referral_code(command.referral_code);
             let code = self
-                .load(
+                .load_for(
+                    Some(meta),
                     &code_stream,
                     ReferralCodeState::default(),
                     account::evolve_claim,
                 )
                 .await?;
-            let claim = account::decide_claim(
-                &code.state,
-                command.referral_code,
-                command.account_id,
-                command.opened_at,
-            )?;
-            match self.append(meta, &code_stream, code.revision, &claim).await {
-                Ok(appended) => outcome.absorb(appended),
-                Err(AppendFailure::Moved) => continue,
-                Err(AppendFailure::Failed(error)) => return Err(error),
-            }
-            // 2. The referral, at the referrer's exact revision: concurrent signups under
-            // one referrer are serialized, so the velocity count is exact.
-            if let Some(referrer) = &referrer {
-                let referrer_id = referrer
-                    .state
-                    .account
-                    .as_ref()
-                    .map(|account| account.id())
-                    .expect("decide_open accepted the referrer");
-                let stream = streams::account(referrer_id);
-                match self
-                    .append(meta, &stream, referrer.revision, &signup.referrer_events)
-                    .await
-                {
+            let claim = if signup.account_events.is_empty() {
+                Vec::new()
+            } else {
+                account::decide_claim(
+                    &code.state,
+                    command.referral_code,
+                    command.account_id,
+                    command.opened_at,
+                )?
+            };
+            if claim.is_empty() {
+                outcome.absorb(code.repeat());
+            } else {
+                match self.append(meta, &code_stream, code.revision, &claim).await {
                     Ok(appended) => outcome.absorb(appended),
                     Err(AppendFailure::Moved) => continue,
                     Err(AppendFailure::Failed(error)) => return Err(error),
                 }
             }
+            // 2. The referral, at the referrer's exact revision: concurrent signups under
+            // one referrer are serialized, so the velocity count is exact.
+            if let Some(referrer) = referrer {
+                if signup.referrer_events.is_empty() {
+                    outcome.absorb(referrer.repeat());
+                } else {
+                    let referrer_id = referrer
+                        .state
+                        .account
+                        .as_ref()
+                        .map(|account| account.id())
+                        .expect("decide_open accepted the referrer");
+                    let stream = streams::account(referrer_id);
+                    match self
+                        .append(meta, &stream, referrer.revision, &signup.referrer_events)
+                        .await
+                    {
+                        Ok(appended) => outcome.absorb(appended),
+                        Err(AppendFailure::Moved) => continue,
+                        Err(AppendFailure::Failed(error)) => return Err(error),
+                    }
+                }
+            }
             // 3. The account itself.
-            let stream = streams::account(command.account_id);
+            if signup.account_events.is_empty() {
+                outcome.absorb(account.repeat());
+                return Ok(outcome);
+            }
             match self
-                .append(meta, &stream, account.revision, &signup.account_events)
+                .append(
+                    meta,
+                    &account_stream,
+                    account.revision,
+                    &signup.account_events,
+                )
                 .await
             {
                 Ok(appended) => {
@@ -254,7 +299,7 @@ impl<S: EventStore> Ledger<S> {
             }
         }
         Err(LedgerError::Contention {
-            stream: streams::account(command.account_id),
+            stream: account_stream,
         })
     }
 
@@ -288,10 +333,20 @@ impl<S: EventStore> Ledger<S> {
         let mut recorded = false;
         for _ in 0..ATTEMPTS_MAX {
             let payment = self
-                .load(&stream, PaymentState::default(), payment::evolve)
+                .load_for(
+                    Some(meta),
+                    &stream,
+                    PaymentState::default(),
+                    payment::evolve,
+                )
                 .await?;
             let context = self.payment_context(&payment.state, command).await?;
             let events = payment::decide_payment(&payment.state, &context, command)?;
+            if events.is_empty() {
+                outcome.absorb(payment.repeat());
+                recorded = true;
+                break;
+            }
             match self.append(meta, &stream, payment.revision, &events).await {
                 Ok(appended) => {
                     outcome.absorb(appended);
@@ -362,7 +417,7 @@ impl<S: EventStore> Ledger<S> {
         let stream = streams::payouts();
         for _ in 0..ATTEMPTS_MAX {
             let payouts = self
-                .load(&stream, PayoutsState::default(), payout::evolve)
+                .load_for(Some(meta), &stream, PayoutsState::default(), payout::evolve)
                 .await?;
             // The book is read after the payouts stream, so it holds every run that stream
             // holds; the append below fails if another run lands in between.
@@ -373,6 +428,9 @@ impl<S: EventStore> Ledger<S> {
                 minimum_payout: plans.in_force_at(command.as_of).minimum_payout,
             };
             let events = payout::decide_run(&payouts.state, &context, command)?;
+            if events.is_empty() {
+                return Ok(payouts.repeat());
+            }
             match self.append(meta, &stream, payouts.revision, &events).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(AppendFailure::Moved) => continue,
@@ -521,14 +579,25 @@ impl<S: EventStore> Ledger<S> {
         })
     }
 
+    /// The owner of `code`, loaded with what `meta`'s command recorded in its stream.
     async fn resolve_code(
         &self,
+        meta: CommandMeta,
         code: ReferralCode,
     ) -> Result<Option<Loaded<AccountState>>, LedgerError> {
-        match self.referral_code_owner(code).await? {
-            Some(owner) => Ok(Some(self.load_account(owner).await?)),
-            None => Ok(None),
-        }
+        let Some(owner) = self.referral_code_owner(code).await? else {
+            return Ok(None);
+        };
+        let stream = streams::account(owner);
+        Ok(Some(
+            self.load_for(
+                Some(meta),
+                &stream,
+                AccountState::default(),
+                account::evolve,
+            )
+            .await?,
+        ))
     }
 
     async fn load_account(&self, id: AccountId) -> Result<Loaded<AccountState>, LedgerError> {
@@ -552,8 +621,13 @@ impl<S: EventStore> Ledger<S> {
         T: Clone,
     {
         for _ in 0..ATTEMPTS_MAX {
-            let loaded = self.load(stream, initial.clone(), evolve).await?;
+            let loaded = self
+                .load_for(Some(meta), stream, initial.clone(), evolve)
+                .await?;
             let events = decide(&loaded.state)?;
+            if events.is_empty() {
+                return Ok(loaded.repeat());
+            }
             match self.append(meta, stream, loaded.revision, &events).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(AppendFailure::Moved) => continue,
@@ -572,8 +646,20 @@ impl<S: EventStore> Ledger<S> {
         initial: T,
         evolve: fn(T, &DomainEvent) -> T,
     ) -> Result<Loaded<T>, LedgerError> {
+        self.load_for(None, stream, initial, evolve).await
+    }
+
+    /// Reads a whole stream and folds it, keeping what `command` recorded in it before.
+    async fn load_for<T>(
+        &self,
+        command: Option<CommandMeta>,
+        stream: &StreamName,
+        initial: T,
+        evolve: fn(T, &DomainEvent) -> T,
+    ) -> Result<Loaded<T>, LedgerError> {
         let mut state = initial;
         let mut revision = StreamState::NoStream;
+        let mut earlier = Outcome::nothing();
         loop {
             let from = StreamFrom::Revision(revision.next_revision());
             let page = self
@@ -587,11 +673,23 @@ impl<S: EventStore> Ledger<S> {
                     revision.next_revision(),
                     "a stream reads gapless"
                 );
-                state = evolve(state, &decode(recorded)?);
+                let event = decode(recorded)?;
+                state = evolve(state, &event);
                 revision = StreamState::At(recorded.revision);
+                if command
+                    .is_some_and(|meta| recorded.metadata.causation_id == Some(meta.command_id))
+                {
+                    earlier.events.push(event);
+                    earlier.position = Some(recorded.position);
+                    earlier.replayed = true;
+                }
             }
             if !full {
-                return Ok(Loaded { state, revision });
+                return Ok(Loaded {
+                    state,
+                    revision,
+                    earlier,
+                });
             }
         }
     }
@@ -647,6 +745,7 @@ impl<S: EventStore> Ledger<S> {
             Ok(appended) => Ok(Outcome {
                 events: events.to_vec(),
                 position: Some(appended.position),
+                replayed: false,
             }),
             Err(StoreError::WrongExpectedVersion { .. }) => Err(AppendFailure::Moved),
             Err(StoreError::IdempotencyConflict { .. }) => {
@@ -814,11 +913,23 @@ mod tests {
         let ledger = ledger();
         chain(&ledger, 2).await;
         let before = all_events(ledger.store()).await.len();
+        // The same command again returns what it recorded the first time.
         let repeat = ledger
             .open_account(meta(1002), &open(2, Some(1), "2026-09-01T00:00:00Z"))
             .await
             .unwrap();
-        assert!(repeat.events.is_empty());
+        assert!(repeat.replayed);
+        let types: Vec<&str> = repeat.events.iter().map(DomainEvent::event_type).collect();
+        assert_eq!(
+            types,
+            ["ReferralCodeClaimed", "ReferralRecorded", "AccountOpened"]
+        );
+        // Under a new command id it records nothing and has nothing of its own to return.
+        let fresh = ledger
+            .open_account(meta(7777), &open(2, Some(1), "2026-09-01T00:00:00Z"))
+            .await
+            .unwrap();
+        assert!(fresh.events.is_empty() && !fresh.replayed);
         assert_eq!(all_events(ledger.store()).await.len(), before);
 
         let grant = |grant_id: &str| ForAccount {
@@ -887,7 +998,18 @@ mod tests {
             })
             .collect();
         assert_eq!(beneficiaries, [id(4), id(3), id(2)]);
-        // The webhook again: nothing new. Other details under the same id: a conflict.
+        // The same command again returns the original result; the webhook again under a
+        // new command id records nothing. Other details under the same id: a conflict.
+        let retried = ledger
+            .record_payment(
+                meta(7),
+                &subscription_payment("pi_1", 5, "100.00", "2026-10-01T00:00:00Z"),
+            )
+            .await
+            .unwrap();
+        assert!(retried.replayed);
+        assert_eq!(retried.events, outcome.events);
+        assert_eq!(retried.position, outcome.position);
         let again = ledger
             .record_payment(
                 meta(8),
@@ -917,7 +1039,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_credit_pack_fills_the_wallet_and_spends_draw_it_down() {
-        let ledger = ledger();
+        // The first attempt crashes after the payment append, before the purchase.
+        let inner = MemoryStore::new();
+        let failing = Arc::new(AtomicBool::new(true));
+        let flaky = FlakyStore {
+            inner: inner.clone(),
+            failing: failing.clone(),
+            fails: account_updates,
+        };
+        let ledger = Ledger::new(flaky, LedgerConfig::default());
         chain(&ledger, 1).await;
         let pack = RecordPayment {
             kind: PaymentKind::CreditPack {
@@ -925,18 +1055,20 @@ mod tests {
             },
             ..subscription_payment("pi_pack", 1, "9.99", "2026-10-01T00:00:00Z")
         };
-        let outcome = ledger.record_payment(meta(20), &pack).await.unwrap();
-        assert_eq!(
-            outcome.events.last().unwrap().event_type(),
-            "CreditsPurchased"
-        );
-        // Retried after a crash between the two appends: the purchase is completed once.
-        assert!(ledger
-            .record_payment(meta(20), &pack)
-            .await
-            .unwrap()
-            .events
-            .is_empty());
+        failing.store(true, Ordering::SeqCst);
+        let error = ledger.record_payment(meta(20), &pack).await.unwrap_err();
+        assert_eq!(error.code(), "store_error");
+        assert!(ledger.payment(&pack.payment_id).await.unwrap().is_some());
+        let wallet = ledger.account(id(1)).await.unwrap().unwrap().wallet;
+        assert!(wallet.balance_at(at("2026-10-02T00:00:00Z")).is_zero());
+        // The retry finds the payment recorded and completes the purchase, once.
+        failing.store(false, Ordering::SeqCst);
+        let retried = ledger.record_payment(meta(20), &pack).await.unwrap();
+        let types: Vec<&str> = retried.events.iter().map(DomainEvent::event_type).collect();
+        assert_eq!(types, ["PaymentReceived", "CreditsPurchased"]);
+        assert!(retried.replayed);
+        let again = ledger.record_payment(meta(20), &pack).await.unwrap();
+        assert_eq!(again.events, retried.events);
         let spend = |spend_id: &str, credits: u64| ForAccount {
             account_id: id(1),
             command: AccountCommand::SpendCredits {
@@ -960,6 +1092,126 @@ mod tests {
             wallet.balance_at(at("2026-10-03T00:00:00Z")),
             Credits::new(40).unwrap()
         );
+    }
+
+    /// A store whose appends that `fails` picks fail while `failing` is set: a crash
+    /// between the appends of a command.
+    struct FlakyStore {
+        inner: MemoryStore,
+        failing: Arc<AtomicBool>,
+        fails: fn(&StreamName, &[NewEvent]) -> bool,
+    }
+
+    /// Appends of anything but a signup to account streams.
+    fn account_updates(stream: &StreamName, events: &[NewEvent]) -> bool {
+        stream.as_str().starts_with("account-")
+            && !events
+                .iter()
+                .any(|event| event.event_type.as_str() == "AccountOpened")
+    }
+
+    #[async_trait]
+    impl EventStore for FlakyStore {
+        async fn append(
+            &self,
+            stream: &StreamName,
+            expected: ExpectedRevision,
+            events: Vec<NewEvent>,
+        ) -> Result<AppendOutcome, StoreError> {
+            if self.failing.load(Ordering::SeqCst) && (self.fails)(stream, &events) {
+                return Err(StoreError::Unavailable {
+                    reason: "simulated crash".to_owned(),
+                });
+            }
+            self.inner.append(stream, expected, events).await
+        }
+        async fn read_stream(
+            &self,
+            stream: &StreamName,
+            from: StreamFrom,
+            direction: Direction,
+            limit: usize,
+        ) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.inner.read_stream(stream, from, direction, limit).await
+        }
+        async fn read_all(
+            &self,
+            from: Position,
+            limit: usize,
+        ) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.inner.read_all(from, limit).await
+        }
+        async fn stream_state(&self, stream: &StreamName) -> Result<StreamState, StoreError> {
+            self.inner.stream_state(stream).await
+        }
+        async fn head(&self) -> Result<Option<Position>, StoreError> {
+            self.inner.head().await
+        }
+        fn subscribe_all(&self, from: Position) -> Subscription {
+            self.inner.subscribe_all(from)
+        }
+        async fn flush(&self) -> Result<(), StoreError> {
+            self.inner.flush().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_signup_that_crashed_after_recording_the_referral_completes_on_retry() {
+        let failing = Arc::new(AtomicBool::new(false));
+        let flaky = FlakyStore {
+            inner: MemoryStore::new(),
+            failing: failing.clone(),
+            fails: |_, events| {
+                events
+                    .iter()
+                    .any(|event| event.event_type.as_str() == "AccountOpened")
+            },
+        };
+        let ledger = Ledger::new(flaky, LedgerConfig::default());
+        chain(&ledger, 1).await;
+        failing.store(true, Ordering::SeqCst);
+        let command = open(2, Some(1), "2026-09-02T00:00:00Z");
+        assert_eq!(
+            ledger
+                .open_account(meta(70), &command)
+                .await
+                .unwrap_err()
+                .code(),
+            "store_error"
+        );
+        // The code is claimed and the referral recorded, but there is no account: nobody
+        // can sign up under it, and it counts toward the referrer's velocity.
+        assert_eq!(
+            ledger
+                .referral_code_owner(command.referral_code)
+                .await
+                .unwrap(),
+            Some(id(2))
+        );
+        assert!(ledger.account(id(2)).await.unwrap().is_none());
+        let orphan = open(3, Some(2), "2026-09-02T00:00:00Z");
+        failing.store(false, Ordering::SeqCst);
+        assert_eq!(
+            ledger
+                .open_account(meta(71), &orphan)
+                .await
+                .unwrap_err()
+                .code(),
+            "referrer_not_found"
+        );
+        let retried = ledger.open_account(meta(70), &command).await.unwrap();
+        let types: Vec<&str> = retried.events.iter().map(DomainEvent::event_type).collect();
+        assert_eq!(
+            types,
+            ["ReferralCodeClaimed", "ReferralRecorded", "AccountOpened"]
+        );
+        assert!(retried.replayed);
+        assert_eq!(
+            ledger.account(id(2)).await.unwrap().unwrap().referrer(),
+            Some(id(1))
+        );
+        let referrer = ledger.account(id(1)).await.unwrap().unwrap();
+        assert_eq!(referrer.referrals.len(), 1);
     }
 
     /// A store that lets another writer append to a stream just before our first append.
@@ -1096,6 +1348,8 @@ mod tests {
             .unwrap()
             .events
             .is_empty());
+        let replayed = ledger.run_payouts(meta(41), &run).await.unwrap();
+        assert_eq!(replayed.events, outcome.events);
         let balances = ledger
             .balances_at(at("2026-11-02T00:00:00Z"))
             .await
