@@ -786,6 +786,35 @@ fn decode(recorded: &RecordedEvent) -> Result<DomainEvent, LedgerError> {
     })
 }
 
+/// The API spawns commands on a multi-threaded runtime: every command's future must be
+/// `Send`. Never called; it stops compiling if a future stops being `Send`.
+#[allow(dead_code, clippy::too_many_arguments)]
+fn futures_are_send<S: EventStore>(
+    ledger: &Ledger<S>,
+    meta: CommandMeta,
+    open: &OpenAccount,
+    for_account: &ForAccount,
+    pay: &RecordPayment,
+    refund: &RefundPayment,
+    publish: &PublishPlan,
+    run: &RunPayouts,
+    settle: &SettlePayout,
+    allocate: &AllocateDonation,
+) {
+    fn send<T: Send>(_: T) {}
+    send(ledger.open_account(meta, open));
+    send(ledger.account_command(meta, for_account));
+    send(ledger.record_payment(meta, pay));
+    send(ledger.refund_payment(meta, refund));
+    send(ledger.publish_plan(meta, publish));
+    send(ledger.run_payouts(meta, run));
+    send(ledger.settle_payout(meta, settle));
+    send(ledger.allocate_donation(meta, allocate));
+    send(ledger.balances_at(run.as_of));
+    send(ledger.account(open.account_id));
+    send(ledger.payment(&pay.payment_id));
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -1484,33 +1513,4 @@ mod tests {
         }
         assert_eq!(actual, expected);
     }
-}
-
-/// The API spawns commands on a multi-threaded runtime: every command's future must be
-/// `Send`. Never called; it stops compiling if a future stops being `Send`.
-#[allow(dead_code, clippy::too_many_arguments)]
-fn futures_are_send<S: EventStore>(
-    ledger: &Ledger<S>,
-    meta: CommandMeta,
-    open: &OpenAccount,
-    for_account: &ForAccount,
-    pay: &RecordPayment,
-    refund: &RefundPayment,
-    publish: &PublishPlan,
-    run: &RunPayouts,
-    settle: &SettlePayout,
-    allocate: &AllocateDonation,
-) {
-    fn send<T: Send>(_: T) {}
-    send(ledger.open_account(meta, open));
-    send(ledger.account_command(meta, for_account));
-    send(ledger.record_payment(meta, pay));
-    send(ledger.refund_payment(meta, refund));
-    send(ledger.publish_plan(meta, publish));
-    send(ledger.run_payouts(meta, run));
-    send(ledger.settle_payout(meta, settle));
-    send(ledger.allocate_donation(meta, allocate));
-    send(ledger.balances_at(run.as_of));
-    send(ledger.account(open.account_id));
-    send(ledger.payment(&pay.payment_id));
 }
