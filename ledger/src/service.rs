@@ -14,7 +14,8 @@
 //! that makes a crash between the two harmless and a retry of the same command complete
 //! the work: see `docs/DOMAIN.md`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
@@ -155,18 +156,92 @@ impl From<StoreError> for LedgerError {
 
 /// A stream's state and the revision it was read at.
 struct Loaded<T> {
+    stream: StreamName,
     state: T,
     revision: StreamState,
-    /// What the command being decided recorded in this stream before (it is a retry).
-    earlier: Outcome,
 }
 
-impl<T> Loaded<T> {
-    /// The outcome of a decision that recorded nothing new: what this command recorded
-    /// before, if anything.
-    fn repeat(self) -> Outcome {
-        self.earlier
+/// Most streams of one kind whose states the service keeps between commands.
+pub const CACHED_STREAMS_MAX: usize = 10_000;
+
+/// States of recently used streams, at the revision they were read at. Streams only grow,
+/// so a state at revision `r` plus the events after `r` is the state now, whoever wrote
+/// them: the cache saves rereading and refolding a stream's history, and is never stale.
+/// A state is taken out while a command uses it and put back after, so it is never
+/// cloned; a command that fails on the way simply leaves it out.
+struct StateCache<T> {
+    entries: Mutex<HashMap<StreamName, (T, StreamState)>>,
+}
+
+impl<T> Default for StateCache<T> {
+    fn default() -> Self {
+        StateCache {
+            entries: Mutex::new(HashMap::new()),
+        }
     }
+}
+
+impl<T> StateCache<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamName, (T, StreamState)>> {
+        self.entries.lock().expect("state cache lock poisoned")
+    }
+
+    fn take(&self, stream: &StreamName) -> Option<(T, StreamState)> {
+        self.lock().remove(stream)
+    }
+
+    fn put(&self, stream: StreamName, state: T, revision: StreamState) {
+        let mut entries = self.lock();
+        if let Some((_, cached)) = entries.get(&stream) {
+            // Another command put back a state at least as recent: keep that one.
+            if cached.next_revision() >= revision.next_revision() {
+                return;
+            }
+        } else if entries.len() >= CACHED_STREAMS_MAX {
+            // Bounded memory: start over rather than track recency.
+            entries.clear();
+        }
+        entries.insert(stream, (state, revision));
+    }
+
+    fn forget(&self, stream: &StreamName) {
+        self.lock().remove(stream);
+    }
+}
+
+/// The caches, one per kind of stream state.
+#[derive(Default)]
+struct Caches {
+    accounts: StateCache<AccountState>,
+    codes: StateCache<ReferralCodeState>,
+    payments: StateCache<PaymentState>,
+    plans: StateCache<PlanState>,
+    payouts: StateCache<PayoutsState>,
+    donations: StateCache<DonationState>,
+}
+
+/// A stream state the service caches.
+trait Cached: Sized {
+    fn cache(caches: &Caches) -> &StateCache<Self>;
+}
+
+macro_rules! cached {
+    ($($state:ty => $field:ident),* $(,)?) => {
+        $(impl Cached for $state {
+            fn cache(caches: &Caches) -> &StateCache<Self> {
+                &caches.$field
+            }
+        })*
+    };
+}
+
+cached! {
+    AccountState => accounts,
+    ReferralCodeState => codes,
+    PaymentState => payments,
+    PlanState => plans,
+    PayoutsState => payouts,
+    DonationState => donations,
 }
 
 /// Why one append attempt did not land.
@@ -180,11 +255,16 @@ enum AppendFailure {
 pub struct Ledger<S> {
     store: S,
     config: LedgerConfig,
+    caches: Caches,
 }
 
 impl<S: EventStore> Ledger<S> {
     pub fn new(store: S, config: LedgerConfig) -> Ledger<S> {
-        Ledger { store, config }
+        Ledger {
+            store,
+            config,
+            caches: Caches::default(),
+        }
     }
 
     pub fn store(&self) -> &S {
@@ -206,16 +286,9 @@ impl<S: EventStore> Ledger<S> {
         let account_stream = streams::account(command.account_id);
         let code_stream = streams::referral_code(command.referral_code);
         for _ in 0..ATTEMPTS_MAX {
-            let account = self
-                .load_for(
-                    Some(meta),
-                    &account_stream,
-                    AccountState::default(),
-                    account::evolve,
-                )
-                .await?;
+            let account = self.load_account(command.account_id).await?;
             let referrer = match command.referred_with_code {
-                Some(code) => self.resolve_code(meta, code).await?,
+                Some(code) => self.resolve_code(code).await?,
                 None => None,
             };
             let signup = account::decide_open(
@@ -224,11 +297,17 @@ impl<S: EventStore> Ledger<S> {
                 command,
                 &self.config.fraud,
             )?;
+            let account_revision = account.revision;
+            self.keep(account);
+            let referrer = referrer.map(|loaded| {
+                let at = (loaded.stream.clone(), loaded.revision);
+                self.keep(loaded);
+                at
+            });
             let mut outcome = Outcome::nothing();
             // 1. The code: a retry finds it already ours and records nothing.
             let code = self
-                .load_for(
-                    Some(meta),
+                .load(
                     &code_stream,
                     ReferralCodeState::default(),
                     account::evolve_claim,
@@ -244,48 +323,34 @@ impl<S: EventStore> Ledger<S> {
                     command.opened_at,
                 )?
             };
-            if claim.is_empty() {
-                outcome.absorb(code.repeat());
-            } else {
-                match self.append(meta, &code_stream, code.revision, &claim).await {
+            let code_revision = code.revision;
+            self.keep(code);
+            match self
+                .append_or_recall(meta, &code_stream, code_revision, &claim)
+                .await
+            {
+                Ok(appended) => outcome.absorb(appended),
+                Err(AppendFailure::Moved) => continue,
+                Err(AppendFailure::Failed(error)) => return Err(error),
+            }
+            // 2. The referral, at the referrer's exact revision: concurrent signups under
+            // one referrer are serialized, so the velocity count is exact.
+            if let Some((stream, revision)) = referrer {
+                match self
+                    .append_or_recall(meta, &stream, revision, &signup.referrer_events)
+                    .await
+                {
                     Ok(appended) => outcome.absorb(appended),
                     Err(AppendFailure::Moved) => continue,
                     Err(AppendFailure::Failed(error)) => return Err(error),
                 }
             }
-            // 2. The referral, at the referrer's exact revision: concurrent signups under
-            // one referrer are serialized, so the velocity count is exact.
-            if let Some(referrer) = referrer {
-                if signup.referrer_events.is_empty() {
-                    outcome.absorb(referrer.repeat());
-                } else {
-                    let referrer_id = referrer
-                        .state
-                        .account
-                        .as_ref()
-                        .map(|account| account.id())
-                        .expect("decide_open accepted the referrer");
-                    let stream = streams::account(referrer_id);
-                    match self
-                        .append(meta, &stream, referrer.revision, &signup.referrer_events)
-                        .await
-                    {
-                        Ok(appended) => outcome.absorb(appended),
-                        Err(AppendFailure::Moved) => continue,
-                        Err(AppendFailure::Failed(error)) => return Err(error),
-                    }
-                }
-            }
             // 3. The account itself.
-            if signup.account_events.is_empty() {
-                outcome.absorb(account.repeat());
-                return Ok(outcome);
-            }
             match self
-                .append(
+                .append_or_recall(
                     meta,
                     &account_stream,
-                    account.revision,
+                    account_revision,
                     &signup.account_events,
                 )
                 .await
@@ -313,7 +378,7 @@ impl<S: EventStore> Ledger<S> {
         self.decide_and_append(
             meta,
             &stream,
-            AccountState::default(),
+            AccountState::default,
             account::evolve,
             |state| account::decide(state, command),
         )
@@ -329,37 +394,30 @@ impl<S: EventStore> Ledger<S> {
         command: &RecordPayment,
     ) -> Result<Outcome, LedgerError> {
         let stream = streams::payment(&command.payment_id);
-        let mut outcome = Outcome::nothing();
-        let mut recorded = false;
+        let mut outcome = None;
         for _ in 0..ATTEMPTS_MAX {
             let payment = self
-                .load_for(
-                    Some(meta),
-                    &stream,
-                    PaymentState::default(),
-                    payment::evolve,
-                )
+                .load(&stream, PaymentState::default(), payment::evolve)
                 .await?;
             let context = self.payment_context(&payment.state, command).await?;
             let events = payment::decide_payment(&payment.state, &context, command)?;
-            if events.is_empty() {
-                outcome.absorb(payment.repeat());
-                recorded = true;
-                break;
-            }
-            match self.append(meta, &stream, payment.revision, &events).await {
+            let revision = payment.revision;
+            self.keep(payment);
+            match self
+                .append_or_recall(meta, &stream, revision, &events)
+                .await
+            {
                 Ok(appended) => {
-                    outcome.absorb(appended);
-                    recorded = true;
+                    outcome = Some(appended);
                     break;
                 }
                 Err(AppendFailure::Moved) => continue,
                 Err(AppendFailure::Failed(error)) => return Err(error),
             }
         }
-        if !recorded {
+        let Some(mut outcome) = outcome else {
             return Err(LedgerError::Contention { stream });
-        }
+        };
         if let PaymentKind::CreditPack { credits } = &command.kind {
             let purchase = ForAccount {
                 account_id: command.account_id,
@@ -385,7 +443,7 @@ impl<S: EventStore> Ledger<S> {
         self.decide_and_append(
             meta,
             &stream,
-            PaymentState::default(),
+            PaymentState::default,
             payment::evolve,
             |state| payment::decide_refund(state, command),
         )
@@ -401,7 +459,7 @@ impl<S: EventStore> Ledger<S> {
         self.decide_and_append(
             meta,
             &streams::plan(),
-            PlanState::new(currency),
+            || PlanState::new(currency),
             plan::evolve,
             |state| plan::decide(state, command),
         )
@@ -417,7 +475,7 @@ impl<S: EventStore> Ledger<S> {
         let stream = streams::payouts();
         for _ in 0..ATTEMPTS_MAX {
             let payouts = self
-                .load_for(Some(meta), &stream, PayoutsState::default(), payout::evolve)
+                .load(&stream, PayoutsState::default(), payout::evolve)
                 .await?;
             // The book is read after the payouts stream, so it holds every run that stream
             // holds; the append below fails if another run lands in between.
@@ -428,10 +486,12 @@ impl<S: EventStore> Ledger<S> {
                 minimum_payout: plans.in_force_at(command.as_of).minimum_payout,
             };
             let events = payout::decide_run(&payouts.state, &context, command)?;
-            if events.is_empty() {
-                return Ok(payouts.repeat());
-            }
-            match self.append(meta, &stream, payouts.revision, &events).await {
+            let revision = payouts.revision;
+            self.keep(payouts);
+            match self
+                .append_or_recall(meta, &stream, revision, &events)
+                .await
+            {
                 Ok(outcome) => return Ok(outcome),
                 Err(AppendFailure::Moved) => continue,
                 Err(AppendFailure::Failed(error)) => return Err(error),
@@ -448,7 +508,7 @@ impl<S: EventStore> Ledger<S> {
         self.decide_and_append(
             meta,
             &streams::payouts(),
-            PayoutsState::default(),
+            PayoutsState::default,
             payout::evolve,
             |state| payout::decide_settle(state, command),
         )
@@ -464,7 +524,7 @@ impl<S: EventStore> Ledger<S> {
         self.decide_and_append(
             meta,
             &streams::donation(command.period),
-            DonationState::default(),
+            DonationState::default,
             donation::evolve,
             |state| donation::decide(state, net_revenue, command),
         )
@@ -473,7 +533,10 @@ impl<S: EventStore> Ledger<S> {
 
     /// An account's state, or `None` if it does not exist.
     pub async fn account(&self, id: AccountId) -> Result<Option<account::Account>, LedgerError> {
-        Ok(self.load_account(id).await?.state.account)
+        let loaded = self.load_account(id).await?;
+        let account = loaded.state.account.clone();
+        self.keep(loaded);
+        Ok(account)
     }
 
     /// The account that owns a referral code, if any.
@@ -482,34 +545,44 @@ impl<S: EventStore> Ledger<S> {
         code: ReferralCode,
     ) -> Result<Option<AccountId>, LedgerError> {
         let stream = streams::referral_code(code);
-        Ok(self
+        let loaded = self
             .load(&stream, ReferralCodeState::default(), account::evolve_claim)
-            .await?
-            .state
-            .owner)
+            .await?;
+        let owner = loaded.state.owner;
+        self.keep(loaded);
+        Ok(owner)
     }
 
     pub async fn payment(&self, id: &PaymentId) -> Result<Option<Payment>, LedgerError> {
-        Ok(self
+        let loaded = self
             .load(
                 &streams::payment(id),
                 PaymentState::default(),
                 payment::evolve,
             )
-            .await?
-            .state
-            .payment)
+            .await?;
+        let payment = loaded.state.payment.clone();
+        self.keep(loaded);
+        Ok(payment)
     }
 
     pub async fn plan_state(&self) -> Result<PlanState, LedgerError> {
-        Ok(self
+        let loaded = self
             .load(
                 &streams::plan(),
                 PlanState::new(self.config.currency),
                 plan::evolve,
             )
-            .await?
-            .state)
+            .await?;
+        let plans = loaded.state.clone();
+        self.keep(loaded);
+        Ok(plans)
+    }
+
+    /// Drops every cached state of an account, e.g. after its personal data was erased,
+    /// so that nothing decrypted stays in memory.
+    pub fn forget_account(&self, id: AccountId) {
+        self.caches.accounts.forget(&streams::account(id));
     }
 
     /// Every affiliate's balance at `as_of`. Folds the whole log: a projection will
@@ -540,64 +613,50 @@ impl<S: EventStore> Ledger<S> {
     ) -> Result<PaymentContext, LedgerError> {
         let plans = self.plan_state().await?;
         let plan = plans.in_force_at(command.received_at).clone();
+        let mut context = PaymentContext {
+            payer: None,
+            upline: Vec::with_capacity(plan.levels()),
+            plan,
+        };
         if state.payment.is_some() {
             // A repeat is decided on the recorded payment alone.
-            return Ok(PaymentContext {
-                payer: None,
-                upline: Vec::new(),
-                plan,
-            });
+            return Ok(context);
         }
-        let Some(payer) = self.load_account(command.account_id).await?.state.account else {
-            return Ok(PaymentContext {
-                payer: None,
-                upline: Vec::new(),
-                plan,
-            });
+        let payer = self.load_account(command.account_id).await?;
+        let Some(account) = payer.state.account.as_ref() else {
+            return Ok(context);
         };
         // Walk up the referral chain, one account stream per level, no deeper than the
         // plan pays (at most PLAN_LEVELS_MAX): a loop, never recursion.
-        let mut upline = Vec::with_capacity(plan.levels());
-        let mut next = payer.referrer();
+        let mut next = account.referrer();
+        context.payer = Some(UplineMember::of(account));
+        self.keep(payer);
         while let Some(id) = next {
-            if upline.len() == plan.levels() {
+            if context.upline.len() == context.plan.levels() {
                 break;
             }
-            let member = self
-                .load_account(id)
-                .await?
+            let loaded = self.load_account(id).await?;
+            let member = loaded
                 .state
                 .account
+                .as_ref()
                 .expect("a referrer exists before its referees");
             next = member.referrer();
-            upline.push(UplineMember::of(&member));
+            context.upline.push(UplineMember::of(member));
+            self.keep(loaded);
         }
-        Ok(PaymentContext {
-            payer: Some(UplineMember::of(&payer)),
-            upline,
-            plan,
-        })
+        Ok(context)
     }
 
-    /// The owner of `code`, loaded with what `meta`'s command recorded in its stream.
+    /// The owner of `code`, loaded.
     async fn resolve_code(
         &self,
-        meta: CommandMeta,
         code: ReferralCode,
     ) -> Result<Option<Loaded<AccountState>>, LedgerError> {
-        let Some(owner) = self.referral_code_owner(code).await? else {
-            return Ok(None);
-        };
-        let stream = streams::account(owner);
-        Ok(Some(
-            self.load_for(
-                Some(meta),
-                &stream,
-                AccountState::default(),
-                account::evolve,
-            )
-            .await?,
-        ))
+        match self.referral_code_owner(code).await? {
+            Some(owner) => Ok(Some(self.load_account(owner).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn load_account(&self, id: AccountId) -> Result<Loaded<AccountState>, LedgerError> {
@@ -609,26 +668,23 @@ impl<S: EventStore> Ledger<S> {
         .await
     }
 
-    async fn decide_and_append<T>(
+    async fn decide_and_append<T: Cached>(
         &self,
         meta: CommandMeta,
         stream: &StreamName,
-        initial: T,
+        initial: impl Fn() -> T,
         evolve: fn(T, &DomainEvent) -> T,
         decide: impl Fn(&T) -> Result<Vec<DomainEvent>, Rejection>,
-    ) -> Result<Outcome, LedgerError>
-    where
-        T: Clone,
-    {
+    ) -> Result<Outcome, LedgerError> {
         for _ in 0..ATTEMPTS_MAX {
-            let loaded = self
-                .load_for(Some(meta), stream, initial.clone(), evolve)
-                .await?;
-            let events = decide(&loaded.state)?;
-            if events.is_empty() {
-                return Ok(loaded.repeat());
-            }
-            match self.append(meta, stream, loaded.revision, &events).await {
+            let loaded = self.load(stream, initial(), evolve).await?;
+            let decided = decide(&loaded.state);
+            let revision = loaded.revision;
+            self.keep(loaded);
+            match self
+                .append_or_recall(meta, stream, revision, &decided?)
+                .await
+            {
                 Ok(outcome) => return Ok(outcome),
                 Err(AppendFailure::Moved) => continue,
                 Err(AppendFailure::Failed(error)) => return Err(error),
@@ -639,27 +695,17 @@ impl<S: EventStore> Ledger<S> {
         })
     }
 
-    /// Reads a whole stream and folds it.
-    async fn load<T>(
+    /// Reads a stream from where its cached state stands (or from the start) and folds
+    /// the events after it.
+    async fn load<T: Cached>(
         &self,
         stream: &StreamName,
         initial: T,
         evolve: fn(T, &DomainEvent) -> T,
     ) -> Result<Loaded<T>, LedgerError> {
-        self.load_for(None, stream, initial, evolve).await
-    }
-
-    /// Reads a whole stream and folds it, keeping what `command` recorded in it before.
-    async fn load_for<T>(
-        &self,
-        command: Option<CommandMeta>,
-        stream: &StreamName,
-        initial: T,
-        evolve: fn(T, &DomainEvent) -> T,
-    ) -> Result<Loaded<T>, LedgerError> {
-        let mut state = initial;
-        let mut revision = StreamState::NoStream;
-        let mut earlier = Outcome::nothing();
+        let (mut state, mut revision) = T::cache(&self.caches)
+            .take(stream)
+            .unwrap_or((initial, StreamState::NoStream));
         loop {
             let from = StreamFrom::Revision(revision.next_revision());
             let page = self
@@ -673,23 +719,70 @@ impl<S: EventStore> Ledger<S> {
                     revision.next_revision(),
                     "a stream reads gapless"
                 );
-                let event = decode(recorded)?;
-                state = evolve(state, &event);
+                state = evolve(state, &decode(recorded)?);
                 revision = StreamState::At(recorded.revision);
-                if command
-                    .is_some_and(|meta| recorded.metadata.causation_id == Some(meta.command_id))
-                {
-                    earlier.events.push(event);
-                    earlier.position = Some(recorded.position);
-                    earlier.replayed = true;
-                }
             }
             if !full {
                 return Ok(Loaded {
+                    stream: stream.clone(),
                     state,
                     revision,
-                    earlier,
                 });
+            }
+        }
+    }
+
+    /// Puts a state back in its cache for the next command on its stream.
+    fn keep<T: Cached>(&self, loaded: Loaded<T>) {
+        T::cache(&self.caches).put(loaded.stream, loaded.state, loaded.revision);
+    }
+
+    /// Appends `events`; when there are none (the command repeats one already recorded),
+    /// returns what this command id recorded in the stream before.
+    async fn append_or_recall(
+        &self,
+        meta: CommandMeta,
+        stream: &StreamName,
+        revision: StreamState,
+        events: &[DomainEvent],
+    ) -> Result<Outcome, AppendFailure> {
+        if events.is_empty() {
+            return self
+                .recorded_by(meta, stream)
+                .await
+                .map_err(AppendFailure::Failed);
+        }
+        self.append(meta, stream, revision, events).await
+    }
+
+    /// The events `meta`'s command recorded in `stream`, found by their causation id.
+    async fn recorded_by(
+        &self,
+        meta: CommandMeta,
+        stream: &StreamName,
+    ) -> Result<Outcome, LedgerError> {
+        let mut outcome = Outcome::nothing();
+        let mut next = 0;
+        loop {
+            let page = self
+                .store
+                .read_stream(
+                    stream,
+                    StreamFrom::Revision(next),
+                    Direction::Forward,
+                    PAGE_SIZE_MAX,
+                )
+                .await?;
+            for recorded in &page {
+                next = recorded.revision + 1;
+                if recorded.metadata.causation_id == Some(meta.command_id) {
+                    outcome.events.push(decode(recorded)?);
+                    outcome.position = Some(recorded.position);
+                    outcome.replayed = true;
+                }
+            }
+            if page.len() < PAGE_SIZE_MAX {
+                return Ok(outcome);
             }
         }
     }
@@ -1351,6 +1444,52 @@ mod tests {
         assert_eq!(ours.events.len(), 1);
         let wallet = racing.account(id(1)).await.unwrap().unwrap().wallet;
         assert!(wallet.balance_at(at("2026-09-04T00:00:00Z")).is_zero());
+    }
+
+    #[tokio::test]
+    async fn two_services_on_one_store_see_each_others_writes() {
+        // Each caches the account's state; each must catch up on what the other wrote.
+        let store = MemoryStore::new();
+        let first = Ledger::new(store.clone(), LedgerConfig::default());
+        let second = Ledger::new(store, LedgerConfig::default());
+        chain(&first, 1).await;
+        let grant = ForAccount {
+            account_id: id(1),
+            command: AccountCommand::GrantCredits {
+                grant_id: GrantId::parse("g").unwrap(),
+                credits: Credits::new(10).unwrap(),
+                reason: GrantReason::Promotion,
+                expires_at: None,
+                granted_at: at("2026-09-02T00:00:00Z"),
+            },
+        };
+        first.account_command(meta(80), &grant).await.unwrap();
+        let spend = |spend_id: &str, credits: u64| ForAccount {
+            account_id: id(1),
+            command: AccountCommand::SpendCredits {
+                spend_id: SpendId::parse(spend_id).unwrap(),
+                persona: PersonaId::parse("p").unwrap(),
+                credits: Credits::new(credits).unwrap(),
+                spent_at: at("2026-09-03T00:00:00Z"),
+            },
+        };
+        second
+            .account_command(meta(81), &spend("a", 6))
+            .await
+            .unwrap();
+        let error = first
+            .account_command(meta(82), &spend("b", 5))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), "insufficient_credits");
+        first
+            .account_command(meta(83), &spend("b", 4))
+            .await
+            .unwrap();
+        for ledger in [&first, &second] {
+            let wallet = ledger.account(id(1)).await.unwrap().unwrap().wallet;
+            assert!(wallet.balance_at(at("2026-09-04T00:00:00Z")).is_zero());
+        }
     }
 
     #[tokio::test]
