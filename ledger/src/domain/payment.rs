@@ -671,6 +671,25 @@ mod tests {
     }
 
     #[test]
+    fn a_payment_takes_a_bounded_number_of_refunds() {
+        let mut history =
+            decide_payment(&PaymentState::default(), &context(&[1]), &pay("10.00")).unwrap();
+        for n in 0..REFUNDS_PER_PAYMENT_MAX {
+            let state = given(history.clone()).state;
+            history.extend(
+                decide_refund(
+                    &state,
+                    &refund(&format!("re_{n}"), "0.01", RefundKind::Refund),
+                )
+                .unwrap(),
+            );
+        }
+        given(history)
+            .when(|s| decide_refund(s, &refund("re_last", "0.01", RefundKind::Refund)))
+            .then_rejected("too_many_refunds");
+    }
+
+    #[test]
     fn refunds_are_rejected_when_wrong_and_repeat_as_nothing() {
         let mut history =
             decide_payment(&PaymentState::default(), &context(&[1]), &pay("10.00")).unwrap();
