@@ -445,6 +445,21 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Makes everything acknowledged so far durable (a no-op under [`Durability::Fsync`]).
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Which records the hash chain links: the whole log, or each stream on its own.
+    fn chain_scope(&self) -> ChainScope {
+        ChainScope::Global
+    }
+}
+
+/// Which records a backend's hash chain links together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChainScope {
+    /// Each record links to the record before it in the global order (one writer).
+    Global,
+    /// Each record links to the record before it in its own stream (several writers
+    /// append to a cluster concurrently, so no writer knows the global predecessor).
+    PerStream,
 }
 
 /// Checks the request limits of an append; shared by every backend so they reject alike.
