@@ -8,6 +8,10 @@
 //! Backends:
 //! - [`memory::MemoryStore`]: in-process, for tests and as the trivially correct model.
 //! - [`file::FileStore`]: the embedded, durable, segmented append-only log (the default).
+//! - `kurrentdb::KurrentDbStore` (cargo feature `kurrentdb`): a KurrentDB cluster shared by
+//!   several instances; its hash chain is per stream.
+//!
+//! [`migrate::migrate`] copies a whole log from one backend into another and verifies it.
 //!
 //! Every backend passes the same [`conformance`] suite.
 
@@ -15,7 +19,10 @@ pub mod chain;
 pub mod codec;
 pub mod conformance;
 pub mod file;
+#[cfg(feature = "kurrentdb")]
+pub mod kurrentdb;
 pub mod memory;
+pub mod migrate;
 mod subscription;
 
 use std::fmt;

@@ -1,0 +1,703 @@
+//! The clustered backend: the ledger's streams in a KurrentDB (EventStoreDB) cluster,
+//! through the official gRPC client. Several ledger instances share one cluster; writes
+//! use KurrentDB's optimistic concurrency on streams, and every instance follows `$all`
+//! with a catch-up subscription.
+//!
+//! # What goes where
+//! Each of our events is one KurrentDB event with the same id, the same event type, the
+//! payload as data (content type JSON when the payload is byte-exact JSON, binary
+//! otherwise) and our metadata in the event's custom metadata (see [`mapping`]). Our
+//! [`Position`] is KurrentDB's commit/prepare position of the event in `$all`. KurrentDB's
+//! own records (event types and streams starting with `$`) are never shown.
+//!
+//! # The hash chain, per stream
+//! Writers on several instances append concurrently, so none knows the global
+//! predecessor of its events; each stream is its own chain ([`ChainScope::PerStream`]).
+//! An append reads the stream's last event (its revision, hash and `recorded_at`),
+//! computes the links of the new events with [`codec::encode_body`] exactly as the
+//! embedded log does, and appends under the *exact* state it read. If another writer got
+//! there first, KurrentDB refuses the append; under [`ExpectedRevision::Exact`] and
+//! [`ExpectedRevision::NoStream`] that is the caller's conflict, under
+//! [`ExpectedRevision::Any`] and [`ExpectedRevision::StreamExists`] the writer reads again
+//! and rechains, at most [`APPEND_ATTEMPTS_MAX`] times.
+//!
+//! # Idempotent retries, and why a retry cannot fork the chain
+//! Before writing, an append looks for its event ids where an earlier identical append
+//! would have put them: at the expected revision for `Exact`/`NoStream`, among the last
+//! events of the stream (the batch size plus [`RETRY_LOOKBACK_MAX`]) for
+//! `Any`/`StreamExists`. If they are there, the earlier outcome is returned and nothing is
+//! written ([`classify_append`] decides, as in every backend). `recorded_at` is part of
+//! the hashed body, so a retry must never write the same events with a new timestamp; it
+//! cannot: if the earlier append landed, the retry finds it and writes nothing; if the
+//! earlier append is still in flight when the retry appends, both carry the same ids under
+//! the same exact expectation and KurrentDB's own id-based idempotency acknowledges the
+//! retry without writing it, so the stored events keep the first attempt's metadata, which
+//! is consistent with itself. The outcome is always read back from the stream.
+//!
+//! Known limit: KurrentDB keeps no index of event ids across streams, so reusing an event
+//! id in a *different* stream is not detected here (the embedded backends refuse it with
+//! [`StoreError::IdempotencyConflict`]); neither is a retry under `Any` that arrives after
+//! more than [`RETRY_LOOKBACK_MAX`] later events of the same stream.
+//!
+//! # Failures
+//! Unreachable nodes, a node that is not the leader and deadlines become
+//! [`StoreError::Unavailable`] with the reason; reads and appends are retried
+//! [`CALL_ATTEMPTS_MAX`] times with a doubling pause, each retry logged. A subscription
+//! that loses its connection resumes after the last event it delivered, at most
+//! [`SUBSCRIPTION_ATTEMPTS_MAX`] times in a row, then ends with the error.
+
+pub mod connection;
+pub mod mapping;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{
+    check_append_limits, check_page_limit, classify_append, AppendKind, AppendOutcome, ChainScope,
+    Digest, Direction, EventStore, ExpectedRevision, NewEvent, Position, RecordedEvent, StoreError,
+    StreamFrom, StreamName, StreamState, Subscription, WrittenEvent, PAGE_SIZE_MAX,
+};
+pub use connection::{ConnectionString, ConnectionStringError};
+use mapping::{ClientEvent, StoredMetadata};
+
+/// Chained appends under `Any`/`StreamExists` that may lose the race to another writer
+/// before the append gives up with [`StoreError::WrongExpectedVersion`].
+pub const APPEND_ATTEMPTS_MAX: u32 = 16;
+/// Events beyond the batch size searched for an earlier identical append under
+/// `Any`/`StreamExists`.
+pub const RETRY_LOOKBACK_MAX: usize = 64;
+/// Attempts of one read or append while the cluster is unavailable.
+pub const CALL_ATTEMPTS_MAX: u32 = 4;
+/// Reconnections of a subscription in a row, without an event delivered between them.
+pub const SUBSCRIPTION_ATTEMPTS_MAX: u32 = 8;
+/// The first pause before a retry; it doubles on each further retry.
+pub const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(100);
+/// The longest pause between retries.
+pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
+/// Pages of `$all` read backwards to find the newest event that is not KurrentDB's own.
+pub const HEAD_SCAN_PAGES_MAX: usize = 64;
+
+const _: () = assert!(super::EVENTS_PER_APPEND_MAX + RETRY_LOOKBACK_MAX <= 2 * PAGE_SIZE_MAX);
+
+/// An event store in a KurrentDB cluster; clones share the connection.
+#[derive(Clone)]
+pub struct KurrentDbStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: kurrentdb::Client,
+    connection: ConnectionString,
+    clock: Box<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+}
+
+impl KurrentDbStore {
+    /// Connects to the cluster and checks it answers (with bounded, logged retries).
+    /// Must be called inside a tokio runtime.
+    pub async fn connect(connection: ConnectionString) -> Result<KurrentDbStore, StoreError> {
+        let client = kurrentdb::Client::new(connection.settings().clone()).map_err(|error| {
+            StoreError::Unavailable {
+                reason: format!("cannot set up the KurrentDB client for {connection}: {error}"),
+            }
+        })?;
+        let store = KurrentDbStore {
+            inner: Arc::new(Inner {
+                client,
+                connection,
+                clock: Box::new(Utc::now),
+            }),
+        };
+        store.head().await.map_err(|error| match error {
+            StoreError::Unavailable { reason } => StoreError::Unavailable {
+                reason: format!("{}: {reason}", store.inner.connection),
+            },
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// The connection string, password hidden.
+    pub fn connection(&self) -> &ConnectionString {
+        &self.inner.connection
+    }
+
+    /// Runs `call` until it succeeds, fails for a reason other than unavailability, or has
+    /// been tried [`CALL_ATTEMPTS_MAX`] times.
+    async fn with_retries<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Err(StoreError::Unavailable { reason }) if attempt < CALL_ATTEMPTS_MAX => {
+                    let pause = retry_pause(attempt);
+                    tracing::warn!(
+                        attempt,
+                        attempts_max = CALL_ATTEMPTS_MAX,
+                        pause_ms = pause.as_millis() as u64,
+                        %reason,
+                        "KurrentDB {what} failed, retrying"
+                    );
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+                Err(StoreError::Unavailable { reason }) => {
+                    return Err(StoreError::Unavailable {
+                        reason: format!("{reason} (after {attempt} attempts)"),
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads one stream once, mapping every event.
+    async fn read_stream_once(
+        &self,
+        stream: &StreamName,
+        position: kurrentdb::StreamPosition<u64>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let options = kurrentdb::ReadStreamOptions::default().position(position);
+        let options = match direction {
+            Direction::Forward => options.forwards(),
+            Direction::Backward => options.backwards(),
+        }
+        .max_count(limit);
+        let mut reader = match self
+            .inner
+            .client
+            .read_stream(stream.as_str(), &options)
+            .await
+        {
+            Ok(reader) => reader,
+            Err(kurrentdb::Error::ResourceNotFound) => return Ok(Vec::new()),
+            Err(error) => return Err(mapping::store_error(error, None)),
+        };
+        let mut events = Vec::new();
+        loop {
+            match reader.next().await {
+                Ok(Some(resolved)) => {
+                    if let Some(event) = &resolved.event {
+                        events.push(mapping::recorded_event(ClientEvent::of(event))?);
+                    }
+                }
+                Ok(None) => return Ok(events),
+                Err(kurrentdb::Error::ResourceNotFound) => return Ok(Vec::new()),
+                Err(error) => return Err(mapping::store_error(error, None)),
+            }
+        }
+    }
+
+    /// Reads at most `limit` raw records of `$all` from `start` in `direction`: every
+    /// record with its position, ours mapped, KurrentDB's own as `None`.
+    async fn read_all_raw(
+        &self,
+        start: kurrentdb::StreamPosition<kurrentdb::Position>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(Position, Option<RecordedEvent>)>, StoreError> {
+        let options = kurrentdb::ReadAllOptions::default().position(start);
+        let options = match direction {
+            Direction::Forward => options.forwards(),
+            Direction::Backward => options.backwards(),
+        }
+        .max_count(limit);
+        let mut reader = self
+            .inner
+            .client
+            .read_all(&options)
+            .await
+            .map_err(|error| mapping::store_error(error, None))?;
+        let mut records = Vec::new();
+        while let Some(resolved) = reader
+            .next()
+            .await
+            .map_err(|error| mapping::store_error(error, None))?
+        {
+            let Some(event) = &resolved.event else {
+                continue;
+            };
+            let position = mapping::position_from_client(event.position);
+            if mapping::is_system(event.stream_id(), &event.event_type) {
+                records.push((position, None));
+            } else {
+                records.push((
+                    position,
+                    Some(mapping::recorded_event(ClientEvent::of(event))?),
+                ));
+            }
+        }
+        Ok(records)
+    }
+
+    /// The stream's last event, if any.
+    async fn last_event(&self, stream: &StreamName) -> Result<Option<RecordedEvent>, StoreError> {
+        Ok(self
+            .read_stream_once(
+                stream,
+                kurrentdb::StreamPosition::End,
+                Direction::Backward,
+                1,
+            )
+            .await?
+            .pop())
+    }
+
+    /// One attempt at a chained append: read the stream's tail, recognise a retry, chain,
+    /// append under the exact state read. `Ok(None)` means another writer won the race
+    /// under a loose expectation and the caller should try again.
+    async fn append_once(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: &[NewEvent],
+    ) -> Result<Option<AppendOutcome>, StoreError> {
+        let tail = self.last_event(stream).await?;
+        let state = tail.as_ref().map_or(StreamState::NoStream, |event| {
+            StreamState::At(event.revision)
+        });
+        if let AppendKind::Repeat(outcome) = self.classify(stream, expected, events, state).await? {
+            return Ok(Some(outcome));
+        }
+        if !state.satisfies(expected) {
+            return Err(StoreError::WrongExpectedVersion {
+                stream: stream.clone(),
+                expected,
+                actual: state,
+            });
+        }
+        let recorded_at =
+            mapping::recorded_at((self.inner.clock)(), tail.as_ref().map(|e| e.recorded_at));
+        let previous = tail.as_ref().map_or(Digest::GENESIS, |e| e.chain.current);
+        let first_revision = state.next_revision();
+        let links = mapping::chain_links(stream, events, first_revision, recorded_at, previous);
+        let data: Vec<kurrentdb::EventData> = events
+            .iter()
+            .zip(&links)
+            .map(|(event, link)| {
+                mapping::event_data(event, &StoredMetadata::new(event, recorded_at, *link))
+            })
+            .collect();
+        let options =
+            kurrentdb::AppendToStreamOptions::default().stream_state(mapping::exact_state(state));
+        match self
+            .inner
+            .client
+            .append_to_stream(stream.as_str(), &options, data)
+            .await
+        {
+            Ok(_) => {}
+            Err(kurrentdb::Error::WrongExpectedVersion { current, .. }) => {
+                let actual = mapping::current_state(current);
+                return match expected {
+                    ExpectedRevision::Any | ExpectedRevision::StreamExists => {
+                        tracing::debug!(%stream, %state, %actual, "lost a chained append race");
+                        Ok(None)
+                    }
+                    // The stream moved since it was read: the next attempt either finds
+                    // this very append (a concurrent retry of it) or reports the conflict.
+                    ExpectedRevision::NoStream | ExpectedRevision::Exact(_) => Ok(None),
+                };
+            }
+            Err(error) => return Err(mapping::store_error(error, Some((stream, expected)))),
+        }
+        let last_revision = first_revision + events.len() as u64 - 1;
+        let written = self
+            .read_stream_once(
+                stream,
+                kurrentdb::StreamPosition::Position(last_revision),
+                Direction::Forward,
+                1,
+            )
+            .await?;
+        let last = written.first().ok_or_else(|| StoreError::Unavailable {
+            reason: format!(
+                "KurrentDB acknowledged the append to {stream} but revision {last_revision} \
+                 does not read back (a follower that is behind?)"
+            ),
+        })?;
+        assert_eq!(
+            last.id,
+            events.last().expect("checked non-empty").id,
+            "KurrentDB put another event at the revision it acknowledged for ours"
+        );
+        Ok(Some(AppendOutcome {
+            revision: last.revision,
+            position: last.position,
+        }))
+    }
+
+    /// Whether `events` repeat an earlier append, looking where that append would be.
+    async fn classify(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: &[NewEvent],
+        state: StreamState,
+    ) -> Result<AppendKind, StoreError> {
+        let StreamState::At(last) = state else {
+            return Ok(AppendKind::New); // an empty stream holds no earlier append
+        };
+        let candidates = match expected {
+            ExpectedRevision::NoStream | ExpectedRevision::Exact(_) => {
+                let slot = match expected {
+                    ExpectedRevision::Exact(revision) => revision.saturating_add(1),
+                    _ => 0,
+                };
+                if slot > last {
+                    return Ok(AppendKind::New);
+                }
+                self.read_stream_once(
+                    stream,
+                    kurrentdb::StreamPosition::Position(slot),
+                    Direction::Forward,
+                    events.len(),
+                )
+                .await?
+            }
+            ExpectedRevision::Any | ExpectedRevision::StreamExists => {
+                self.read_stream_once(
+                    stream,
+                    kurrentdb::StreamPosition::End,
+                    Direction::Backward,
+                    events.len() + RETRY_LOOKBACK_MAX,
+                )
+                .await?
+            }
+        };
+        let found: std::collections::HashMap<Uuid, WrittenEvent> = candidates
+            .iter()
+            .map(|event| {
+                let written = WrittenEvent {
+                    in_this_stream: true,
+                    revision: event.revision,
+                    position: event.position,
+                };
+                (event.id, written)
+            })
+            .collect();
+        classify_append(expected, events, |id| found.get(id).copied())
+    }
+
+    /// Reads `$all` forward from `from` (inclusive), skipping KurrentDB's own records,
+    /// until `limit` events or the end.
+    async fn read_all_once(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut start = match mapping::read_all_start(from) {
+            mapping::ReadAllStart::PastEnd => return Ok(Vec::new()),
+            mapping::ReadAllStart::Start => kurrentdb::StreamPosition::Start,
+            mapping::ReadAllStart::At(position) => kurrentdb::StreamPosition::Position(position),
+        };
+        let mut events = Vec::new();
+        let mut last_seen: Option<Position> = None;
+        // Every round reads at least one record past the last one seen, so this ends.
+        loop {
+            let want = limit - events.len();
+            let page = self
+                .read_all_raw(start, Direction::Forward, want + 1)
+                .await?;
+            let mut progressed = false;
+            let page_len = page.len();
+            for (position, event) in page {
+                if position < from || last_seen.is_some_and(|seen| position <= seen) {
+                    continue;
+                }
+                last_seen = Some(position);
+                progressed = true;
+                if let Some(event) = event {
+                    if events.len() < limit {
+                        events.push(event);
+                    }
+                }
+            }
+            if events.len() >= limit || !progressed || page_len < want + 1 {
+                return Ok(events);
+            }
+            let seen = last_seen.expect("progressed");
+            start = kurrentdb::StreamPosition::Position(mapping::position_to_client(seen));
+        }
+    }
+
+    async fn head_once(&self) -> Result<Option<Position>, StoreError> {
+        const PAGE: usize = 64;
+        let mut start = kurrentdb::StreamPosition::End;
+        for _ in 0..HEAD_SCAN_PAGES_MAX {
+            let page = self.read_all_raw(start, Direction::Backward, PAGE).await?;
+            if let Some(event) = page.iter().find_map(|(_, event)| event.as_ref()) {
+                return Ok(Some(event.position));
+            }
+            match page.last() {
+                Some((oldest, _)) if page.len() == PAGE => {
+                    // Backward reads of $all exclude the start position.
+                    start =
+                        kurrentdb::StreamPosition::Position(mapping::position_to_client(*oldest));
+                }
+                _ => return Ok(None),
+            }
+        }
+        Err(StoreError::Unavailable {
+            reason: format!(
+                "the newest {} records of $all are all KurrentDB's own; no ledger event found",
+                HEAD_SCAN_PAGES_MAX * PAGE
+            ),
+        })
+    }
+}
+
+fn retry_pause(attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    RETRY_PAUSE_FIRST
+        .saturating_mul(factor)
+        .min(RETRY_PAUSE_MAX)
+}
+
+#[async_trait]
+impl EventStore for KurrentDbStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        check_append_limits(&events)?;
+        let mut last_lost = StreamState::NoStream;
+        for attempt in 1..=APPEND_ATTEMPTS_MAX {
+            let outcome = self
+                .with_retries("append", || self.append_once(stream, expected, &events))
+                .await?;
+            if let Some(outcome) = outcome {
+                return Ok(outcome);
+            }
+            last_lost = self.stream_state(stream).await?;
+            tracing::debug!(%stream, attempt, "retrying a chained append after a race");
+        }
+        tracing::warn!(
+            %stream,
+            attempts = APPEND_ATTEMPTS_MAX,
+            "gave up a chained append: other writers kept winning"
+        );
+        Err(StoreError::WrongExpectedVersion {
+            stream: stream.clone(),
+            expected,
+            actual: last_lost,
+        })
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: StreamFrom,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        check_page_limit(limit)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let position = match (from, direction) {
+            (StreamFrom::End, Direction::Forward) => return Ok(Vec::new()),
+            (StreamFrom::Start, _) => kurrentdb::StreamPosition::Position(0),
+            (StreamFrom::End, Direction::Backward) => kurrentdb::StreamPosition::End,
+            (StreamFrom::Revision(revision), _) => kurrentdb::StreamPosition::Position(revision),
+        };
+        let events = self
+            .with_retries("stream read", || {
+                self.read_stream_once(stream, position, direction, limit)
+            })
+            .await?;
+        if events.is_empty() && direction == Direction::Backward {
+            if let StreamFrom::Revision(_) = from {
+                // Reading backward from beyond the last event starts at the last event.
+                return self
+                    .with_retries("stream read", || {
+                        self.read_stream_once(
+                            stream,
+                            kurrentdb::StreamPosition::End,
+                            direction,
+                            limit,
+                        )
+                    })
+                    .await;
+            }
+        }
+        Ok(events)
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        check_page_limit(limit)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.with_retries("read of $all", || self.read_all_once(from, limit))
+            .await
+    }
+
+    async fn stream_state(&self, stream: &StreamName) -> Result<StreamState, StoreError> {
+        let last = self
+            .with_retries("stream read", || self.last_event(stream))
+            .await?;
+        Ok(last.map_or(StreamState::NoStream, |event| {
+            StreamState::At(event.revision)
+        }))
+    }
+
+    async fn head(&self) -> Result<Option<Position>, StoreError> {
+        self.with_retries("read of $all", || self.head_once()).await
+    }
+
+    fn subscribe_all(&self, from: Position) -> Subscription {
+        let (sender, receiver) = mpsc::channel(super::subscription::SUBSCRIPTION_BUFFER_MAX);
+        let follower = Follower {
+            store: self.clone(),
+            from,
+            last_delivered: None,
+            sender,
+        };
+        tokio::spawn(follower.run());
+        Subscription::from_channel(receiver)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // KurrentDB acknowledges an append once a quorum of nodes has it on disk.
+        Ok(())
+    }
+
+    fn chain_scope(&self) -> ChainScope {
+        ChainScope::PerStream
+    }
+}
+
+/// The task behind one subscription: catch up by reading `$all`, then follow a
+/// KurrentDB subscription; after a dropped connection, start over from the last event
+/// delivered.
+struct Follower {
+    store: KurrentDbStore,
+    from: Position,
+    last_delivered: Option<Position>,
+    sender: mpsc::Sender<Result<RecordedEvent, StoreError>>,
+}
+
+/// Why one connection of a follower ended.
+enum Ended {
+    SubscriberGone,
+    Failed(StoreError),
+}
+
+impl Follower {
+    async fn run(mut self) {
+        let mut failures = 0u32;
+        loop {
+            let delivered_before = self.last_delivered;
+            let error = match self.follow().await {
+                Ended::SubscriberGone => return,
+                Ended::Failed(error) => error,
+            };
+            if self.last_delivered != delivered_before {
+                failures = 0;
+            }
+            failures += 1;
+            let retryable = matches!(error, StoreError::Unavailable { .. });
+            if !retryable || failures >= SUBSCRIPTION_ATTEMPTS_MAX {
+                tracing::error!(%error, failures, "KurrentDB subscription ended");
+                let _ = self.sender.send(Err(error)).await;
+                return;
+            }
+            let pause = retry_pause(failures);
+            tracing::warn!(
+                %error,
+                failures,
+                attempts_max = SUBSCRIPTION_ATTEMPTS_MAX,
+                pause_ms = pause.as_millis() as u64,
+                resume_after = ?self.last_delivered,
+                "KurrentDB subscription dropped, resubscribing"
+            );
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn deliver(&mut self, event: RecordedEvent) -> Result<(), Ended> {
+        let position = event.position;
+        assert!(
+            mapping::deliverable(position, self.from, self.last_delivered),
+            "a subscription must not deliver out of order"
+        );
+        self.sender
+            .send(Ok(event))
+            .await
+            .map_err(|_| Ended::SubscriberGone)?;
+        self.last_delivered = Some(position);
+        Ok(())
+    }
+
+    /// One connection's worth of following; returns how it ended.
+    async fn follow(&mut self) -> Ended {
+        match self.follow_inner().await {
+            Ok(never) => match never {},
+            Err(ended) => ended,
+        }
+    }
+
+    async fn follow_inner(&mut self) -> Result<std::convert::Infallible, Ended> {
+        let failed = Ended::Failed;
+        // Catch up from the history, page by page.
+        let live_from = loop {
+            let head_before = match self.last_delivered {
+                Some(_) => None,
+                None => self.store.head_once().await.map_err(failed)?,
+            };
+            let start = self.last_delivered.unwrap_or(self.from);
+            let page = self
+                .store
+                .read_all_once(start, PAGE_SIZE_MAX)
+                .await
+                .map_err(failed)?;
+            let fresh: Vec<RecordedEvent> = page
+                .into_iter()
+                .filter(|e| mapping::deliverable(e.position, self.from, self.last_delivered))
+                .collect();
+            if fresh.is_empty() {
+                break mapping::live_start(self.last_delivered, head_before);
+            }
+            for event in fresh {
+                self.deliver(event).await?;
+            }
+        };
+        // Then follow live appends: KurrentDB starts strictly after `live_from`.
+        let options = kurrentdb::SubscribeToAllOptions::default().position(live_from);
+        let mut live = self.store.inner.client.subscribe_to_all(&options).await;
+        loop {
+            let resolved = live
+                .next()
+                .await
+                .map_err(|error| Ended::Failed(mapping::store_error(error, None)))?;
+            let Some(event) = &resolved.event else {
+                continue;
+            };
+            let position = mapping::position_from_client(event.position);
+            if mapping::is_system(event.stream_id(), &event.event_type)
+                || !mapping::deliverable(position, self.from, self.last_delivered)
+            {
+                continue;
+            }
+            let recorded = mapping::recorded_event(ClientEvent::of(event)).map_err(failed)?;
+            self.deliver(recorded).await?;
+        }
+    }
+}
