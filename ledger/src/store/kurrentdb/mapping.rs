@@ -345,7 +345,7 @@ pub fn store_error(
             unavailable(format!("cannot reach the KurrentDB cluster: {cause}"))
         }
         kurrentdb::Error::ConnectionClosed => {
-            unavailable("the connection to KurrentDB closed".to_owned())
+            unavailable("the connection to KurrentDB could not be opened or closed".to_owned())
         }
         kurrentdb::Error::ServerError(message) => {
             unavailable(format!("KurrentDB server error: {message}"))
