@@ -355,6 +355,15 @@ pub fn store_error(
                      so an operator did"
                 .to_owned(),
         },
+        // Refused because of the server's MaxAppendSize: retrying cannot help.
+        kurrentdb::Error::Grpc { message, .. } if message.contains("Append Size") => {
+            StoreError::WritesRefused {
+                reason: format!(
+                    "KurrentDB refused the append as too large ({message}); raise the \
+                     server's MaxAppendSize (see docs/DEPLOY.md)"
+                ),
+            }
+        }
         other => unavailable(format!("KurrentDB request failed: {other}")),
     }
 }
@@ -723,5 +732,14 @@ mod tests {
             store_error(kurrentdb::Error::ResourceDeleted, None),
             StoreError::WritesRefused { .. }
         ));
+        // gRPC code 3 is InvalidArgument, as the server answers an oversized append.
+        let too_big = kurrentdb::Error::Grpc {
+            code: 3.into(),
+            message: "Maximum Append Size of 1048576 Exceeded.".to_owned(),
+        };
+        match store_error(too_big, None) {
+            StoreError::WritesRefused { reason } => assert!(reason.contains("MaxAppendSize")),
+            other => panic!("expected WritesRefused, got {other:?}"),
+        }
     }
 }

@@ -198,15 +198,19 @@ impl KurrentDbStore {
         }
     }
 
-    /// Reads at most `limit` raw records of `$all` from `start` in `direction`: every
-    /// record with its position, ours mapped, KurrentDB's own as `None`.
+    /// Reads at most `limit` records of `$all` from `start` in `direction`, each with its
+    /// position, ours mapped, KurrentDB's own as `None`. The server leaves out system
+    /// event types (so a log full of `$statsCollected` is not shipped to us); events of
+    /// system streams with other types are left out here.
     async fn read_all_raw(
         &self,
         start: kurrentdb::StreamPosition<kurrentdb::Position>,
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<(Position, Option<RecordedEvent>)>, StoreError> {
-        let options = kurrentdb::ReadAllOptions::default().position(start);
+        let options = kurrentdb::ReadAllOptions::default()
+            .position(start)
+            .filter(kurrentdb::SubscriptionFilter::on_event_type().exclude_system_events());
         let options = match direction {
             Direction::Forward => options.forwards(),
             Direction::Backward => options.backwards(),
@@ -432,7 +436,7 @@ impl KurrentDbStore {
     }
 
     async fn head_once(&self) -> Result<Option<Position>, StoreError> {
-        const PAGE: usize = 64;
+        const PAGE: usize = 16;
         let mut start = kurrentdb::StreamPosition::End;
         for _ in 0..HEAD_SCAN_PAGES_MAX {
             let page = self.read_all_raw(start, Direction::Backward, PAGE).await?;
@@ -450,7 +454,8 @@ impl KurrentDbStore {
         }
         Err(StoreError::Unavailable {
             reason: format!(
-                "the newest {} records of $all are all KurrentDB's own; no ledger event found",
+                "the newest {} records of $all are all in KurrentDB's system streams; \
+                 no ledger event found",
                 HEAD_SCAN_PAGES_MAX * PAGE
             ),
         })
@@ -680,7 +685,9 @@ impl Follower {
             }
         };
         // Then follow live appends: KurrentDB starts strictly after `live_from`.
-        let options = kurrentdb::SubscribeToAllOptions::default().position(live_from);
+        let options = kurrentdb::SubscribeToAllOptions::default()
+            .position(live_from)
+            .filter(kurrentdb::SubscriptionFilter::on_event_type().exclude_system_events());
         let mut live = self.store.inner.client.subscribe_to_all(&options).await;
         loop {
             let resolved = live
