@@ -457,6 +457,23 @@ pub trait EventStore: Send + Sync + 'static {
     fn chain_scope(&self) -> ChainScope {
         ChainScope::Global
     }
+
+    /// Where an event id already written is recognised: anywhere in the log, or only in
+    /// the stream it was written to.
+    fn id_scope(&self) -> IdScope {
+        IdScope::Log
+    }
+}
+
+/// Where a backend recognises an event id as already written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IdScope {
+    /// Ids are unique in the whole log: reusing one in another stream is an
+    /// [`StoreError::IdempotencyConflict`] (the backend keeps an index of every id).
+    Log,
+    /// Ids are recognised within their stream only: a cluster keeps no index of ids
+    /// across streams, so an id reused in another stream is written there.
+    Stream,
 }
 
 /// Which records a backend's hash chain links together.

@@ -34,17 +34,19 @@
 //! retry without writing it, so the stored events keep the first attempt's metadata, which
 //! is consistent with itself. The outcome is always read back from the stream.
 //!
-//! Known limit: KurrentDB keeps no index of event ids across streams, so reusing an event
-//! id in a *different* stream is not detected here (the embedded backends refuse it with
-//! [`StoreError::IdempotencyConflict`]); neither is a retry under `Any` that arrives after
-//! more than [`RETRY_LOOKBACK_MAX`] later events of the same stream.
+//! Known limits: KurrentDB keeps no index of event ids across streams, so reusing an
+//! event id in a *different* stream is not detected here ([`IdScope::Stream`]; the
+//! embedded backends refuse it with [`StoreError::IdempotencyConflict`]); neither is a
+//! retry under `Any` that arrives after more than [`RETRY_LOOKBACK_MAX`] later events of
+//! the same stream.
 //!
 //! # Failures
 //! Unreachable nodes, a node that is not the leader and deadlines become
-//! [`StoreError::Unavailable`] with the reason; reads and appends are retried
+//! [`StoreError::Unavailable`] with the reason; reads and appends are tried
 //! [`CALL_ATTEMPTS_MAX`] times with a doubling pause, each retry logged. A subscription
 //! that loses its connection resumes after the last event it delivered, at most
-//! [`SUBSCRIPTION_ATTEMPTS_MAX`] times in a row, then ends with the error.
+//! [`SUBSCRIPTION_ATTEMPTS_MAX`] times in a row, then ends with the error
+//! ([`RetryPolicy`] changes these).
 
 pub mod connection;
 pub mod mapping;
@@ -60,8 +62,8 @@ use uuid::Uuid;
 
 use super::{
     check_append_limits, check_page_limit, classify_append, AppendKind, AppendOutcome, ChainScope,
-    Digest, Direction, EventStore, ExpectedRevision, NewEvent, Position, RecordedEvent, StoreError,
-    StreamFrom, StreamName, StreamState, Subscription, WrittenEvent, PAGE_SIZE_MAX,
+    Digest, Direction, EventStore, ExpectedRevision, IdScope, NewEvent, Position, RecordedEvent,
+    StoreError, StreamFrom, StreamName, StreamState, Subscription, WrittenEvent, PAGE_SIZE_MAX,
 };
 pub use connection::{ConnectionString, ConnectionStringError};
 use mapping::{ClientEvent, StoredMetadata};
@@ -80,6 +82,35 @@ pub const SUBSCRIPTION_ATTEMPTS_MAX: u32 = 8;
 pub const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(100);
 /// The longest pause between retries.
 pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
+/// How a store retries while the cluster is unavailable; [`RetryPolicy::default`] uses
+/// the constants above.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub call_attempts_max: u32,
+    pub subscription_attempts_max: u32,
+    pub pause_first: Duration,
+    pub pause_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            call_attempts_max: CALL_ATTEMPTS_MAX,
+            subscription_attempts_max: SUBSCRIPTION_ATTEMPTS_MAX,
+            pause_first: RETRY_PAUSE_FIRST,
+            pause_max: RETRY_PAUSE_MAX,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause before retry number `attempt` (from 1): doubling, at most `pause_max`.
+    pub fn pause(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.pause_first.saturating_mul(factor).min(self.pause_max)
+    }
+}
+
 /// Pages of `$all` read backwards to find the newest event that is not KurrentDB's own.
 pub const HEAD_SCAN_PAGES_MAX: usize = 64;
 
@@ -95,24 +126,14 @@ struct Inner {
     client: kurrentdb::Client,
     connection: ConnectionString,
     clock: Box<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    retry: RetryPolicy,
 }
 
 impl KurrentDbStore {
     /// Connects to the cluster and checks it answers (with bounded, logged retries).
     /// Must be called inside a tokio runtime.
     pub async fn connect(connection: ConnectionString) -> Result<KurrentDbStore, StoreError> {
-        let client = kurrentdb::Client::new(connection.settings().clone()).map_err(|error| {
-            StoreError::Unavailable {
-                reason: format!("cannot set up the KurrentDB client for {connection}: {error}"),
-            }
-        })?;
-        let store = KurrentDbStore {
-            inner: Arc::new(Inner {
-                client,
-                connection,
-                clock: Box::new(Utc::now),
-            }),
-        };
+        let store = KurrentDbStore::lazy(connection)?;
         store.head().await.map_err(|error| match error {
             StoreError::Unavailable { reason } => StoreError::Unavailable {
                 reason: format!("{}: {reason}", store.inner.connection),
@@ -122,26 +143,53 @@ impl KurrentDbStore {
         Ok(store)
     }
 
+    /// A store whose client connects on first use, without checking the cluster answers.
+    /// Must be called inside a tokio runtime.
+    pub fn lazy(connection: ConnectionString) -> Result<KurrentDbStore, StoreError> {
+        KurrentDbStore::with_retry_policy(connection, RetryPolicy::default())
+    }
+
+    /// Like [`KurrentDbStore::lazy`], retrying as `retry` says.
+    pub fn with_retry_policy(
+        connection: ConnectionString,
+        retry: RetryPolicy,
+    ) -> Result<KurrentDbStore, StoreError> {
+        let client = kurrentdb::Client::new(connection.settings().clone()).map_err(|error| {
+            StoreError::Unavailable {
+                reason: format!("cannot set up the KurrentDB client for {connection}: {error}"),
+            }
+        })?;
+        Ok(KurrentDbStore {
+            inner: Arc::new(Inner {
+                client,
+                connection,
+                clock: Box::new(Utc::now),
+                retry,
+            }),
+        })
+    }
+
     /// The connection string, password hidden.
     pub fn connection(&self) -> &ConnectionString {
         &self.inner.connection
     }
 
     /// Runs `call` until it succeeds, fails for a reason other than unavailability, or has
-    /// been tried [`CALL_ATTEMPTS_MAX`] times.
+    /// been tried as often as the retry policy allows.
     async fn with_retries<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
+        let retry = self.inner.retry;
         let mut attempt = 1;
         loop {
             match call().await {
-                Err(StoreError::Unavailable { reason }) if attempt < CALL_ATTEMPTS_MAX => {
-                    let pause = retry_pause(attempt);
+                Err(StoreError::Unavailable { reason }) if attempt < retry.call_attempts_max => {
+                    let pause = retry.pause(attempt);
                     tracing::warn!(
                         attempt,
-                        attempts_max = CALL_ATTEMPTS_MAX,
+                        attempts_max = retry.call_attempts_max,
                         pause_ms = pause.as_millis() as u64,
                         %reason,
                         "KurrentDB {what} failed, retrying"
@@ -462,13 +510,6 @@ impl KurrentDbStore {
     }
 }
 
-fn retry_pause(attempt: u32) -> Duration {
-    let factor = 1u32 << attempt.saturating_sub(1).min(16);
-    RETRY_PAUSE_FIRST
-        .saturating_mul(factor)
-        .min(RETRY_PAUSE_MAX)
-}
-
 #[async_trait]
 impl EventStore for KurrentDbStore {
     async fn append(
@@ -587,6 +628,10 @@ impl EventStore for KurrentDbStore {
     fn chain_scope(&self) -> ChainScope {
         ChainScope::PerStream
     }
+
+    fn id_scope(&self) -> IdScope {
+        IdScope::Stream
+    }
 }
 
 /// The task behind one subscription: catch up by reading `$all`, then follow a
@@ -619,16 +664,17 @@ impl Follower {
             }
             failures += 1;
             let retryable = matches!(error, StoreError::Unavailable { .. });
-            if !retryable || failures >= SUBSCRIPTION_ATTEMPTS_MAX {
+            let retry = self.store.inner.retry;
+            if !retryable || failures >= retry.subscription_attempts_max {
                 tracing::error!(%error, failures, "KurrentDB subscription ended");
                 let _ = self.sender.send(Err(error)).await;
                 return;
             }
-            let pause = retry_pause(failures);
+            let pause = retry.pause(failures);
             tracing::warn!(
                 %error,
                 failures,
-                attempts_max = SUBSCRIPTION_ATTEMPTS_MAX,
+                attempts_max = retry.subscription_attempts_max,
                 pause_ms = pause.as_millis() as u64,
                 resume_after = ?self.last_delivered,
                 "KurrentDB subscription dropped, resubscribing"
@@ -706,5 +752,126 @@ impl Follower {
             let recorded = mapping::recorded_event(ClientEvent::of(event)).map_err(failed)?;
             self.deliver(recorded).await?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::event;
+    use crate::store::{EventType, EVENTS_PER_APPEND_MAX};
+
+    /// A store pointed at a port nothing listens on (loopback only: no network needed),
+    /// retrying with short pauses.
+    fn unreachable() -> KurrentDbStore {
+        let connection = ConnectionString::parse("kurrentdb://127.0.0.1:1?tls=false").unwrap();
+        let retry = RetryPolicy {
+            pause_first: Duration::from_millis(1),
+            pause_max: Duration::from_millis(4),
+            ..RetryPolicy::default()
+        };
+        KurrentDbStore::with_retry_policy(connection, retry).unwrap()
+    }
+
+    fn stream() -> StreamName {
+        StreamName::parse("account-1").unwrap()
+    }
+
+    #[tokio::test]
+    async fn scopes_are_per_stream() {
+        let store = unreachable();
+        assert_eq!(store.chain_scope(), ChainScope::PerStream);
+        assert_eq!(store.id_scope(), IdScope::Stream);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_before_any_network_call() {
+        let store = unreachable();
+        let too_many: Vec<_> = (0..=EVENTS_PER_APPEND_MAX).map(|_| event("x")).collect();
+        assert!(matches!(
+            store
+                .append(&stream(), ExpectedRevision::Any, too_many)
+                .await,
+            Err(StoreError::LimitExceeded {
+                limit: "events_per_append_max",
+                ..
+            })
+        ));
+        assert!(matches!(
+            store
+                .append(&stream(), ExpectedRevision::Any, Vec::new())
+                .await,
+            Err(StoreError::EmptyAppend)
+        ));
+        assert!(matches!(
+            store.read_all(Position::START, PAGE_SIZE_MAX + 1).await,
+            Err(StoreError::LimitExceeded { .. })
+        ));
+        // Reads that can hold nothing answer without asking the server.
+        assert!(store
+            .read_stream(&stream(), StreamFrom::End, Direction::Forward, 5)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .read_stream(&stream(), StreamFrom::Start, Direction::Forward, 0)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .read_all(Position::sequence(u64::MAX), 5)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_is_unavailable_after_bounded_retries() {
+        let store = unreachable();
+        let mut append = event("x");
+        append.event_type = EventType::parse("PaymentReceived").unwrap();
+        for result in [
+            store
+                .append(&stream(), ExpectedRevision::NoStream, vec![append])
+                .await
+                .map(|_| ()),
+            store.stream_state(&stream()).await.map(|_| ()),
+            store.head().await.map(|_| ()),
+        ] {
+            match result {
+                Err(StoreError::Unavailable { reason }) => {
+                    let attempts = format!("after {CALL_ATTEMPTS_MAX} attempts");
+                    assert!(reason.contains(&attempts), "{reason}");
+                }
+                other => panic!("expected Unavailable, got {other:?}"),
+            }
+        }
+        match KurrentDbStore::connect(unreachable().connection().clone()).await {
+            Err(StoreError::Unavailable { reason }) => {
+                assert!(reason.contains("127.0.0.1:1"), "{reason}")
+            }
+            Ok(_) => panic!("connected to nothing"),
+            Err(other) => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscription_to_an_unreachable_cluster_ends_with_the_error() {
+        let store = unreachable();
+        let mut subscription = store.subscribe_all(Position::START);
+        match subscription.next().await {
+            Some(Err(StoreError::Unavailable { .. })) => {}
+            other => panic!("expected the final error, got {other:?}"),
+        }
+        assert!(subscription.next().await.is_none(), "nothing after the end");
+    }
+
+    #[test]
+    fn retry_pauses_double_up_to_the_maximum() {
+        let retry = RetryPolicy::default();
+        assert_eq!(retry.pause(1), RETRY_PAUSE_FIRST);
+        assert_eq!(retry.pause(2), RETRY_PAUSE_FIRST * 2);
+        assert_eq!(retry.pause(3), RETRY_PAUSE_FIRST * 4);
+        assert_eq!(retry.pause(40), RETRY_PAUSE_MAX);
     }
 }
