@@ -306,20 +306,19 @@ impl KurrentDbStore {
     }
 
     /// One attempt at a chained append: read the stream's tail, recognise a retry, chain,
-    /// append under the exact state read. `Ok(None)` means another writer won the race
-    /// under a loose expectation and the caller should try again.
+    /// append under the exact state read.
     async fn append_once(
         &self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: &[NewEvent],
-    ) -> Result<Option<AppendOutcome>, StoreError> {
+    ) -> Result<Attempt, StoreError> {
         let tail = self.last_event(stream).await?;
         let state = tail.as_ref().map_or(StreamState::NoStream, |event| {
             StreamState::At(event.revision)
         });
         if let AppendKind::Repeat(outcome) = self.classify(stream, expected, events, state).await? {
-            return Ok(Some(outcome));
+            return Ok(Attempt::Done(outcome));
         }
         if !state.satisfies(expected) {
             return Err(StoreError::WrongExpectedVersion {
@@ -350,16 +349,12 @@ impl KurrentDbStore {
         {
             Ok(_) => {}
             Err(kurrentdb::Error::WrongExpectedVersion { current, .. }) => {
+                // The stream moved since it was read. Under a loose expectation the next
+                // attempt rechains; under an exact one it finds this very append (written
+                // by a concurrent retry of it) or reports the conflict.
                 let actual = mapping::current_state(current);
-                return match expected {
-                    ExpectedRevision::Any | ExpectedRevision::StreamExists => {
-                        tracing::debug!(%stream, %state, %actual, "lost a chained append race");
-                        Ok(None)
-                    }
-                    // The stream moved since it was read: the next attempt either finds
-                    // this very append (a concurrent retry of it) or reports the conflict.
-                    ExpectedRevision::NoStream | ExpectedRevision::Exact(_) => Ok(None),
-                };
+                tracing::debug!(%stream, %state, %actual, "lost a chained append race");
+                return Ok(Attempt::Lost(actual));
             }
             Err(error) => return Err(mapping::store_error(error, Some((stream, expected)))),
         }
@@ -383,7 +378,7 @@ impl KurrentDbStore {
             events.last().expect("checked non-empty").id,
             "KurrentDB put another event at the revision it acknowledged for ours"
         );
-        Ok(Some(AppendOutcome {
+        Ok(Attempt::Done(AppendOutcome {
             revision: last.revision,
             position: last.position,
         }))
@@ -510,6 +505,14 @@ impl KurrentDbStore {
     }
 }
 
+/// How one attempt at a chained append ended.
+enum Attempt {
+    /// Written now, or found written by an earlier identical append.
+    Done(AppendOutcome),
+    /// Another writer appended to the stream between our read and our write.
+    Lost(StreamState),
+}
+
 #[async_trait]
 impl EventStore for KurrentDbStore {
     async fn append(
@@ -521,13 +524,13 @@ impl EventStore for KurrentDbStore {
         check_append_limits(&events)?;
         let mut last_lost = StreamState::NoStream;
         for attempt in 1..=APPEND_ATTEMPTS_MAX {
-            let outcome = self
+            match self
                 .with_retries("append", || self.append_once(stream, expected, &events))
-                .await?;
-            if let Some(outcome) = outcome {
-                return Ok(outcome);
+                .await?
+            {
+                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::Lost(actual) => last_lost = actual,
             }
-            last_lost = self.stream_state(stream).await?;
             tracing::debug!(%stream, attempt, "retrying a chained append after a race");
         }
         tracing::warn!(
