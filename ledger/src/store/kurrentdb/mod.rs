@@ -313,11 +313,30 @@ impl KurrentDbStore {
         expected: ExpectedRevision,
         events: &[NewEvent],
     ) -> Result<Attempt, StoreError> {
-        let tail = self.last_event(stream).await?;
-        let state = tail.as_ref().map_or(StreamState::NoStream, |event| {
+        // Under a loose expectation an earlier identical append can be anywhere near the
+        // end, so one backward read serves as both the tail and the search window.
+        let window = match expected {
+            ExpectedRevision::Any | ExpectedRevision::StreamExists => {
+                events.len() + RETRY_LOOKBACK_MAX
+            }
+            ExpectedRevision::NoStream | ExpectedRevision::Exact(_) => 1,
+        };
+        let newest = self
+            .read_stream_once(
+                stream,
+                kurrentdb::StreamPosition::End,
+                Direction::Backward,
+                window,
+            )
+            .await?;
+        let tail = newest.first();
+        let state = tail.map_or(StreamState::NoStream, |event| {
             StreamState::At(event.revision)
         });
-        if let AppendKind::Repeat(outcome) = self.classify(stream, expected, events, state).await? {
+        if let AppendKind::Repeat(outcome) = self
+            .classify(stream, expected, events, state, &newest)
+            .await?
+        {
             return Ok(Attempt::Done(outcome));
         }
         if !state.satisfies(expected) {
@@ -327,9 +346,8 @@ impl KurrentDbStore {
                 actual: state,
             });
         }
-        let recorded_at =
-            mapping::recorded_at((self.inner.clock)(), tail.as_ref().map(|e| e.recorded_at));
-        let previous = tail.as_ref().map_or(Digest::GENESIS, |e| e.chain.current);
+        let recorded_at = mapping::recorded_at((self.inner.clock)(), tail.map(|e| e.recorded_at));
+        let previous = tail.map_or(Digest::GENESIS, |e| e.chain.current);
         let first_revision = state.next_revision();
         let links = mapping::chain_links(stream, events, first_revision, recorded_at, previous);
         let data: Vec<kurrentdb::EventData> = events
@@ -384,18 +402,22 @@ impl KurrentDbStore {
         }))
     }
 
-    /// Whether `events` repeat an earlier append, looking where that append would be.
+    /// Whether `events` repeat an earlier append, looking where that append would be:
+    /// at the expected revision for an exact expectation, among the `newest` events of
+    /// the stream (read backward from the end) for a loose one.
     async fn classify(
         &self,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: &[NewEvent],
         state: StreamState,
+        newest: &[RecordedEvent],
     ) -> Result<AppendKind, StoreError> {
         let StreamState::At(last) = state else {
             return Ok(AppendKind::New); // an empty stream holds no earlier append
         };
-        let candidates = match expected {
+        let at_slot;
+        let candidates: &[RecordedEvent] = match expected {
             ExpectedRevision::NoStream | ExpectedRevision::Exact(_) => {
                 let slot = match expected {
                     ExpectedRevision::Exact(revision) => revision.saturating_add(1),
@@ -404,23 +426,17 @@ impl KurrentDbStore {
                 if slot > last {
                     return Ok(AppendKind::New);
                 }
-                self.read_stream_once(
-                    stream,
-                    kurrentdb::StreamPosition::Position(slot),
-                    Direction::Forward,
-                    events.len(),
-                )
-                .await?
+                at_slot = self
+                    .read_stream_once(
+                        stream,
+                        kurrentdb::StreamPosition::Position(slot),
+                        Direction::Forward,
+                        events.len(),
+                    )
+                    .await?;
+                &at_slot
             }
-            ExpectedRevision::Any | ExpectedRevision::StreamExists => {
-                self.read_stream_once(
-                    stream,
-                    kurrentdb::StreamPosition::End,
-                    Direction::Backward,
-                    events.len() + RETRY_LOOKBACK_MAX,
-                )
-                .await?
-            }
+            ExpectedRevision::Any | ExpectedRevision::StreamExists => newest,
         };
         let found: std::collections::HashMap<Uuid, WrittenEvent> = candidates
             .iter()
