@@ -81,14 +81,14 @@ pub fn read_all_start(from: Position) -> ReadAllStart {
     } else if from.commit == u64::MAX {
         ReadAllStart::PastEnd
     } else {
-        ReadAllStart::At(position_to_client(from))
+        ReadAllStart::At(from)
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadAllStart {
     Start,
-    At(kurrentdb::Position),
+    At(Position),
     PastEnd,
 }
 
@@ -100,9 +100,9 @@ pub enum ReadAllStart {
 pub fn live_start(
     last_delivered: Option<Position>,
     head_before_catch_up: Option<Position>,
-) -> kurrentdb::StreamPosition<kurrentdb::Position> {
+) -> kurrentdb::StreamPosition<Position> {
     match last_delivered.or(head_before_catch_up) {
-        Some(position) => kurrentdb::StreamPosition::Position(position_to_client(position)),
+        Some(position) => kurrentdb::StreamPosition::Position(position),
         None => kurrentdb::StreamPosition::Start,
     }
 }
@@ -453,13 +453,7 @@ mod tests {
             commit: 500,
             prepare: 400,
         };
-        assert_eq!(
-            read_all_start(middle),
-            ReadAllStart::At(kurrentdb::Position {
-                commit: 500,
-                prepare: 400
-            })
-        );
+        assert_eq!(read_all_start(middle), ReadAllStart::At(middle));
         assert_eq!(
             read_all_start(Position::sequence(u64::MAX)),
             ReadAllStart::PastEnd
@@ -472,11 +466,11 @@ mod tests {
         let head = Position::sequence(20);
         assert_eq!(
             live_start(Some(delivered), Some(head)),
-            kurrentdb::StreamPosition::Position(position_to_client(delivered))
+            kurrentdb::StreamPosition::Position(delivered)
         );
         assert_eq!(
             live_start(None, Some(head)),
-            kurrentdb::StreamPosition::Position(position_to_client(head))
+            kurrentdb::StreamPosition::Position(head)
         );
         assert_eq!(live_start(None, None), kurrentdb::StreamPosition::Start);
 

@@ -49,7 +49,10 @@
 //! ([`RetryPolicy`] changes these).
 
 pub mod connection;
+#[cfg(test)]
+mod fake;
 pub mod mapping;
+mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -66,7 +69,8 @@ use super::{
     StoreError, StreamFrom, StreamName, StreamState, Subscription, WrittenEvent, PAGE_SIZE_MAX,
 };
 pub use connection::{ConnectionString, ConnectionStringError};
-use mapping::{ClientEvent, StoredMetadata};
+use mapping::StoredMetadata;
+use wire::{AppendError, ClientWire, Outgoing, StreamPosition, Wire};
 
 /// Chained appends under `Any`/`StreamExists` that may lose the race to another writer
 /// before the append gives up with [`StoreError::WrongExpectedVersion`].
@@ -123,8 +127,9 @@ pub struct KurrentDbStore {
 }
 
 struct Inner {
-    client: kurrentdb::Client,
-    connection: ConnectionString,
+    wire: Box<dyn Wire>,
+    /// What the store is connected to, for messages (the password hidden).
+    label: String,
     clock: Box<dyn Fn() -> DateTime<Utc> + Send + Sync>,
     retry: RetryPolicy,
 }
@@ -136,7 +141,7 @@ impl KurrentDbStore {
         let store = KurrentDbStore::lazy(connection)?;
         store.head().await.map_err(|error| match error {
             StoreError::Unavailable { reason } => StoreError::Unavailable {
-                reason: format!("{}: {reason}", store.inner.connection),
+                reason: format!("{}: {reason}", store.inner.label),
             },
             other => other,
         })?;
@@ -159,19 +164,27 @@ impl KurrentDbStore {
                 reason: format!("cannot set up the KurrentDB client for {connection}: {error}"),
             }
         })?;
-        Ok(KurrentDbStore {
+        Ok(KurrentDbStore::on_wire(
+            Box::new(ClientWire::new(client)),
+            connection.to_string(),
+            retry,
+        ))
+    }
+
+    fn on_wire(wire: Box<dyn Wire>, label: String, retry: RetryPolicy) -> KurrentDbStore {
+        KurrentDbStore {
             inner: Arc::new(Inner {
-                client,
-                connection,
+                wire,
+                label,
                 clock: Box::new(Utc::now),
                 retry,
             }),
-        })
+        }
     }
 
-    /// The connection string, password hidden.
-    pub fn connection(&self) -> &ConnectionString {
-        &self.inner.connection
+    /// What the store connects to: the connection string, password hidden.
+    pub fn label(&self) -> &str {
+        &self.inner.label
     }
 
     /// Runs `call` until it succeeds, fails for a reason other than unavailability, or has
@@ -207,100 +220,24 @@ impl KurrentDbStore {
         }
     }
 
-    /// Reads one stream once, mapping every event.
+    /// Reads one stream once.
     async fn read_stream_once(
         &self,
         stream: &StreamName,
-        position: kurrentdb::StreamPosition<u64>,
+        from: StreamPosition<u64>,
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let options = kurrentdb::ReadStreamOptions::default().position(position);
-        let options = match direction {
-            Direction::Forward => options.forwards(),
-            Direction::Backward => options.backwards(),
-        }
-        .max_count(limit);
-        let mut reader = match self
-            .inner
-            .client
-            .read_stream(stream.as_str(), &options)
+        self.inner
+            .wire
+            .read_stream(stream, from, direction, limit)
             .await
-        {
-            Ok(reader) => reader,
-            Err(kurrentdb::Error::ResourceNotFound) => return Ok(Vec::new()),
-            Err(error) => return Err(mapping::store_error(error, None)),
-        };
-        let mut events = Vec::new();
-        loop {
-            match reader.next().await {
-                Ok(Some(resolved)) => {
-                    if let Some(event) = &resolved.event {
-                        events.push(mapping::recorded_event(ClientEvent::of(event))?);
-                    }
-                }
-                Ok(None) => return Ok(events),
-                Err(kurrentdb::Error::ResourceNotFound) => return Ok(Vec::new()),
-                Err(error) => return Err(mapping::store_error(error, None)),
-            }
-        }
-    }
-
-    /// Reads at most `limit` records of `$all` from `start` in `direction`, each with its
-    /// position, ours mapped, KurrentDB's own as `None`. The server leaves out system
-    /// event types (so a log full of `$statsCollected` is not shipped to us); events of
-    /// system streams with other types are left out here.
-    async fn read_all_raw(
-        &self,
-        start: kurrentdb::StreamPosition<kurrentdb::Position>,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<(Position, Option<RecordedEvent>)>, StoreError> {
-        let options = kurrentdb::ReadAllOptions::default()
-            .position(start)
-            .filter(kurrentdb::SubscriptionFilter::on_event_type().exclude_system_events());
-        let options = match direction {
-            Direction::Forward => options.forwards(),
-            Direction::Backward => options.backwards(),
-        }
-        .max_count(limit);
-        let mut reader = self
-            .inner
-            .client
-            .read_all(&options)
-            .await
-            .map_err(|error| mapping::store_error(error, None))?;
-        let mut records = Vec::new();
-        while let Some(resolved) = reader
-            .next()
-            .await
-            .map_err(|error| mapping::store_error(error, None))?
-        {
-            let Some(event) = &resolved.event else {
-                continue;
-            };
-            let position = mapping::position_from_client(event.position);
-            if mapping::is_system(event.stream_id(), &event.event_type) {
-                records.push((position, None));
-            } else {
-                records.push((
-                    position,
-                    Some(mapping::recorded_event(ClientEvent::of(event))?),
-                ));
-            }
-        }
-        Ok(records)
     }
 
     /// The stream's last event, if any.
     async fn last_event(&self, stream: &StreamName) -> Result<Option<RecordedEvent>, StoreError> {
         Ok(self
-            .read_stream_once(
-                stream,
-                kurrentdb::StreamPosition::End,
-                Direction::Backward,
-                1,
-            )
+            .read_stream_once(stream, StreamPosition::End, Direction::Backward, 1)
             .await?
             .pop())
     }
@@ -322,12 +259,7 @@ impl KurrentDbStore {
             ExpectedRevision::NoStream | ExpectedRevision::Exact(_) => 1,
         };
         let newest = self
-            .read_stream_once(
-                stream,
-                kurrentdb::StreamPosition::End,
-                Direction::Backward,
-                window,
-            )
+            .read_stream_once(stream, StreamPosition::End, Direction::Backward, window)
             .await?;
         let tail = newest.first();
         let state = tail.map_or(StreamState::NoStream, |event| {
@@ -350,37 +282,30 @@ impl KurrentDbStore {
         let previous = tail.map_or(Digest::GENESIS, |e| e.chain.current);
         let first_revision = state.next_revision();
         let links = mapping::chain_links(stream, events, first_revision, recorded_at, previous);
-        let data: Vec<kurrentdb::EventData> = events
+        let outgoing = events
             .iter()
             .zip(&links)
-            .map(|(event, link)| {
-                mapping::event_data(event, &StoredMetadata::new(event, recorded_at, *link))
+            .map(|(event, link)| Outgoing {
+                event: event.clone(),
+                metadata: StoredMetadata::new(event, recorded_at, *link),
             })
             .collect();
-        let options =
-            kurrentdb::AppendToStreamOptions::default().stream_state(mapping::exact_state(state));
-        match self
-            .inner
-            .client
-            .append_to_stream(stream.as_str(), &options, data)
-            .await
-        {
-            Ok(_) => {}
-            Err(kurrentdb::Error::WrongExpectedVersion { current, .. }) => {
+        match self.inner.wire.append(stream, state, outgoing).await {
+            Ok(()) => {}
+            Err(AppendError::Conflict(actual)) => {
                 // The stream moved since it was read. Under a loose expectation the next
                 // attempt rechains; under an exact one it finds this very append (written
                 // by a concurrent retry of it) or reports the conflict.
-                let actual = mapping::current_state(current);
                 tracing::debug!(%stream, %state, %actual, "lost a chained append race");
                 return Ok(Attempt::Lost(actual));
             }
-            Err(error) => return Err(mapping::store_error(error, Some((stream, expected)))),
+            Err(AppendError::Failed(error)) => return Err(error),
         }
         let last_revision = first_revision + events.len() as u64 - 1;
         let written = self
             .read_stream_once(
                 stream,
-                kurrentdb::StreamPosition::Position(last_revision),
+                StreamPosition::Position(last_revision),
                 Direction::Forward,
                 1,
             )
@@ -429,7 +354,7 @@ impl KurrentDbStore {
                 at_slot = self
                     .read_stream_once(
                         stream,
-                        kurrentdb::StreamPosition::Position(slot),
+                        StreamPosition::Position(slot),
                         Direction::Forward,
                         events.len(),
                     )
@@ -461,8 +386,8 @@ impl KurrentDbStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut start = match mapping::read_all_start(from) {
             mapping::ReadAllStart::PastEnd => return Ok(Vec::new()),
-            mapping::ReadAllStart::Start => kurrentdb::StreamPosition::Start,
-            mapping::ReadAllStart::At(position) => kurrentdb::StreamPosition::Position(position),
+            mapping::ReadAllStart::Start => StreamPosition::Start,
+            mapping::ReadAllStart::At(position) => StreamPosition::Position(position),
         };
         let mut events = Vec::new();
         let mut last_seen: Option<Position> = None;
@@ -470,7 +395,9 @@ impl KurrentDbStore {
         loop {
             let want = limit - events.len();
             let page = self
-                .read_all_raw(start, Direction::Forward, want + 1)
+                .inner
+                .wire
+                .read_all(start, Direction::Forward, want + 1)
                 .await?;
             let mut progressed = false;
             let page_len = page.len();
@@ -490,23 +417,26 @@ impl KurrentDbStore {
                 return Ok(events);
             }
             let seen = last_seen.expect("progressed");
-            start = kurrentdb::StreamPosition::Position(mapping::position_to_client(seen));
+            start = StreamPosition::Position(seen);
         }
     }
 
     async fn head_once(&self) -> Result<Option<Position>, StoreError> {
         const PAGE: usize = 16;
-        let mut start = kurrentdb::StreamPosition::End;
+        let mut start = StreamPosition::End;
         for _ in 0..HEAD_SCAN_PAGES_MAX {
-            let page = self.read_all_raw(start, Direction::Backward, PAGE).await?;
+            let page = self
+                .inner
+                .wire
+                .read_all(start, Direction::Backward, PAGE)
+                .await?;
             if let Some(event) = page.iter().find_map(|(_, event)| event.as_ref()) {
                 return Ok(Some(event.position));
             }
             match page.last() {
                 Some((oldest, _)) if page.len() == PAGE => {
                     // Backward reads of $all exclude the start position.
-                    start =
-                        kurrentdb::StreamPosition::Position(mapping::position_to_client(*oldest));
+                    start = StreamPosition::Position(*oldest);
                 }
                 _ => return Ok(None),
             }
@@ -574,9 +504,9 @@ impl EventStore for KurrentDbStore {
         }
         let position = match (from, direction) {
             (StreamFrom::End, Direction::Forward) => return Ok(Vec::new()),
-            (StreamFrom::Start, _) => kurrentdb::StreamPosition::Position(0),
-            (StreamFrom::End, Direction::Backward) => kurrentdb::StreamPosition::End,
-            (StreamFrom::Revision(revision), _) => kurrentdb::StreamPosition::Position(revision),
+            (StreamFrom::Start, _) => StreamPosition::Position(0),
+            (StreamFrom::End, Direction::Backward) => StreamPosition::End,
+            (StreamFrom::Revision(revision), _) => StreamPosition::Position(revision),
         };
         let events = self
             .with_retries("stream read", || {
@@ -588,12 +518,7 @@ impl EventStore for KurrentDbStore {
                 // Reading backward from beyond the last event starts at the last event.
                 return self
                     .with_retries("stream read", || {
-                        self.read_stream_once(
-                            stream,
-                            kurrentdb::StreamPosition::End,
-                            direction,
-                            limit,
-                        )
+                        self.read_stream_once(stream, StreamPosition::End, direction, limit)
                     })
                     .await;
             }
@@ -750,26 +675,15 @@ impl Follower {
             }
         };
         // Then follow live appends: KurrentDB starts strictly after `live_from`.
-        let options = kurrentdb::SubscribeToAllOptions::default()
-            .position(live_from)
-            .filter(kurrentdb::SubscriptionFilter::on_event_type().exclude_system_events());
-        let mut live = self.store.inner.client.subscribe_to_all(&options).await;
+        let mut live = self.store.inner.wire.subscribe(live_from).await;
         loop {
-            let resolved = live
-                .next()
-                .await
-                .map_err(|error| Ended::Failed(mapping::store_error(error, None)))?;
-            let Some(event) = &resolved.event else {
-                continue;
-            };
-            let position = mapping::position_from_client(event.position);
-            if mapping::is_system(event.stream_id(), &event.event_type)
-                || !mapping::deliverable(position, self.from, self.last_delivered)
-            {
-                continue;
+            let (position, event) = live.next().await.map_err(failed)?;
+            match event {
+                Some(event) if mapping::deliverable(position, self.from, self.last_delivered) => {
+                    self.deliver(event).await?;
+                }
+                _ => {} // KurrentDB's own, or already delivered
             }
-            let recorded = mapping::recorded_event(ClientEvent::of(event)).map_err(failed)?;
-            self.deliver(recorded).await?;
         }
     }
 }
@@ -865,7 +779,8 @@ mod tests {
                 other => panic!("expected Unavailable, got {other:?}"),
             }
         }
-        match KurrentDbStore::connect(unreachable().connection().clone()).await {
+        let connection = ConnectionString::parse("kurrentdb://127.0.0.1:1?tls=false").unwrap();
+        match KurrentDbStore::connect(connection).await {
             Err(StoreError::Unavailable { reason }) => {
                 assert!(reason.contains("127.0.0.1:1"), "{reason}")
             }
