@@ -690,6 +690,9 @@ impl Follower {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::fake::FakeKurrent;
     use super::*;
     use crate::store::conformance::event;
     use crate::store::{EventType, EVENTS_PER_APPEND_MAX};
@@ -698,12 +701,7 @@ mod tests {
     /// retrying with short pauses.
     fn unreachable() -> KurrentDbStore {
         let connection = ConnectionString::parse("kurrentdb://127.0.0.1:1?tls=false").unwrap();
-        let retry = RetryPolicy {
-            pause_first: Duration::from_millis(1),
-            pause_max: Duration::from_millis(4),
-            ..RetryPolicy::default()
-        };
-        KurrentDbStore::with_retry_policy(connection, retry).unwrap()
+        KurrentDbStore::with_retry_policy(connection, fast_retries()).unwrap()
     }
 
     fn stream() -> StreamName {
@@ -798,6 +796,211 @@ mod tests {
             other => panic!("expected the final error, got {other:?}"),
         }
         assert!(subscription.next().await.is_none(), "nothing after the end");
+    }
+
+    fn fast_retries() -> RetryPolicy {
+        RetryPolicy {
+            pause_first: Duration::from_millis(1),
+            pause_max: Duration::from_millis(4),
+            ..RetryPolicy::default()
+        }
+    }
+
+    fn on_fake(fake: &FakeKurrent) -> KurrentDbStore {
+        KurrentDbStore::on_wire(Box::new(fake.clone()), "fake".to_owned(), fast_retries())
+    }
+
+    /// The whole conformance suite, against the imitation of KurrentDB.
+    mod conformance_on_fake {
+        use super::{on_fake, FakeKurrent};
+
+        crate::store_conformance_tests!(async { (on_fake(&FakeKurrent::default()), ()) });
+    }
+
+    #[tokio::test]
+    async fn a_lost_acknowledgement_is_answered_with_the_original_outcome() {
+        let fake = FakeKurrent::default();
+        let store = on_fake(&fake);
+        fake.faults().lose_next_ack.store(true, Ordering::SeqCst);
+        let events = vec![event("a"), event("b")];
+        let outcome = store
+            .append(&stream(), ExpectedRevision::NoStream, events.clone())
+            .await
+            .unwrap();
+        let written = store
+            .read_stream(&stream(), StreamFrom::Start, Direction::Forward, 10)
+            .await
+            .unwrap();
+        let ids: Vec<Uuid> = written.iter().map(|e| e.id).collect();
+        assert_eq!(
+            ids,
+            vec![events[0].id, events[1].id],
+            "written exactly once"
+        );
+        assert_eq!(outcome.revision, 1);
+        assert_eq!(outcome.position, written[1].position);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_and_persistent_ones_reported() {
+        let fake = FakeKurrent::default();
+        let store = on_fake(&fake);
+        fake.faults()
+            .failing_calls
+            .store(CALL_ATTEMPTS_MAX - 1, Ordering::SeqCst);
+        store
+            .append(&stream(), ExpectedRevision::NoStream, vec![event("a")])
+            .await
+            .unwrap();
+        fake.faults()
+            .failing_calls
+            .store(CALL_ATTEMPTS_MAX, Ordering::SeqCst);
+        match store
+            .append(&stream(), ExpectedRevision::Exact(0), vec![event("b")])
+            .await
+        {
+            Err(StoreError::Unavailable { reason }) => {
+                assert!(reason.contains("injected"), "{reason}")
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert_eq!(
+            store.stream_state(&stream()).await.unwrap(),
+            StreamState::At(0)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_loose_appends_all_land_on_one_unbroken_chain() {
+        const WRITERS: usize = 4;
+        const APPENDS: usize = 10;
+        let fake = FakeKurrent::default();
+        let store = on_fake(&fake);
+        let mut tasks = Vec::new();
+        for writer in 0..WRITERS {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for n in 0..APPENDS {
+                    let expected = if n == 0 {
+                        ExpectedRevision::Any
+                    } else {
+                        ExpectedRevision::StreamExists
+                    };
+                    store
+                        .append(&stream(), expected, vec![event(&format!("{writer}-{n}"))])
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let written = store
+            .read_stream(&stream(), StreamFrom::Start, Direction::Forward, 100)
+            .await
+            .unwrap();
+        let revisions: Vec<u64> = written.iter().map(|e| e.revision).collect();
+        assert_eq!(
+            revisions,
+            (0..(WRITERS * APPENDS) as u64).collect::<Vec<_>>()
+        );
+        crate::store::conformance::assert_chain_unbroken(&written, ChainScope::PerStream);
+        assert!(written
+            .windows(2)
+            .all(|pair| pair[0].recorded_at <= pair[1].recorded_at));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscription_resumes_after_drops_without_gap_or_duplicate() {
+        let fake = FakeKurrent::default();
+        let store = on_fake(&fake);
+        let history: Vec<_> = (0..10).map(|n| event(&format!("h{n}"))).collect();
+        store
+            .append(&stream(), ExpectedRevision::NoStream, history.clone())
+            .await
+            .unwrap();
+        // The live feed drops every third record, and the first catch-up call fails.
+        fake.faults().drop_live_after.store(3, Ordering::SeqCst);
+        fake.faults().failing_calls.store(1, Ordering::SeqCst);
+        let mut subscription = store.subscribe_all(Position::START);
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut live = Vec::new();
+                for n in 0..30 {
+                    let event = event(&format!("l{n}"));
+                    store
+                        .append(&stream(), ExpectedRevision::Any, vec![event.clone()])
+                        .await
+                        .unwrap();
+                    live.push(event);
+                    tokio::task::yield_now().await;
+                }
+                live
+            })
+        };
+        let mut received = Vec::new();
+        while received.len() < 40 {
+            let next = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+                .await
+                .expect("subscription stalled")
+                .expect("subscription ended")
+                .expect("subscription failed");
+            received.push(next.id);
+        }
+        let live = writer.await.unwrap();
+        let expected: Vec<Uuid> = history.iter().chain(&live).map(|e| e.id).collect();
+        assert_eq!(received, expected);
+        let extra = tokio::time::timeout(Duration::from_millis(100), subscription.next()).await;
+        assert!(
+            extra.is_err(),
+            "nothing more was appended, yet the subscription gave {extra:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscription_from_a_middle_position_is_inclusive_and_skips_system_records() {
+        let fake = FakeKurrent::default();
+        let store = on_fake(&fake);
+        for n in 0..6 {
+            store
+                .append(
+                    &stream(),
+                    ExpectedRevision::Any,
+                    vec![event(&n.to_string())],
+                )
+                .await
+                .unwrap();
+        }
+        assert!(
+            fake.record_count() > 6,
+            "the fake writes records of its own"
+        );
+        let all = store.read_all(Position::START, 100).await.unwrap();
+        assert_eq!(all.len(), 6, "only the ledger's events are shown");
+        assert_eq!(store.head().await.unwrap(), Some(all[5].position));
+        let mut subscription = store.subscribe_all(all[3].position);
+        for want in &all[3..] {
+            assert_eq!(subscription.next().await.unwrap().unwrap().id, want.id);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_the_ledger_did_not_write_stops_reads_with_its_place() {
+        let fake = FakeKurrent::default();
+        let store = on_fake(&fake);
+        store
+            .append(&stream(), ExpectedRevision::NoStream, vec![event("a")])
+            .await
+            .unwrap();
+        fake.write_foreign("orders-7", "OrderPlaced");
+        match store.read_all(Position::START, 10).await {
+            Err(StoreError::Corrupted { file, .. }) => {
+                assert!(file.to_string_lossy().contains("orders-7"), "{file:?}")
+            }
+            other => panic!("expected Corrupted, got {other:?}"),
+        }
     }
 
     #[test]
