@@ -14,7 +14,7 @@
 //! Writers on several instances append concurrently, so none knows the global
 //! predecessor of its events; each stream is its own chain ([`ChainScope::PerStream`]).
 //! An append reads the stream's last event (its revision, hash and `recorded_at`),
-//! computes the links of the new events with [`codec::encode_body`] exactly as the
+//! computes the links of the new events with [`super::codec::encode_body`] exactly as the
 //! embedded log does, and appends under the *exact* state it read. If another writer got
 //! there first, KurrentDB refuses the append; under [`ExpectedRevision::Exact`] and
 //! [`ExpectedRevision::NoStream`] that is the caller's conflict, under
@@ -39,6 +39,12 @@
 //! embedded backends refuse it with [`StoreError::IdempotencyConflict`]); neither is a
 //! retry under `Any` that arrives after more than [`RETRY_LOOKBACK_MAX`] later events of
 //! the same stream.
+//!
+//! # Testing without a server
+//! The calls to KurrentDB sit behind a small trait ([`wire`]); the tests run the whole
+//! conformance suite and fault scenarios (failed calls, lost acknowledgements, dropped
+//! subscriptions) against an in-memory imitation of KurrentDB's semantics, and the suite
+//! runs against a real server in `tests/store/kurrentdb.rs` when `KURRENTDB_URL` is set.
 //!
 //! # Failures
 //! Unreachable nodes, a node that is not the leader and deadlines become
