@@ -41,7 +41,7 @@
 //! the same stream.
 //!
 //! # Testing without a server
-//! The calls to KurrentDB sit behind a small trait ([`wire`]); the tests run the whole
+//! The calls to KurrentDB sit behind a small trait (`wire::Wire`); the tests run the whole
 //! conformance suite and fault scenarios (failed calls, lost acknowledgements, dropped
 //! subscriptions) against an in-memory imitation of KurrentDB's semantics, and the suite
 //! runs against a real server in `tests/store/kurrentdb.rs` when `KURRENTDB_URL` is set.
