@@ -172,7 +172,59 @@ pub enum Rejection {
     DonationTooEarly { period: Period },
 }
 
+/// What kind of refusal a rejection is, for callers that map rejections to their own
+/// vocabulary (the API to HTTP statuses) without listing every code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectionCategory {
+    /// The input is not a valid value.
+    InvalidInput,
+    /// The command names something that does not exist.
+    NotFound,
+    /// The command collides with something already recorded under the same id, or the
+    /// state it expects (a code already owned, a run already made).
+    Conflict,
+    /// The command is well formed but a business rule refuses it.
+    RuleViolated,
+}
+
 impl Rejection {
+    pub fn category(&self) -> RejectionCategory {
+        match self {
+            Rejection::InvalidValue(_) => RejectionCategory::InvalidInput,
+            Rejection::AccountNotFound { .. }
+            | Rejection::ReferrerNotFound { .. }
+            | Rejection::PaymentNotFound { .. }
+            | Rejection::PayoutNotFound { .. } => RejectionCategory::NotFound,
+            Rejection::AccountExists { .. }
+            | Rejection::ReferralCodeTaken { .. }
+            | Rejection::IdempotencyConflict { .. }
+            | Rejection::PaymentExists { .. }
+            | Rejection::PayoutRunExists { .. }
+            | Rejection::PayoutAlreadySettled { .. }
+            | Rejection::DonationExists { .. }
+            | Rejection::SubscriptionActive { .. }
+            | Rejection::PlanVersionNotNext { .. } => RejectionCategory::Conflict,
+            Rejection::InsufficientCredits { .. }
+            | Rejection::CreditsNotPositive
+            | Rejection::ExpiryNotAfterGrant { .. }
+            | Rejection::TooManyActiveGrants { .. }
+            | Rejection::CreditsLimitExceeded
+            | Rejection::SubscriptionNotActive { .. }
+            | Rejection::CurrencyMismatch { .. }
+            | Rejection::AmountNotPositive
+            | Rejection::RefundExceedsPayment { .. }
+            | Rejection::RefundBeforePayment
+            | Rejection::TooManyRefunds { .. }
+            | Rejection::PlanEffectiveInPast
+            | Rejection::PlanEffectiveBeforePrevious
+            | Rejection::PlanInvalid { .. }
+            | Rejection::PayoutRunTooEarly { .. }
+            | Rejection::PayoutRunOutOfOrder { .. }
+            | Rejection::TooManyPayouts { .. }
+            | Rejection::DonationTooEarly { .. } => RejectionCategory::RuleViolated,
+        }
+    }
+
     /// The stable code: the API's problem `type`, the rule that failed.
     pub fn code(&self) -> &'static str {
         match self {
