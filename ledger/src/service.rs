@@ -28,7 +28,8 @@ use crate::domain::donation::{self, AllocateDonation, DonationState, RevenueBook
 use crate::domain::events::{upcast, DomainEvent, PaymentKind, UpcastError};
 use crate::domain::ids::{AccountId, PaymentId, ReferralCode};
 use crate::domain::payment::{
-    self, Payment, PaymentContext, PaymentState, RecordPayment, RefundPayment, UplineMember,
+    self, Payment, PaymentContext, PaymentState, RecordPayment, RefundPayment, ReviewCommission,
+    UplineMember,
 };
 use crate::domain::payout::{
     self, AffiliateBalance, PayableBook, PayoutContext, PayoutsState, RunPayouts, SettlePayout,
@@ -446,6 +447,23 @@ impl<S: EventStore> Ledger<S> {
             PaymentState::default,
             payment::evolve,
             |state| payment::decide_refund(state, command),
+        )
+        .await
+    }
+
+    /// Releases or forfeits a commission held for review.
+    pub async fn review_commission(
+        &self,
+        meta: CommandMeta,
+        command: &ReviewCommission,
+    ) -> Result<Outcome, LedgerError> {
+        let stream = streams::payment(&command.payment_id);
+        self.decide_and_append(
+            meta,
+            &stream,
+            PaymentState::default,
+            payment::evolve,
+            |state| payment::decide_review(state, command),
         )
         .await
     }
@@ -889,6 +907,7 @@ fn futures_are_send<S: EventStore>(
     for_account: &ForAccount,
     pay: &RecordPayment,
     refund: &RefundPayment,
+    review: &ReviewCommission,
     publish: &PublishPlan,
     run: &RunPayouts,
     settle: &SettlePayout,
@@ -899,6 +918,7 @@ fn futures_are_send<S: EventStore>(
     send(ledger.account_command(meta, for_account));
     send(ledger.record_payment(meta, pay));
     send(ledger.refund_payment(meta, refund));
+    send(ledger.review_commission(meta, review));
     send(ledger.publish_plan(meta, publish));
     send(ledger.run_payouts(meta, run));
     send(ledger.settle_payout(meta, settle));

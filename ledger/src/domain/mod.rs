@@ -123,6 +123,23 @@ pub enum Rejection {
     PaymentExists { payment_id: ids::PaymentId },
     #[error("payment {payment_id} does not exist")]
     PaymentNotFound { payment_id: ids::PaymentId },
+    #[error("payment {payment_id} has no commission at level {level}")]
+    CommissionNotFound {
+        payment_id: ids::PaymentId,
+        level: u8,
+    },
+    #[error("the commission of payment {payment_id} at level {level} is not held for review")]
+    CommissionNotHeld {
+        payment_id: ids::PaymentId,
+        level: u8,
+    },
+    #[error(
+        "the commission of payment {payment_id} at level {level} was already reviewed otherwise"
+    )]
+    CommissionAlreadyReviewed {
+        payment_id: ids::PaymentId,
+        level: u8,
+    },
     #[error("refunding {requested} would exceed the payment: {refundable} is left to refund")]
     RefundExceedsPayment { requested: Money, refundable: Money },
     #[error("a payment takes at most {refunds_max} refunds and chargebacks")]
@@ -194,7 +211,8 @@ impl Rejection {
             Rejection::AccountNotFound { .. }
             | Rejection::ReferrerNotFound { .. }
             | Rejection::PaymentNotFound { .. }
-            | Rejection::PayoutNotFound { .. } => RejectionCategory::NotFound,
+            | Rejection::PayoutNotFound { .. }
+            | Rejection::CommissionNotFound { .. } => RejectionCategory::NotFound,
             Rejection::AccountExists { .. }
             | Rejection::ReferralCodeTaken { .. }
             | Rejection::IdempotencyConflict { .. }
@@ -203,7 +221,9 @@ impl Rejection {
             | Rejection::PayoutAlreadySettled { .. }
             | Rejection::DonationExists { .. }
             | Rejection::SubscriptionActive { .. }
-            | Rejection::PlanVersionNotNext { .. } => RejectionCategory::Conflict,
+            | Rejection::PlanVersionNotNext { .. }
+            | Rejection::CommissionNotHeld { .. }
+            | Rejection::CommissionAlreadyReviewed { .. } => RejectionCategory::Conflict,
             Rejection::InsufficientCredits { .. }
             | Rejection::CreditsNotPositive
             | Rejection::ExpiryNotAfterGrant { .. }
@@ -245,6 +265,9 @@ impl Rejection {
             Rejection::AmountNotPositive => "amount_not_positive",
             Rejection::PaymentExists { .. } => "payment_exists",
             Rejection::PaymentNotFound { .. } => "payment_not_found",
+            Rejection::CommissionNotFound { .. } => "commission_not_found",
+            Rejection::CommissionNotHeld { .. } => "commission_not_held",
+            Rejection::CommissionAlreadyReviewed { .. } => "commission_already_reviewed",
             Rejection::RefundExceedsPayment { .. } => "refund_exceeds_payment",
             Rejection::TooManyRefunds { .. } => "too_many_refunds",
             Rejection::RefundBeforePayment => "refund_before_payment",

@@ -99,6 +99,11 @@ pub const POSTING_RULES: &[PostingRule] = &[
         AccountKind::CommissionExpense,
     ),
     rule(
+        "CommissionForfeited",
+        AccountKind::CommissionsPayable,
+        AccountKind::CommissionExpense,
+    ),
+    rule(
         "PayoutScheduled",
         AccountKind::CommissionsPayable,
         AccountKind::Payouts,
@@ -271,6 +276,7 @@ fn money_of(event: &DomainEvent) -> Option<(Money, Option<AccountId>)> {
         DomainEvent::PaymentChargedBack(e) => (e.amount, None),
         DomainEvent::CommissionEarned(e) => (e.amount, Some(e.beneficiary)),
         DomainEvent::CommissionReversed(e) => (e.amount, Some(e.beneficiary)),
+        DomainEvent::CommissionForfeited(e) => (e.amount, Some(e.beneficiary)),
         DomainEvent::PayoutScheduled(e) => (e.amount, Some(e.affiliate)),
         DomainEvent::PayoutSent(e) => (e.amount, Some(e.affiliate)),
         DomainEvent::PayoutFailed(e) => (e.amount, Some(e.affiliate)),
@@ -285,6 +291,7 @@ fn money_of(event: &DomainEvent) -> Option<(Money, Option<AccountId>)> {
         | DomainEvent::CreditsExpired(_)
         | DomainEvent::SubscriptionStarted(_)
         | DomainEvent::SubscriptionCancelled(_)
+        | DomainEvent::CommissionReleased(_)
         | DomainEvent::CommissionPlanPublished(_)
         | DomainEvent::PayoutRunCompleted(_) => return None,
     })
