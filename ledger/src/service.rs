@@ -7,8 +7,10 @@
 //! and the deciders answer a repeat of the same content with no new events and a
 //! different content under the same id with `idempotency_conflict`. Below that, event ids
 //! are derived from the command id, so an append retried after a lost acknowledgement is
-//! recognised by the store; a command id reused for another command is
-//! [`LedgerError::CommandIdConflict`].
+//! recognised by the store; a command id reused for another command on a stream it
+//! already wrote to is [`LedgerError::CommandIdConflict`]. On another stream the service
+//! cannot tell (event ids are derived per stream): callers that take command ids from
+//! clients keep their own record of id and content.
 //!
 //! Commands that touch two streams (a signup, a credit-pack payment) append in an order
 //! that makes a crash between the two harmless and a retry of the same command complete
