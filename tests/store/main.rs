@@ -17,4 +17,6 @@ mod file_buffered {
     });
 }
 
+mod crash;
+mod file;
 mod support;

@@ -451,7 +451,6 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
         ),
         Err(other) => return Err(other),
     };
-    drop(visit);
     Ok(VerifyReport {
         events: state.next_position,
         streams: streams.len() as u64,

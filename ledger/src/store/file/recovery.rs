@@ -131,13 +131,17 @@ pub struct ScanStart {
     pub offset: Option<u64>,
 }
 
+/// Called by [`scan`] for each verified record: event, segment number, byte offset, frame
+/// size. An error is corruption at that record.
+pub type Visit<'a> = dyn FnMut(&RecordedEvent, usize, u64, usize) -> Result<(), String> + 'a;
+
 /// Walks the records of `segments` from `start`, verifying each and handing it to
 /// `visit(event, segment, offset, frame size)`; a visitor error is corruption at that record.
 pub fn scan(
     segments: &[SegmentFile],
     start: ScanStart,
     state: &mut ScanState,
-    visit: &mut dyn FnMut(&RecordedEvent, usize, u64, usize) -> Result<(), String>,
+    visit: &mut Visit<'_>,
 ) -> Result<ScanEnd, StoreError> {
     let mut previous_end: Option<(PathBuf, u64)> = None;
     for (number, segment) in segments.iter().enumerate().skip(start.segment) {
