@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use ledger::store::conformance::{assert_chain_unbroken, read_everything};
 use ledger::store::file::{self, FileStore, FileStoreOptions};
+use ledger::store::ChainScope;
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -81,7 +82,7 @@ async fn killed_writer_loses_no_acknowledged_event() {
             .unwrap_or_else(|error| panic!("round {round}: reopen failed: {error}"));
         torn_tails += usize::from(store.recovery_report().torn_tail.is_some());
         let all = read_everything(&store).await;
-        assert_chain_unbroken(&all);
+        assert_chain_unbroken(&all, ChainScope::Global);
         let mut found: HashMap<Uuid, (String, u64)> = HashMap::new();
         for event in &all {
             let previous = found.insert(event.id, (event.stream.to_string(), event.revision));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ledger::store::conformance::{assert_chain_unbroken, event, read_everything, stream};
 use ledger::store::file::{self, CheckpointUse, FileStore, FileStoreOptions};
 use ledger::store::{
-    EventStore, ExpectedRevision, RecordedEvent, StoreError, StreamName, StreamState,
+    ChainScope, EventStore, ExpectedRevision, RecordedEvent, StoreError, StreamName, StreamState,
 };
 use tempfile::TempDir;
 
@@ -112,10 +112,10 @@ async fn acknowledged_events_survive_close_and_drop() {
     let reopened = snapshot(&store, &streams).await;
     assert_eq!(reopened, after);
     assert_eq!(reopened.0.len(), 350);
-    assert_chain_unbroken(&reopened.0);
+    assert_chain_unbroken(&reopened.0, ChainScope::Global);
     // The chain continues across the reopen.
     fill(&store, &streams, 5, 10).await;
-    assert_chain_unbroken(&read_everything(&store).await);
+    assert_chain_unbroken(&read_everything(&store).await, ChainScope::Global);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,7 +473,7 @@ async fn sixty_four_writers_share_fsyncs_without_losing_or_doubling() {
     }
     let all = read_everything(&*store).await;
     assert_eq!(all.len(), WRITERS * APPENDS_PER_WRITER);
-    assert_chain_unbroken(&all);
+    assert_chain_unbroken(&all, ChainScope::Global);
     let by_id: HashMap<_, _> = all.iter().map(|event| (event.id, event)).collect();
     assert_eq!(by_id.len(), all.len(), "an event was written twice");
     for (stream, outcome, id) in &acknowledged {
