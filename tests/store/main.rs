@@ -19,4 +19,5 @@ mod file_buffered {
 
 mod crash;
 mod file;
+mod model;
 mod support;
