@@ -20,4 +20,5 @@ mod file_buffered {
 mod crash;
 mod file;
 mod model;
+mod python;
 mod support;
