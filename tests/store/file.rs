@@ -179,6 +179,28 @@ async fn checkpoint_and_full_scan_agree() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_checkpoints_periodically_with_doubling_spacing() {
+    let dir = TempDir::new().unwrap();
+    let streams = streams(3);
+    let options = FileStoreOptions {
+        checkpoint_events_min: 100,
+        ..small_segments()
+    };
+    let store = FileStore::open(dir.path(), options.clone()).unwrap();
+    // One event per append, one append at a time: checkpoints at 100 and 200 events.
+    fill(&store, &streams, 250, 10).await;
+    let before = snapshot(&store, &streams).await;
+    drop(store); // no close: only the periodic checkpoints exist
+    let store = FileStore::open(dir.path(), options).unwrap();
+    assert_eq!(
+        store.recovery_report().checkpoint,
+        CheckpointUse::Loaded { events: 200 }
+    );
+    assert_eq!(store.recovery_report().scanned_events, 50);
+    assert_eq!(snapshot(&store, &streams).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_of_another_log_is_rejected() {
     let dir = TempDir::new().unwrap();
     let other = TempDir::new().unwrap();

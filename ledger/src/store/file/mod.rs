@@ -51,6 +51,8 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// When opening scanned more events than this (no or an old checkpoint), open writes a
 /// fresh checkpoint at once, so the next open is fast even if this one ends in a crash.
 pub const CHECKPOINT_SCAN_MAX: u64 = 100_000;
+/// Default of [`FileStoreOptions::checkpoint_events_min`].
+pub const CHECKPOINT_EVENTS_MIN_DEFAULT: u64 = 1 << 20;
 /// Reads of fewer bytes than this run on the calling task; larger ones on a blocking
 /// thread so they do not stall the async runtime.
 const INLINE_READ_BYTES_MAX: u64 = 64 * 1024;
@@ -62,6 +64,9 @@ pub struct FileStoreOptions {
     /// Size at which a segment is closed and the next one started.
     pub segment_size_max: u64,
     pub clock: Clock,
+    /// The writer saves the index checkpoint when the events since the last one reach
+    /// this many and as many as the last one covered (so checkpoints double in spacing).
+    pub checkpoint_events_min: u64,
 }
 
 impl Default for FileStoreOptions {
@@ -70,6 +75,7 @@ impl Default for FileStoreOptions {
             durability: Durability::Fsync,
             segment_size_max: SEGMENT_SIZE_MAX_DEFAULT,
             clock: Arc::new(Utc::now),
+            checkpoint_events_min: CHECKPOINT_EVENTS_MIN_DEFAULT,
         }
     }
 }
@@ -79,6 +85,7 @@ impl fmt::Debug for FileStoreOptions {
         f.debug_struct("FileStoreOptions")
             .field("durability", &self.durability)
             .field("segment_size_max", &self.segment_size_max)
+            .field("checkpoint_events_min", &self.checkpoint_events_min)
             .finish_non_exhaustive()
     }
 }
@@ -137,8 +144,13 @@ impl FileStore {
             .map_err(|error| StoreError::io(format!("create {}", dir.display()), error))?;
         let lock = DirLock::acquire(&dir)?;
         let (index, report) = recovery::recover(&dir, recovery::Mode::ReadWrite)?;
+        let mut covered = match report.checkpoint {
+            CheckpointUse::Loaded { events } => events,
+            CheckpointUse::Missing | CheckpointUse::Rejected { .. } => 0,
+        };
         if report.scanned_events > CHECKPOINT_SCAN_MAX {
             checkpoint::write(&dir, &index)?;
+            covered = index.len();
         }
         let head = index.len().checked_sub(1).map(Position::sequence);
         let core = Arc::new(Core {
@@ -152,6 +164,10 @@ impl FileStore {
             options.durability,
             options.segment_size_max,
             options.clock,
+            writer::CheckpointPolicy {
+                covered,
+                events_min: options.checkpoint_events_min.max(1),
+            },
         )?;
         let (commands, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()

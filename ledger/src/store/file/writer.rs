@@ -41,6 +41,14 @@ const _: () = assert!(crate::store::APPEND_SIZE_MAX <= BATCH_BYTES_MAX);
 
 pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// When the writer saves the index checkpoint.
+pub struct CheckpointPolicy {
+    /// Events the checkpoint on disk covers when the writer starts.
+    pub covered: u64,
+    /// Fewest new events worth a checkpoint.
+    pub events_min: u64,
+}
+
 pub enum Command {
     Append(AppendRequest),
     Flush(Reply<()>),
@@ -71,6 +79,9 @@ pub struct Writer {
     refused: Option<String>,
     unsynced: bool,
     buffer: Vec<u8>,
+    /// Events the newest index checkpoint on disk covers.
+    checkpointed: u64,
+    checkpoint_events_min: u64,
 }
 
 /// An event encoded in this batch, to publish once durable.
@@ -100,6 +111,7 @@ impl Writer {
         durability: Durability,
         segment_size_max: u64,
         clock: Clock,
+        checkpoint: CheckpointPolicy,
     ) -> Result<Writer, StoreError> {
         let mut index = core.index.write().expect("index lock poisoned");
         if index.segments.is_empty() {
@@ -148,6 +160,8 @@ impl Writer {
             refused: None,
             unsynced: false,
             buffer: Vec::with_capacity(1 << 20),
+            checkpointed: checkpoint.covered,
+            checkpoint_events_min: checkpoint.events_min,
         };
         drop(index);
         Ok(writer)
@@ -239,6 +253,27 @@ impl Writer {
         self.publish(&requests, &batch);
         for (request, outcome) in requests.into_iter().zip(batch.outcomes) {
             let _ = request.reply.send(outcome);
+        }
+        self.checkpoint_if_due();
+    }
+
+    /// Writes an index checkpoint once the events since the last one reach
+    /// `checkpoint_events_min` and as many as the last one covered. The doubling keeps
+    /// the total checkpoint work linear in the log's size, while a crash never leaves
+    /// more than about half the log to scan on the next open.
+    fn checkpoint_if_due(&mut self) {
+        let due = self.checkpointed.max(self.checkpoint_events_min);
+        if self.next_position - self.checkpointed < due {
+            return;
+        }
+        // Only synced records may be covered: a checkpoint must never vouch for a record
+        // that a crash can still take away.
+        if self.sync().is_err() {
+            return;
+        }
+        // A checkpoint is a cache: failing to write one costs a longer open, nothing else.
+        if self.checkpoint().is_ok() {
+            self.checkpointed = self.next_position;
         }
     }
 
