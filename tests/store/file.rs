@@ -253,6 +253,13 @@ async fn second_writer_is_locked_out() {
     ));
     store.close().await.unwrap();
     let again = FileStore::open(dir.path(), FileStoreOptions::default()).expect("lock released");
+    // A mistyped path is an error, not an empty log.
+    let missing = dir.path().join("no-such-dir");
+    assert!(matches!(
+        FileStore::open_read_only(&missing),
+        Err(StoreError::Io { .. })
+    ));
+    assert!(matches!(file::verify(&missing), Err(StoreError::Io { .. })));
     assert_eq!(
         again.stream_state(&stream).await.unwrap(),
         StreamState::At(0)

@@ -192,6 +192,7 @@ impl FileStore {
     /// may be writing it) and not read. Appends fail with [`StoreError::WritesRefused`].
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<FileStore, StoreError> {
         let dir = dir.as_ref().to_path_buf();
+        require_dir(&dir)?;
         let (index, report) = recovery::recover(&dir, recovery::Mode::ReadOnly)?;
         let head = index.len().checked_sub(1).map(Position::sequence);
         let (head_sender, head_receiver) = watch::channel(head);
@@ -411,6 +412,7 @@ pub struct Problem {
 /// record's checksum and hash, the chain from genesis, consecutive positions and stream
 /// revisions, and unique event ids. Changes nothing and takes no lock.
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
+    require_dir(dir.as_ref())?;
     let segments = recovery::list_segments(dir.as_ref())?;
     let mut state = recovery::ScanState {
         next_position: 0,
@@ -475,6 +477,18 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
         problem,
         torn_tail,
     })
+}
+
+/// Readers and verifiers must not report a mistyped path as an empty, sound log.
+fn require_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::metadata(dir.join(format::LOG_DIR))
+        .map(|_| ())
+        .map_err(|error| {
+            StoreError::io(
+                format!("{} is not a data directory (no log/ inside)", dir.display()),
+                error,
+            )
+        })
 }
 
 /// Syncs a directory, so that files created or renamed in it survive a crash.
