@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use uuid::Uuid;
@@ -132,56 +132,110 @@ fn encode(index: &Index, out: &mut impl Write) -> std::io::Result<()> {
 }
 
 /// Reads the checkpoint of `dir`: `Ok(None)` if there is none, `Err(reason)` if it is
-/// unusable (the caller then scans the whole log).
+/// unusable (the caller then scans the whole log). Reads as a stream, checksumming as it
+/// goes, so the file is never held in memory beside the index it becomes.
 pub fn load(dir: &Path) -> Result<Option<Checkpoint>, String> {
     let path = dir.join(CHECKPOINT_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    let file = match File::open(&path) {
+        Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
     };
-    if bytes.len() < HEADER_SIZE + 4 {
+    let len = file
+        .metadata()
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?
+        .len();
+    if len < (HEADER_SIZE + 4) as u64 {
         return Err("checkpoint is too short".to_owned());
     }
-    let (content, stored) = bytes.split_at(bytes.len() - 4);
-    let stored = u32::from_le_bytes(stored.try_into().expect("4 bytes"));
-    if crc32c::crc32c(content) != stored {
+    let mut input = Input {
+        reader: BufReader::with_capacity(
+            1 << 20,
+            CrcReader {
+                inner: file.take(len - 4),
+                crc: 0,
+            },
+        ),
+        remaining: len - 4,
+    };
+    let checkpoint = decode(&mut input)?;
+    if input.remaining != 0 {
+        return Err("checkpoint has trailing bytes".to_owned());
+    }
+    let crc_reader = input.reader.into_inner();
+    let computed = crc_reader.crc;
+    let mut stored = [0u8; 4];
+    crc_reader
+        .inner
+        .into_inner()
+        .read_exact(&mut stored)
+        .map_err(|error| format!("cannot read checkpoint: {error}"))?;
+    if u32::from_le_bytes(stored) != computed {
         return Err("checkpoint checksum mismatch".to_owned());
     }
-    decode(content).map(Some)
+    Ok(Some(checkpoint))
 }
 
-struct Cursor<'a> {
-    bytes: &'a [u8],
+/// Checksums bytes as they pass, a buffer at a time.
+struct CrcReader<R: Read> {
+    inner: R,
+    crc: u32,
 }
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
-        if self.bytes.len() < len {
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(out)?;
+        self.crc = crc32c::crc32c_append(self.crc, &out[..read]);
+        Ok(read)
+    }
+}
+
+/// The checkpoint's content bytes (all but the final CRC).
+struct Input {
+    reader: BufReader<CrcReader<std::io::Take<File>>>,
+    remaining: u64,
+}
+
+impl Input {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut out = [0u8; N];
+        self.fill(&mut out)?;
+        Ok(out)
+    }
+    fn bytes(&mut self, len: usize) -> Result<Vec<u8>, String> {
+        if self.remaining < len as u64 {
             return Err("checkpoint ends early".to_owned());
         }
-        let (head, tail) = self.bytes.split_at(len);
-        self.bytes = tail;
-        Ok(head)
+        let mut out = vec![0u8; len];
+        self.fill(&mut out)?;
+        Ok(out)
+    }
+    fn fill(&mut self, out: &mut [u8]) -> Result<(), String> {
+        if self.remaining < out.len() as u64 {
+            return Err("checkpoint ends early".to_owned());
+        }
+        self.reader
+            .read_exact(out)
+            .map_err(|error| format!("cannot read checkpoint: {error}"))?;
+        self.remaining -= out.len() as u64;
+        Ok(())
     }
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.take::<8>()?))
     }
-    /// A count of items of `item_size` bytes each, checked against the bytes left so a
-    /// damaged count cannot ask for a huge allocation.
+    /// A count of items of at least `item_size` bytes each, checked against the bytes
+    /// left so a damaged count cannot ask for a huge allocation.
     fn count(&mut self, item_size: usize) -> Result<usize, String> {
         let count = self.u64()?;
-        if count > (self.bytes.len() / item_size) as u64 {
+        if count > self.remaining / item_size as u64 {
             return Err(format!("checkpoint count {count} exceeds its size"));
         }
         Ok(count as usize)
     }
 }
 
-fn decode(content: &[u8]) -> Result<Checkpoint, String> {
-    let header = &content[..HEADER_SIZE];
+fn decode(input: &mut Input) -> Result<Checkpoint, String> {
+    let header = input.take::<HEADER_SIZE>()?;
     if header[0..8] != MAGIC {
         return Err("not a checkpoint (bad magic)".to_owned());
     }
@@ -193,48 +247,42 @@ fn decode(content: &[u8]) -> Result<Checkpoint, String> {
     }
     let events = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
     let head_hash = Digest(header[24..56].try_into().expect("32 bytes"));
-    let segment_count = u32::from_le_bytes(header[56..60].try_into().expect("4 bytes")) as usize;
-    let mut cursor = Cursor {
-        bytes: &content[HEADER_SIZE..],
-    };
-    if segment_count > cursor.bytes.len() / 16 || events > (cursor.bytes.len() / 8) as u64 {
+    let segment_count = u32::from_le_bytes(header[56..60].try_into().expect("4 bytes")) as u64;
+    if segment_count > input.remaining / 16 || events > input.remaining / 8 {
         return Err("checkpoint counts exceed its size".to_owned());
     }
-    let mut segments = Vec::with_capacity(segment_count);
+    let mut segments = Vec::with_capacity(segment_count as usize);
     for _ in 0..segment_count {
-        segments.push((cursor.u64()?, cursor.u64()?));
+        segments.push((input.u64()?, input.u64()?));
     }
     let mut locations = Vec::with_capacity(events as usize);
     for _ in 0..events {
-        locations.push(cursor.u64()?);
+        locations.push(input.u64()?);
     }
-    let stream_count = cursor.count(2 + 8)?;
+    let stream_count = input.count(2 + 8)?;
     let mut streams = HashMap::with_capacity(stream_count);
     for _ in 0..stream_count {
-        let name_len = u16::from_le_bytes(cursor.take(2)?.try_into().expect("2 bytes")) as usize;
-        let name = std::str::from_utf8(cursor.take(name_len)?)
+        let name_len = u16::from_le_bytes(input.take::<2>()?) as usize;
+        let name = String::from_utf8(input.bytes(name_len)?)
             .map_err(|_| "checkpoint stream name is not UTF-8".to_owned())?;
         let stream = StreamName::parse(name).map_err(|error| error.to_string())?;
-        let count = cursor.count(8)?;
+        let count = input.count(8)?;
         let mut sequences = Vec::with_capacity(count);
         for _ in 0..count {
-            sequences.push(cursor.u64()?);
+            sequences.push(input.u64()?);
         }
         streams.insert(stream, sequences);
     }
-    let id_count = cursor.count(16)?;
+    let id_count = input.count(16)?;
     let mut ids = HashMap::with_capacity(id_count);
     for _ in 0..id_count {
-        ids.insert(cursor.u64()?, cursor.u64()?);
+        ids.insert(input.u64()?, input.u64()?);
     }
-    let overflow_count = cursor.count(24)?;
+    let overflow_count = input.count(24)?;
     let mut id_overflow = HashMap::with_capacity(overflow_count);
     for _ in 0..overflow_count {
-        let id = Uuid::from_bytes(cursor.take(16)?.try_into().expect("16 bytes"));
-        id_overflow.insert(id, cursor.u64()?);
-    }
-    if !cursor.bytes.is_empty() {
-        return Err("checkpoint has trailing bytes".to_owned());
+        let id = Uuid::from_bytes(input.take::<16>()?);
+        id_overflow.insert(id, input.u64()?);
     }
     // Cheap consistency checks; the caller checks the chain head against the log.
     let stream_events: u64 = streams.values().map(|s: &Vec<u64>| s.len() as u64).sum();
