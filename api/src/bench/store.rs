@@ -77,6 +77,8 @@ struct Sizes {
 }
 
 const WRITERS: usize = 64;
+/// Alternating rounds of each append workload.
+const ROUNDS: usize = 3;
 
 impl Sizes {
     fn new(quick: bool) -> Sizes {
@@ -93,8 +95,8 @@ impl Sizes {
             }
         } else {
             Sizes {
-                single_file: 2000,
-                single_sqlite: 1000,
+                single_file: 1000,
+                single_sqlite: 500,
                 concurrent_per_writer_file: 1000,
                 concurrent_per_writer_sqlite: 30,
                 batch100_file: 2000,
@@ -118,49 +120,83 @@ pub async fn run(options: StoreBenchOptions) -> BenchResult<StoreBenchReport> {
     let mut ids = IdSource::new(0x5eed);
     let mut measurements = Vec::new();
 
-    let (fsync_p50, fsync_p99) = fsync_latency(work.path(), if options.quick { 100 } else { 500 })?;
-    eprintln!("fsync latency p50 {fsync_p50:.0} us, p99 {fsync_p99:.0} us");
-
-    // Durable single-event appends, one writer.
-    let file = open_file(&work.path().join("single"))?;
-    let sqlite = Arc::new(SqliteStore::open(&work.path().join("single.sqlite"))?);
-    let file_rate = single_appends(&file, &mut ids, sizes.single_file).await?;
-    let sqlite_rate = single_appends_sqlite(&sqlite, &mut ids, sizes.single_sqlite).await?;
-    measurements.push(rate(
+    // The disk's speed drifts while other work shares the machine, so each workload runs
+    // in alternating rounds (file, SQLite, file, SQLite, ...) with the fsync probe in
+    // between, and the median round of each is reported.
+    let probe = if options.quick { 50 } else { 100 };
+    let mut fsync_samples = fsync_samples_us(work.path(), probe)?;
+    let single_file = open_file(&work.path().join("single"))?;
+    let concurrent_file = open_file(&work.path().join("concurrent"))?;
+    let batch_files = [
+        open_file(&work.path().join("batch100"))?,
+        open_file(&work.path().join("batch1000"))?,
+    ];
+    let sqlite = Arc::new(SqliteStore::open(&work.path().join("appends.sqlite"))?);
+    let mut rounds: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); 4];
+    for round in 0..ROUNDS {
+        eprintln!("append workloads, round {} of {ROUNDS}", round + 1);
+        rounds[0]
+            .0
+            .push(single_appends(&single_file, &mut ids, sizes.single_file).await?);
+        rounds[0]
+            .1
+            .push(single_appends_sqlite(&sqlite, &mut ids, sizes.single_sqlite).await?);
+        rounds[1].0.push(
+            concurrent_appends(&concurrent_file, &mut ids, sizes.concurrent_per_writer_file)
+                .await?,
+        );
+        rounds[1].1.push(
+            concurrent_appends_sqlite(&sqlite, &mut ids, sizes.concurrent_per_writer_sqlite)
+                .await?,
+        );
+        for (slot, (file, batch, file_batches, sqlite_batches)) in [
+            (
+                &batch_files[0],
+                100,
+                sizes.batch100_file,
+                sizes.batch100_sqlite,
+            ),
+            (
+                &batch_files[1],
+                1000,
+                sizes.batch1000_file,
+                sizes.batch1000_sqlite,
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            rounds[2 + slot]
+                .0
+                .push(batch_appends(file, &mut ids, batch, file_batches).await?);
+            rounds[2 + slot]
+                .1
+                .push(batch_appends_sqlite(&sqlite, &mut ids, batch, sqlite_batches).await?);
+        }
+        fsync_samples.extend(fsync_samples_us(work.path(), probe)?);
+    }
+    let names = [
         "durable single-event appends, 1 writer",
-        file_rate,
-        sqlite_rate,
-    ));
-    file.close().await.map_err(store_error)?;
-
-    // Durable single-event appends from 64 concurrent writers.
-    let file = open_file(&work.path().join("concurrent"))?;
-    let file_rate = concurrent_appends(&file, &mut ids, sizes.concurrent_per_writer_file).await?;
-    let sqlite_rate =
-        concurrent_appends_sqlite(&sqlite, &mut ids, sizes.concurrent_per_writer_sqlite).await?;
-    measurements.push(rate(
         "durable single-event appends, 64 concurrent writers",
-        file_rate,
-        sqlite_rate,
-    ));
-    file.close().await.map_err(store_error)?;
-
-    // Batches.
-    for (batch, file_batches, sqlite_batches) in [
-        (100, sizes.batch100_file, sizes.batch100_sqlite),
-        (1000, sizes.batch1000_file, sizes.batch1000_sqlite),
-    ] {
-        let file = open_file(&work.path().join(format!("batch{batch}")))?;
-        let file_rate = batch_appends(&file, &mut ids, batch, file_batches).await?;
-        let sqlite_rate = batch_appends_sqlite(&sqlite, &mut ids, batch, sqlite_batches).await?;
-        measurements.push(rate(
-            &format!("durable appends in batches of {batch}, 1 writer"),
-            file_rate,
-            sqlite_rate,
-        ));
+        "durable appends in batches of 100, 1 writer",
+        "durable appends in batches of 1000, 1 writer",
+    ];
+    for (name, (file_rates, sqlite_rates)) in names.into_iter().zip(rounds) {
+        let mut measurement = rate(name, median(file_rates), median(sqlite_rates));
+        measurement.note = format!("median of {ROUNDS} alternating rounds");
+        measurements.push(measurement);
+    }
+    for file in [single_file, concurrent_file]
+        .into_iter()
+        .chain(batch_files)
+    {
         file.close().await.map_err(store_error)?;
     }
     drop(sqlite);
+    fsync_samples.sort_by(f64::total_cmp);
+    let quantile = |q: f64| fsync_samples[((fsync_samples.len() - 1) as f64 * q) as usize];
+    let (fsync_p50, fsync_p99) = (quantile(0.5), quantile(0.99));
+    eprintln!("fsync latency p50 {fsync_p50:.0} us, p99 {fsync_p99:.0} us");
 
     // A large log: build, read whole, reopen.
     let n = options.log_events;
@@ -280,7 +316,8 @@ fn rate(name: &str, file: f64, sqlite: f64) -> Measurement {
 pub fn render_markdown(report: &StoreBenchReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "fsync latency (4 KiB write + fdatasync, same disk, same run): p50 {:.0} us, p99 {:.0} us\n\n",
+        "fsync latency (4 KiB write + fdatasync, same disk, sampled between the rounds): \
+         p50 {:.0} us, p99 {:.0} us\n\n",
         report.fsync_latency_us_p50, report.fsync_latency_us_p99
     ));
     out.push_str(&format!("large log: {} events\n\n", report.log_events));
@@ -340,8 +377,8 @@ fn open_file(dir: &Path) -> BenchResult<FileStore> {
     .map_err(store_error)
 }
 
-/// Latency of a 4 KiB write followed by fdatasync: p50 and p99 in microseconds.
-fn fsync_latency(dir: &Path, rounds: usize) -> BenchResult<(f64, f64)> {
+/// Latencies of a 4 KiB write followed by fdatasync, in microseconds.
+fn fsync_samples_us(dir: &Path, rounds: usize) -> BenchResult<Vec<f64>> {
     let path = dir.join("fsync-probe");
     let file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
     let block = vec![0xa5u8; 4096];
@@ -353,10 +390,13 @@ fn fsync_latency(dir: &Path, rounds: usize) -> BenchResult<(f64, f64)> {
         file.sync_data().map_err(|e| e.to_string())?;
         samples.push(started.elapsed().as_secs_f64() * 1e6);
     }
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
     let _ = std::fs::remove_file(path);
-    Ok((at(0.5), at(0.99)))
+    Ok(samples)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Cheap unique event ids without a system call each (uuid v4 asks the OS per id).
