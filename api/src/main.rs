@@ -1,1 +1,50 @@
-fn main() {}
+//! `refledger`: the server and the operator's commands.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use api::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => api::server::serve(args).await.map_err(Into::into),
+            Command::Export(args) => api::export::run_export(args).await.map_err(Into::into),
+            Command::Append(args) => api::export::run_append(args).await.map_err(Into::into),
+            Command::Read(args) => api::export::run_read(args).await.map_err(Into::into),
+            Command::Verify(_) => Err(not_yet("verify")),
+            Command::Report(_) => Err(not_yet("report")),
+            Command::Erase(_) => Err(not_yet("erase")),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn not_yet(command: &str) -> Box<dyn std::error::Error> {
+    format!("`{command}` is not yet available in this build").into()
+}

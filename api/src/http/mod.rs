@@ -1,0 +1,70 @@
+//! The HTTP API: one module per resource, each with its own `router()`, merged by [`app`].
+
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod metrics;
+pub mod openapi;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+
+use ledger::store::EventStore;
+
+use crate::idempotency::Idempotency;
+use crate::store::MeteredStore;
+use crate::tokens::Tokens;
+use error::{fallback_not_found, ApiError, BODY_SIZE_MAX};
+use metrics::Metrics;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The event store, metered.
+    pub store: Arc<dyn EventStore>,
+    pub tokens: Arc<Tokens>,
+    pub idempotency: Arc<Idempotency>,
+    pub metrics: Arc<Metrics>,
+    /// Set when shutdown begins: `/readyz` turns 503 so load balancers stop sending.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn EventStore>, tokens: Tokens, idempotency: Idempotency) -> AppState {
+        let metrics = Arc::new(Metrics::default());
+        AppState {
+            store: Arc::new(MeteredStore::new(store, metrics.clone())),
+            tokens: Arc::new(tokens),
+            idempotency: Arc::new(idempotency),
+            metrics,
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// The whole API as a router, ready to serve or to call with `oneshot` in tests.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(metrics::router())
+        .merge(openapi::router())
+        .merge(events::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .fallback(fallback_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_SIZE_MAX))
+        .with_state(state)
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+    }
+}

@@ -1,0 +1,136 @@
+//! Running the server: binding, serving until a shutdown signal, and closing the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use tokio::net::TcpListener;
+
+use crate::cli::ServeArgs;
+use crate::http::AppState;
+use crate::idempotency::Idempotency;
+use crate::tokens::{resolve_tokens, TokenSource, Tokens};
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] ledger::store::StoreError),
+    #[error(transparent)]
+    Tokens(#[from] crate::tokens::TokenError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    NotAvailable(&'static str),
+}
+
+/// Builds the state of `serve`: the store, the tokens and the idempotency table of the
+/// data directory.
+pub async fn prepare(args: &ServeArgs) -> Result<AppState, ServeError> {
+    if args.demo {
+        return Err(ServeError::NotAvailable(
+            "--demo is not yet available: the demo data set needs the domain commands",
+        ));
+    }
+    let store = crate::store::open(&args.data).await?;
+    let (specs, source) = resolve_tokens(&args.token, args.tokens_file.as_deref(), &args.data)?;
+    match &source {
+        TokenSource::Flags => tracing::info!(count = specs.len(), "tokens from --token"),
+        TokenSource::File(path) => {
+            tracing::info!(path = %path.display(), count = specs.len(), "tokens from file")
+        }
+        TokenSource::Generated(path) => {
+            // Printed, not only logged: the operator needs this once, whatever the log level.
+            eprintln!(
+                "generated one API token per role (billing, finance, auditor, privacy, admin) \
+                 in {} (mode 0600); send them as `Authorization: Bearer <secret>`",
+                path.display()
+            );
+        }
+    }
+    let tokens = Tokens::new(&specs)?;
+    let idempotency = Idempotency::open(&args.data).map_err(|source| ServeError::Io {
+        context: format!(
+            "cannot open the idempotency table in {}",
+            args.data.display()
+        ),
+        source,
+    })?;
+    Ok(AppState::new(store, tokens, idempotency))
+}
+
+/// Serves `state` on `listener` until `shutdown` completes; then stops accepting, lets
+/// in-flight requests finish, and flushes the store so nothing acknowledged is lost.
+pub async fn run(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let draining = state.draining.clone();
+    let store = state.store.clone();
+    let app = crate::http::app(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            draining.store(true, Ordering::Release);
+            tracing::info!("shutting down: finishing in-flight requests");
+        })
+        .await
+        .map_err(|source| ServeError::Io {
+            context: "the server failed".to_owned(),
+            source,
+        })?;
+    store.flush().await?;
+    tracing::info!("stopped; the store is flushed");
+    Ok(())
+}
+
+/// `serve`: binds, prints the address, serves until SIGTERM or ctrl-c.
+pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
+    let state = prepare(&args).await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServeError::Io {
+            context: format!("cannot listen on {}", args.listen),
+            source,
+        })?;
+    let address: SocketAddr = listener.local_addr().map_err(|source| ServeError::Io {
+        context: "cannot read the listening address".to_owned(),
+        source,
+    })?;
+    // On stdout, one line, so scripts and tests can read the port of `--listen ...:0`.
+    println!("listening on http://{address}");
+    run(state, listener, shutdown_signal()).await
+}
+
+/// Completes on SIGTERM or ctrl-c (SIGINT).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("ctrl-c received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
