@@ -68,3 +68,6 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
         method: method.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! Starting and stopping a server for a test.
+
+use std::sync::Arc;
+
+use api::idempotency::Idempotency;
+use api::tokens::{Role, TokenSpec, Tokens};
+use api::AppState;
+use ledger::store::memory::MemoryStore;
+use ledger::store::EventStore;
+use reqwest::header::AUTHORIZATION;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub fn secret(role: Role) -> String {
+    format!("{role}-e2e-secret-0123456789")
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn EventStore>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), api::server::ServeError>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_on(Arc::new(MemoryStore::new())).await
+    }
+
+    pub async fn start_on(store: Arc<dyn EventStore>) -> TestServer {
+        let specs: Vec<TokenSpec> = Role::ALL
+            .into_iter()
+            .map(|role| TokenSpec::new(role, secret(role)).unwrap())
+            .collect();
+        let state = AppState::new(
+            store.clone(),
+            Tokens::new(&specs).unwrap(),
+            Idempotency::in_memory(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(api::server::run(state, listener, async move {
+            let _ = signal.await;
+        }));
+        TestServer {
+            base,
+            client: reqwest::Client::new(),
+            store,
+            shutdown: Some(shutdown),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str, role: Option<Role>) -> reqwest::RequestBuilder {
+        with_role(self.client.get(self.url(path)), role)
+    }
+
+    pub fn post(&self, path: &str, role: Option<Role>) -> reqwest::RequestBuilder {
+        with_role(self.client.post(self.url(path)), role)
+    }
+
+    pub fn put(&self, path: &str, role: Option<Role>) -> reqwest::RequestBuilder {
+        with_role(self.client.put(self.url(path)), role)
+    }
+
+    /// Begins a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// Shuts down gracefully and waits until the server has stopped.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.task)
+            .await
+            .expect("the server stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn with_role(request: reqwest::RequestBuilder, role: Option<Role>) -> reqwest::RequestBuilder {
+    match role {
+        Some(role) => request.header(AUTHORIZATION, format!("Bearer {}", secret(role))),
+        None => request,
+    }
+}
+
+/// Reads a problem+json body, checking its media type and that `status` matches.
+pub async fn problem(response: reqwest::Response) -> serde_json::Value {
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json",
+        "errors are problem+json"
+    );
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    for member in ["type", "title", "detail"] {
+        assert!(body[member].is_string(), "{member} in {body}");
+    }
+    body
+}
