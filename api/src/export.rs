@@ -57,7 +57,8 @@ pub async fn export(store: &dyn EventStore, out: &mut dyn Write) -> Result<u64, 
 }
 
 pub async fn run_export(args: ExportArgs) -> Result<(), CommandError> {
-    let store = crate::store::open(&args.data).await?;
+    let opened = crate::store::open(&args.data).await?;
+    let store = opened.store.clone();
     let count = match &args.output {
         Some(path) => {
             let file = std::fs::File::create(path)
@@ -77,6 +78,7 @@ pub async fn run_export(args: ExportArgs) -> Result<(), CommandError> {
             export(store.as_ref(), &mut lock).await?
         }
     };
+    opened.close().await?;
     eprintln!("exported {count} events");
     Ok(())
 }
@@ -98,8 +100,9 @@ pub async fn run_append(args: AppendArgs) -> Result<(), CommandError> {
     let expected = args
         .expected_revision
         .map_or(ExpectedRevision::Any, ExpectedRevision::Exact);
-    let store = crate::store::open(&args.data).await?;
-    let outcome = store
+    let opened = crate::store::open(&args.data).await?;
+    let outcome = opened
+        .store
         .append(
             &stream,
             expected,
@@ -112,7 +115,7 @@ pub async fn run_append(args: AppendArgs) -> Result<(), CommandError> {
             }],
         )
         .await?;
-    store.flush().await?;
+    opened.close().await?;
     println!(
         "{}",
         serde_json::json!({ "revision": outcome.revision, "position": outcome.position.to_string() })
@@ -126,7 +129,8 @@ pub async fn run_read(args: ReadArgs) -> Result<(), CommandError> {
             "--limit must be 1 to {PAGE_SIZE_MAX}"
         )));
     }
-    let store = crate::store::open(&args.data).await?;
+    let opened = crate::store::open(&args.data).await?;
+    let store = opened.store.clone();
     let events = match args.stream {
         Some(stream) => {
             let stream = StreamName::parse(stream)?;
@@ -152,6 +156,7 @@ pub async fn run_read(args: ReadArgs) -> Result<(), CommandError> {
         let line = serde_json::to_string(&view).expect("an event view serializes");
         writeln!(out, "{line}").map_err(io("cannot write to standard output"))?;
     }
+    opened.close().await?;
     Ok(())
 }
 

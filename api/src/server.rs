@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::cli::ServeArgs;
 use crate::http::AppState;
 use crate::idempotency::Idempotency;
+use crate::store::OpenedStore;
 use crate::tokens::{resolve_tokens, TokenSource, Tokens};
 
 /// Why the server could not start or stop cleanly.
@@ -30,13 +31,13 @@ pub enum ServeError {
 
 /// Builds the state of `serve`: the store, the tokens and the idempotency table of the
 /// data directory.
-pub async fn prepare(args: &ServeArgs) -> Result<AppState, ServeError> {
+pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeError> {
     if args.demo {
         return Err(ServeError::NotAvailable(
             "--demo is not yet available: the demo data set needs the domain commands",
         ));
     }
-    let store = crate::store::open(&args.data).await?;
+    let opened = crate::store::open(&args.data).await?;
     let (specs, source) = resolve_tokens(&args.token, args.tokens_file.as_deref(), &args.data)?;
     match &source {
         TokenSource::Flags => tracing::info!(count = specs.len(), "tokens from --token"),
@@ -60,7 +61,10 @@ pub async fn prepare(args: &ServeArgs) -> Result<AppState, ServeError> {
         ),
         source,
     })?;
-    Ok(AppState::new(store, tokens, idempotency))
+    Ok((
+        AppState::new(opened.store.clone(), tokens, idempotency),
+        opened,
+    ))
 }
 
 /// Serves `state` on `listener` until `shutdown` completes; then stops accepting, lets
@@ -91,7 +95,7 @@ pub async fn run(
 
 /// `serve`: binds, prints the address, serves until SIGTERM or ctrl-c.
 pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
-    let state = prepare(&args).await?;
+    let (state, opened) = prepare(&args).await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServeError::Io {
@@ -104,7 +108,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     })?;
     // On stdout, one line, so scripts and tests can read the port of `--listen ...:0`.
     println!("listening on http://{address}");
-    run(state, listener, shutdown_signal()).await
+    let served = run(state, listener, shutdown_signal()).await;
+    // Close even if serving failed: what was acknowledged must reach the disk.
+    let closed = opened.close().await;
+    served?;
+    closed?;
+    tracing::info!("the store is closed");
+    Ok(())
 }
 
 /// Completes on SIGTERM or ctrl-c (SIGINT).

@@ -13,20 +13,40 @@ use ledger::store::{
 
 use crate::http::metrics::Metrics;
 
+/// The store of a data directory, and how to close it.
+pub struct OpenedStore {
+    pub store: Arc<dyn EventStore>,
+    backend: Backend,
+}
+
+enum Backend {
+    Memory,
+}
+
 /// Opens the store of the data directory `data`, creating it on first run.
 ///
 /// The embedded file backend is not merged yet: until it is, the server runs on the
 /// in-memory store and nothing survives a restart. Swapping the backend changes this
-/// function only.
-pub async fn open(data: &Path) -> Result<Arc<dyn EventStore>, StoreError> {
+/// module only.
+pub async fn open(data: &Path) -> Result<OpenedStore, StoreError> {
     std::fs::create_dir_all(data)
         .map_err(|error| StoreError::io(format!("cannot create {}", data.display()), error))?;
     tracing::warn!("the embedded file store is not available yet: events are kept in memory");
-    Ok(Arc::new(MemoryStore::new()))
+    Ok(OpenedStore {
+        store: Arc::new(MemoryStore::new()),
+        backend: Backend::Memory,
+    })
 }
 
-/// Whether the store of [`open`] keeps events across restarts.
-pub const DURABLE: bool = false;
+impl OpenedStore {
+    /// Makes everything durable and releases the data directory.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.store.flush().await?;
+        match self.backend {
+            Backend::Memory => Ok(()),
+        }
+    }
+}
 
 /// A store that records every append in the metrics.
 pub struct MeteredStore {
