@@ -513,3 +513,33 @@ mod tests {
         assert_ne!(event_id(&key("a"), 0), event_id(&other_kind, 0));
     }
 }
+
+/// The optional `Idempotency-Key` header, for commands whose body has no id of its own.
+#[derive(Debug, Clone, Default)]
+pub struct IdempotencyKeyHeader(pub Option<String>);
+
+/// The header's name.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY_HEADER) else {
+            return Ok(IdempotencyKeyHeader(None));
+        };
+        let text = value.to_str().map_err(|_| {
+            ApiError::validation("Idempotency-Key: must be visible ASCII characters")
+        })?;
+        let text = text.trim();
+        if text.is_empty() || text.len() > KEY_LENGTH_MAX {
+            return Err(ApiError::validation(format!(
+                "Idempotency-Key: must be 1 to {KEY_LENGTH_MAX} characters"
+            )));
+        }
+        Ok(IdempotencyKeyHeader(Some(text.to_owned())))
+    }
+}

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use ledger::domain::{Rejection, ValueError};
 use ledger::store::StoreError;
 
 /// The media type of every error body.
@@ -63,9 +64,15 @@ pub enum ApiError {
     InsufficientCredits { detail: String },
     #[error("{detail}")]
     RefundExceedsPayment { detail: String },
-    /// A domain rule other than the ones with their own code refused the command.
+    /// A domain rule other than the ones above refused the command: its code names the
+    /// rule; the status is 404 for a missing resource, 409 for a clash with what exists,
+    /// 422 otherwise.
     #[error("{detail}")]
-    Rejected { code: &'static str, detail: String },
+    Rejected {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+    },
     /// The server is shutting down or the store refuses writes.
     #[error("the service is unavailable: {reason}")]
     Unavailable { reason: String },
@@ -166,11 +173,9 @@ impl ApiError {
                 "refund_exceeds_payment",
                 "The refund exceeds the refundable remainder of the payment",
             ),
-            Rejected { code, .. } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                code,
-                "The command breaks a rule of the ledger",
-            ),
+            Rejected { status, code, .. } => {
+                (*status, code, "The command breaks a rule of the ledger")
+            }
             Unavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -249,6 +254,50 @@ impl From<StoreError> for ApiError {
             | StoreError::Locked { .. }
             | StoreError::Io { .. } => ApiError::internal(error),
         }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> ApiError {
+        let detail = rejection.to_string();
+        match &rejection {
+            Rejection::InvalidValue(error) => {
+                ApiError::validation(format!("{}: {}", error.field, error.problem))
+            }
+            Rejection::InsufficientCredits { .. } => ApiError::InsufficientCredits { detail },
+            Rejection::RefundExceedsPayment { .. } => ApiError::RefundExceedsPayment { detail },
+            Rejection::IdempotencyConflict { key } => {
+                ApiError::IdempotencyConflict { key: key.clone() }
+            }
+            Rejection::AccountNotFound { .. }
+            | Rejection::PaymentNotFound { .. }
+            | Rejection::PayoutNotFound { .. } => ApiError::Rejected {
+                status: StatusCode::NOT_FOUND,
+                code: rejection.code(),
+                detail,
+            },
+            Rejection::AccountExists { .. }
+            | Rejection::PaymentExists { .. }
+            | Rejection::ReferralCodeTaken { .. }
+            | Rejection::PayoutRunExists { .. }
+            | Rejection::PayoutAlreadySettled { .. }
+            | Rejection::DonationExists { .. } => ApiError::Rejected {
+                status: StatusCode::CONFLICT,
+                code: rejection.code(),
+                detail,
+            },
+            _ => ApiError::Rejected {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: rejection.code(),
+                detail,
+            },
+        }
+    }
+}
+
+impl From<ValueError> for ApiError {
+    fn from(error: ValueError) -> ApiError {
+        ApiError::validation(format!("{}: {}", error.field, error.problem))
     }
 }
 

@@ -5,4 +5,5 @@ mod auth;
 mod binary;
 mod events;
 mod operations;
+mod shutdown;
 mod support;
