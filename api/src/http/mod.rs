@@ -1,11 +1,13 @@
 //! The HTTP API: one module per resource, each with its own `router()`, merged by [`app`].
 
+pub mod accounts;
 pub mod auth;
 pub mod error;
 pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod payments;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
