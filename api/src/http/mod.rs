@@ -8,6 +8,7 @@ pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod payments;
+pub mod payouts;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -19,7 +19,6 @@ pub fn secret(role: Role) -> String {
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
-    pub store: Arc<dyn EventStore>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), api::server::ServeError>>,
 }
@@ -35,7 +34,7 @@ impl TestServer {
             .map(|role| TokenSpec::new(role, secret(role)).unwrap())
             .collect();
         let state = AppState::new(
-            store.clone(),
+            store,
             Tokens::new(&specs).unwrap(),
             Idempotency::in_memory(),
         );
@@ -48,7 +47,6 @@ impl TestServer {
         TestServer {
             base,
             client: reqwest::Client::new(),
-            store,
             shutdown: Some(shutdown),
             task,
         }
@@ -60,14 +58,6 @@ impl TestServer {
 
     pub fn get(&self, path: &str, role: Option<Role>) -> reqwest::RequestBuilder {
         with_role(self.client.get(self.url(path)), role)
-    }
-
-    pub fn post(&self, path: &str, role: Option<Role>) -> reqwest::RequestBuilder {
-        with_role(self.client.post(self.url(path)), role)
-    }
-
-    pub fn put(&self, path: &str, role: Option<Role>) -> reqwest::RequestBuilder {
-        with_role(self.client.put(self.url(path)), role)
     }
 
     /// Begins a graceful shutdown without waiting for it.
