@@ -26,7 +26,7 @@ pub enum Command {
     Append(AppendArgs),
     /// Read events as JSON Lines: all of them, or one stream's.
     Read(ReadArgs),
-    /// Verify the hash chain of the log (not yet available).
+    /// Verify the hash chain of the log; exits non-zero if it does not verify.
     Verify(DataArgs),
     /// Write a report (not yet available).
     Report(DataArgs),

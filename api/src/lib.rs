@@ -10,5 +10,6 @@ pub mod idempotency;
 pub mod server;
 pub mod store;
 pub mod tokens;
+pub mod verify;
 
 pub use http::{app, AppState};

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             Command::Export(args) => api::export::run_export(args).await.map_err(Into::into),
             Command::Append(args) => api::export::run_append(args).await.map_err(Into::into),
             Command::Read(args) => api::export::run_read(args).await.map_err(Into::into),
-            Command::Verify(_) => Err(not_yet("verify")),
+            Command::Verify(args) => verify(args).await,
             Command::Report(_) => Err(not_yet("report")),
             Command::Erase(_) => Err(not_yet("erase")),
         }
@@ -42,6 +42,19 @@ fn main() -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `verify`: prints the report as JSON; fails when the chain does not verify.
+async fn verify(args: api::cli::DataArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let opened = api::store::open(&args.data).await?;
+    let report = api::verify::verify_chain(opened.store.as_ref()).await?;
+    opened.close().await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.ok {
+        Ok(())
+    } else {
+        Err("the hash chain does not verify".into())
     }
 }
 

@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/events", get(read_all))
         .route("/v1/streams/{stream}", get(read_stream))
+        .route("/v1/verify", get(verify))
 }
 
 /// One recorded event as JSON.
@@ -237,4 +238,25 @@ pub async fn read_stream(
         next: next.to_string(),
         has_more,
     }))
+}
+
+/// Checks the tamper-evidence chain of the whole log.
+#[utoipa::path(
+    get, path = "/v1/verify", tag = "auditor",
+    responses(
+        (status = 200, description = "The verification's result; `ok` false names the first record that fails", body = crate::verify::VerifyReport),
+        (status = 401, description = "No valid token", body = super::error::Problem),
+        (status = 403, description = "Not an auditor", body = super::error::Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn verify(
+    _: Authorized<AuditorOnly>,
+    State(state): State<AppState>,
+) -> Result<Json<crate::verify::VerifyReport>, ApiError> {
+    let report = crate::verify::verify_chain(state.store.as_ref()).await?;
+    if !report.ok {
+        tracing::error!(failure = ?report.first_failure, "the hash chain does not verify");
+    }
+    Ok(Json(report))
 }

@@ -21,6 +21,7 @@ use super::AppState;
         super::health::readyz,
         super::events::read_all,
         super::events::read_stream,
+        super::events::verify,
         metrics_doc,
         openapi_doc,
     ),

@@ -9,6 +9,7 @@ use crate::support::{problem, TestServer};
 const ENDPOINTS: &[(&str, &str, &[Role])] = &[
     ("GET", "/v1/events", &[Role::Auditor]),
     ("GET", "/v1/streams/account-1", &[Role::Auditor]),
+    ("GET", "/v1/verify", &[Role::Auditor]),
 ];
 
 #[tokio::test]

@@ -96,6 +96,11 @@ async fn following_the_cursor_reads_every_event_once_in_order() {
         "0".repeat(64),
         "the first record follows the genesis digest"
     );
+
+    let report = page(&server, "/v1/verify").await;
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["events_checked"], 26);
+    assert_eq!(report["first_failure"], serde_json::Value::Null);
     server.stop().await;
 }
 
