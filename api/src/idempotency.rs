@@ -12,9 +12,10 @@
 //! The record is appended to `<data>/idempotency.jsonl` and fsynced *after* the command's
 //! events are durable and *before* the response is sent: an acknowledged command always
 //! has its record. A crash between the two leaves events without a record; the client saw
-//! no acknowledgement and retries, and the retry is caught one level down: the domain
-//! derives its event ids from the command id ([`event_id`]), so the store treats the
-//! repeated append as an idempotent repeat (or the decider sees the id as already used).
+//! no acknowledgement and retries, and the retry is caught one level down: the command id
+//! is derived from the key ([`CommandKey::command_id`]) and the ledger derives event ids
+//! from it, so the store treats a repeated append as an idempotent repeat, and the
+//! deciders answer a repeated command (same natural id, same content) with no new events.
 //! Keeping the table outside the event log keeps the log a record of business facts
 //! only, and lets concurrent appends share one fsync of the table (group commit below).
 //!
@@ -34,7 +35,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,8 @@ use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 use crate::http::error::ApiError;
+use crate::keys::{random_key, read_or_create_key};
+use crate::locks::KeyedLocks;
 
 /// Longest command id or `Idempotency-Key`, in bytes.
 pub const KEY_LENGTH_MAX: usize = 200;
@@ -53,14 +56,8 @@ const LINE_LENGTH_MAX: usize = RESPONSE_SIZE_MAX + 2 * KEY_LENGTH_MAX + 1024;
 pub const TABLE_FILE_NAME: &str = "idempotency.jsonl";
 pub const SALT_FILE_NAME: &str = "idempotency.salt";
 
-/// The namespace of event ids derived from command ids (UUID v5).
-const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1e_d9a2_4b7f_4e0c_9a51_3f2d_8e6b_7c10);
-
-/// The id of the `index`-th event a command produces, the same on every retry of it.
-pub fn event_id(key: &CommandKey, index: u32) -> Uuid {
-    let name = format!("{}\u{0}{}\u{0}{index}", key.kind, key.id);
-    Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
-}
+/// The namespace of command ids derived from command keys (UUID v5).
+const COMMAND_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1e_d9a2_4b7f_4e0c_9a51_3f2d_8e6b_7c10);
 
 /// What identifies a command: its kind (`spend`, `payment`, ...) and its id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -87,6 +84,13 @@ impl CommandKey {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    /// The command id the ledger derives event ids from: the same on every retry of the
+    /// command, different for every other command.
+    pub fn command_id(&self) -> Uuid {
+        let name = format!("{}\u{0}{}", self.kind, self.id);
+        Uuid::new_v5(&COMMAND_ID_NAMESPACE, name.as_bytes())
+    }
 }
 
 /// The response of a command, fresh or replayed.
@@ -109,7 +113,7 @@ struct Record {
 pub struct Idempotency {
     salt: [u8; 32],
     records: Mutex<HashMap<CommandKey, Record>>,
-    key_locks: Mutex<HashMap<CommandKey, Arc<tokio::sync::Mutex<()>>>>,
+    key_locks: KeyedLocks,
     log: Option<Log>,
 }
 
@@ -138,12 +142,10 @@ struct Writer {
 impl Idempotency {
     /// A table that lives as long as the process (tests, and the in-memory store).
     pub fn in_memory() -> Idempotency {
-        let mut salt = [0u8; 32];
-        getrandom::fill(&mut salt).expect("the OS random number generator works");
         Idempotency {
-            salt,
+            salt: random_key(),
             records: Mutex::default(),
-            key_locks: Mutex::default(),
+            key_locks: KeyedLocks::default(),
             log: None,
         }
     }
@@ -152,7 +154,7 @@ impl Idempotency {
     /// by a crash during a write that was never acknowledged, is cut off; a bad line
     /// before the last is corruption and an error.
     pub fn open(data: &Path) -> std::io::Result<Idempotency> {
-        let salt = read_or_create_salt(&data.join(SALT_FILE_NAME))?;
+        let salt = read_or_create_key(&data.join(SALT_FILE_NAME))?;
         let path = data.join(TABLE_FILE_NAME);
         let mut file = OpenOptions::new()
             .read(true)
@@ -205,7 +207,7 @@ impl Idempotency {
         Ok(Idempotency {
             salt,
             records: Mutex::new(records),
-            key_locks: Mutex::default(),
+            key_locks: KeyedLocks::default(),
             log: Some(Log {
                 path,
                 file: Mutex::new(Writer { file, written: 0 }),
@@ -228,12 +230,11 @@ impl Idempotency {
         Fut: std::future::Future<Output = Result<(StatusCode, serde_json::Value), ApiError>>,
     {
         let fingerprint = self.fingerprint(&key, request)?;
-        let key_lock = self.key_lock(&key);
-        let guard = key_lock.lock().await;
-        let result = self.run_locked(&key, fingerprint, command).await;
-        drop(guard);
-        self.release_key_lock(&key, key_lock);
-        result
+        let _guard = self
+            .key_locks
+            .lock([format!("{}\u{0}{}", key.kind, key.id)])
+            .await;
+        self.run_locked(&key, fingerprint, command).await
     }
 
     async fn run_locked<F, Fut>(
@@ -300,25 +301,6 @@ impl Idempotency {
         Ok(digest.iter().map(|byte| format!("{byte:02x}")).collect())
     }
 
-    fn key_lock(&self, key: &CommandKey) -> Arc<tokio::sync::Mutex<()>> {
-        self.key_locks
-            .lock()
-            .expect("idempotency lock poisoned")
-            .entry(key.clone())
-            .or_default()
-            .clone()
-    }
-
-    /// Drops the key's lock once nobody else holds or waits for it, so the lock table
-    /// holds only keys in flight.
-    fn release_key_lock(&self, key: &CommandKey, key_lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut locks = self.key_locks.lock().expect("idempotency lock poisoned");
-        // One reference is ours, one the table's.
-        if Arc::strong_count(&key_lock) == 2 {
-            locks.remove(key);
-        }
-    }
-
     async fn persist(&self, record: &Record) -> Result<(), ApiError> {
         let Some(log) = &self.log else {
             return Ok(());
@@ -357,36 +339,10 @@ impl Idempotency {
     }
 }
 
-fn read_or_create_salt(path: &Path) -> std::io::Result<[u8; 32]> {
-    match std::fs::read(path) {
-        Ok(bytes) => bytes.try_into().map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} must hold exactly 32 bytes", path.display()),
-            )
-        }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let mut salt = [0u8; 32];
-            getrandom::fill(&mut salt).map_err(|error| std::io::Error::other(error.to_string()))?;
-            let mut options = OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt as _;
-                options.mode(0o600);
-            }
-            let mut file = options.open(path)?;
-            file.write_all(&salt)?;
-            file.sync_all()?;
-            Ok(salt)
-        }
-        Err(error) => Err(error),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     use super::*;
 
@@ -461,7 +417,7 @@ mod tests {
         }
         assert_eq!(fresh, 1);
         assert_eq!(runs.load(Ordering::SeqCst), 1);
-        assert!(table.key_locks.lock().unwrap().is_empty());
+        assert!(table.key_locks.is_empty());
     }
 
     #[tokio::test]
@@ -505,12 +461,11 @@ mod tests {
     }
 
     #[test]
-    fn event_ids_are_derived_from_the_command() {
-        assert_eq!(event_id(&key("a"), 0), event_id(&key("a"), 0));
-        assert_ne!(event_id(&key("a"), 0), event_id(&key("a"), 1));
-        assert_ne!(event_id(&key("a"), 0), event_id(&key("b"), 0));
+    fn command_ids_are_derived_from_the_key() {
+        assert_eq!(key("a").command_id(), key("a").command_id());
+        assert_ne!(key("a").command_id(), key("b").command_id());
         let other_kind = CommandKey::new("grant", "a", "grant_id").unwrap();
-        assert_ne!(event_id(&key("a"), 0), event_id(&other_kind, 0));
+        assert_ne!(key("a").command_id(), other_kind.command_id());
     }
 }
 

@@ -7,6 +7,8 @@ pub mod cli;
 pub mod export;
 pub mod http;
 pub mod idempotency;
+pub mod keys;
+pub mod locks;
 pub mod server;
 pub mod store;
 pub mod tokens;
