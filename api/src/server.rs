@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::cli::ServeArgs;
 use crate::http::AppState;
 use crate::idempotency::Idempotency;
+use crate::keys::{read_or_create_key, Fingerprinter, FINGERPRINT_KEY_FILE_NAME};
 use crate::store::OpenedStore;
 use crate::tokens::{resolve_tokens, TokenSource, Tokens};
 
@@ -61,10 +62,16 @@ pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeE
         ),
         source,
     })?;
-    Ok((
-        AppState::new(opened.store.clone(), tokens, idempotency),
-        opened,
-    ))
+    let fingerprint_key =
+        read_or_create_key(&args.data.join(FINGERPRINT_KEY_FILE_NAME)).map_err(|source| {
+            ServeError::Io {
+                context: format!("cannot read the fingerprint key in {}", args.data.display()),
+                source,
+            }
+        })?;
+    let state = AppState::new(opened.store.clone(), tokens, idempotency)
+        .with_fingerprinter(Fingerprinter::new(fingerprint_key));
+    Ok((state, opened))
 }
 
 /// Serves `state` on `listener` until `shutdown` completes; then stops accepting, lets

@@ -49,6 +49,7 @@ impl OpenedStore {
 }
 
 /// A store that records every append in the metrics.
+#[derive(Clone)]
 pub struct MeteredStore {
     inner: Arc<dyn EventStore>,
     metrics: Arc<Metrics>,

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use ledger::domain::{Rejection, ValueError};
+use ledger::service::LedgerError;
 use ledger::store::StoreError;
 
 /// The media type of every error body.
@@ -291,6 +292,22 @@ impl From<Rejection> for ApiError {
                 code: rejection.code(),
                 detail,
             },
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(error: LedgerError) -> ApiError {
+        match error {
+            LedgerError::Rejected(rejection) => rejection.into(),
+            LedgerError::CommandIdConflict { command_id } => ApiError::IdempotencyConflict {
+                key: command_id.to_string(),
+            },
+            LedgerError::Contention { .. } => ApiError::WrongExpectedVersion {
+                detail: format!("{error}; retry the command"),
+            },
+            LedgerError::Store(error) => error.into(),
+            LedgerError::Unreadable { .. } => ApiError::internal(error),
         }
     }
 }

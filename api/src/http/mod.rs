@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod command;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -18,7 +19,11 @@ use axum::Router;
 
 use ledger::store::EventStore;
 
+use ledger::service::{Ledger, LedgerConfig};
+
 use crate::idempotency::Idempotency;
+use crate::keys::{random_key, Fingerprinter};
+use crate::locks::KeyedLocks;
 use crate::store::MeteredStore;
 use crate::tokens::Tokens;
 use error::{fallback_not_found, ApiError, BODY_SIZE_MAX};
@@ -29,23 +34,39 @@ use metrics::Metrics;
 pub struct AppState {
     /// The event store, metered.
     pub store: Arc<dyn EventStore>,
+    /// The command service, over the same metered store.
+    pub ledger: Arc<Ledger<MeteredStore>>,
     pub tokens: Arc<Tokens>,
     pub idempotency: Arc<Idempotency>,
+    /// Commands on one stream queue here (see [`crate::locks`]).
+    pub stream_locks: Arc<KeyedLocks>,
+    pub fingerprinter: Arc<Fingerprinter>,
     pub metrics: Arc<Metrics>,
     /// Set when shutdown begins: `/readyz` turns 503 so load balancers stop sending.
     pub draining: Arc<AtomicBool>,
 }
 
 impl AppState {
+    /// A state with a random fingerprint key: fine for tests; a server passes the key of
+    /// its data directory with [`AppState::with_fingerprinter`].
     pub fn new(store: Arc<dyn EventStore>, tokens: Tokens, idempotency: Idempotency) -> AppState {
         let metrics = Arc::new(Metrics::default());
+        let metered = MeteredStore::new(store, metrics.clone());
         AppState {
-            store: Arc::new(MeteredStore::new(store, metrics.clone())),
+            store: Arc::new(metered.clone()),
+            ledger: Arc::new(Ledger::new(metered, LedgerConfig::default())),
             tokens: Arc::new(tokens),
             idempotency: Arc::new(idempotency),
+            stream_locks: Arc::new(KeyedLocks::default()),
+            fingerprinter: Arc::new(Fingerprinter::new(random_key())),
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    pub fn with_fingerprinter(mut self, fingerprinter: Fingerprinter) -> AppState {
+        self.fingerprinter = Arc::new(fingerprinter);
+        self
     }
 }
 
@@ -56,6 +77,9 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics::router())
         .merge(openapi::router())
         .merge(events::router())
+        .merge(accounts::router())
+        .merge(payments::router())
+        .merge(payouts::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

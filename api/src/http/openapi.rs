@@ -22,6 +22,17 @@ use super::AppState;
         super::events::read_all,
         super::events::read_stream,
         super::events::verify,
+        super::accounts::open_account,
+        super::accounts::get_account,
+        super::accounts::get_credits,
+        super::accounts::grant_credits,
+        super::accounts::spend_credits,
+        super::accounts::upline,
+        super::accounts::downline,
+        super::payments::record_payment,
+        super::payments::refund_payment,
+        super::payouts::run_payouts,
+        super::payouts::publish_plan,
         metrics_doc,
         openapi_doc,
     ),
@@ -30,6 +41,9 @@ use super::AppState;
     tags(
         (name = "operations", description = "Probes, metrics and this description"),
         (name = "auditor", description = "The raw event log (role auditor)"),
+        (name = "billing", description = "Accounts, credits, payments and refunds (role billing)"),
+        (name = "finance", description = "Payout runs (role finance)"),
+        (name = "admin", description = "The commission plan (role admin)"),
     )
 )]
 pub struct ApiDoc;

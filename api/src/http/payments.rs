@@ -3,16 +3,35 @@
 //! Request shapes are the contract with the billing service: amounts are decimal strings,
 //! times RFC 3339, ids the payment processor's.
 
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use ledger::domain::events::{CommissionEarned, CommissionReversed};
-use ledger::domain::ids::{PaymentId, RefundId};
-use ledger::domain::{AccountId, Credits, Money};
+use ledger::domain::events::{
+    upcast, CommissionEarned, CommissionReversed, DomainEvent, PaymentKind,
+};
+use ledger::domain::ids::{PaymentId, RefundId, SubscriptionId};
+use ledger::domain::payment::{RecordPayment, RefundKind, RefundPayment};
+use ledger::domain::{streams, AccountId, Money};
+use ledger::store::{Direction, EventStore, StreamFrom, PAGE_SIZE_MAX};
 
-use super::error::ApiError;
+use super::auth::{Authorized, BillingOnly};
+use super::command::{body, fresh_or_repeat, idempotent};
+use super::error::{ApiError, ApiJson, ApiPath, Problem};
 use super::events::rfc3339;
+use super::AppState;
+use crate::idempotency::CommandKey;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/payments", post(record_payment))
+        .route("/v1/payments/{payment_id}/refunds", post(refund_payment))
+}
 
 /// What a payment paid for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -42,6 +61,9 @@ pub struct RecordPaymentRequest {
     pub paid_at: DateTime<Utc>,
     /// Credits bought, for `credit_pack` payments (required there, refused otherwise).
     pub credits: Option<u64>,
+    /// The subscription paid for, for `subscription` payments; the account id when
+    /// absent (one subscription per account).
+    pub subscription_id: Option<String>,
 }
 
 /// A [`RecordPaymentRequest`] whose values are valid.
@@ -49,17 +71,19 @@ pub struct RecordPaymentRequest {
 pub struct ValidPayment {
     pub payment_id: PaymentId,
     pub account_id: AccountId,
-    pub kind: PaymentKindRequest,
+    pub kind: PaymentKind,
     pub amount: Money,
     pub paid_at: DateTime<Utc>,
-    pub credits: Option<Credits>,
 }
 
 impl RecordPaymentRequest {
     pub fn validate(&self) -> Result<ValidPayment, ApiError> {
         let amount = positive_money(&self.amount, &self.currency)?;
-        let credits = match (self.kind, self.credits) {
-            (PaymentKindRequest::CreditPack, Some(credits)) => Some(Credits::new(credits)?),
+        let account_id = AccountId::new(self.account_id)?;
+        let kind = match (self.kind, self.credits) {
+            (PaymentKindRequest::CreditPack, Some(credits)) => PaymentKind::CreditPack {
+                credits: super::accounts::positive_credits(credits)?,
+            },
             (PaymentKindRequest::CreditPack, None) => {
                 return Err(ApiError::validation(
                     "credits: a credit_pack payment must say how many credits it bought",
@@ -70,15 +94,25 @@ impl RecordPaymentRequest {
                     "credits: only a credit_pack payment buys credits",
                 ))
             }
-            (PaymentKindRequest::Subscription, None) => None,
+            (PaymentKindRequest::Subscription, None) => PaymentKind::Subscription {
+                subscription_id: SubscriptionId::parse(
+                    self.subscription_id
+                        .as_deref()
+                        .unwrap_or(&account_id.to_string()),
+                )?,
+            },
         };
+        if self.subscription_id.is_some() && self.kind != PaymentKindRequest::Subscription {
+            return Err(ApiError::validation(
+                "subscription_id: only a subscription payment names a subscription",
+            ));
+        }
         Ok(ValidPayment {
             payment_id: PaymentId::parse(&self.payment_id)?,
-            account_id: AccountId::new(self.account_id)?,
-            kind: self.kind,
+            account_id,
+            kind,
             amount,
             paid_at: self.paid_at,
-            credits,
         })
     }
 }
@@ -196,6 +230,174 @@ pub struct RefundRecordedResponse {
     pub reversed: Vec<ReversalView>,
 }
 
+/// Records a payment and the commissions it funds up the payer's referral chain.
+#[utoipa::path(
+    post, path = "/v1/payments", tag = "billing",
+    request_body = RecordPaymentRequest,
+    responses(
+        (status = 201, description = "Recorded, with its commissions", body = PaymentRecordedResponse),
+        (status = 200, description = "A repeat of an earlier identical payment", body = PaymentRecordedResponse),
+        (status = 400, description = "Invalid request", body = Problem),
+        (status = 409, description = "`payment_exists` or `idempotency_conflict`", body = Problem),
+        (status = 422, description = "`currency_mismatch`, `account_not_found`, ...", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn record_payment(
+    _: Authorized<BillingOnly>,
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<RecordPaymentRequest>,
+) -> Result<Response, ApiError> {
+    let valid = request.validate()?;
+    let key = CommandKey::new("payment", valid.payment_id.as_str(), "payment_id")?;
+    let mut locks = vec![streams::payment(&valid.payment_id).to_string()];
+    if matches!(valid.kind, PaymentKind::CreditPack { .. }) {
+        locks.push(streams::account(valid.account_id).to_string());
+    }
+    let ledger = state.ledger.clone();
+    idempotent(&state, key, &request, locks, |meta| async move {
+        let command = RecordPayment {
+            payment_id: valid.payment_id.clone(),
+            account_id: valid.account_id,
+            kind: valid.kind,
+            amount: valid.amount,
+            payment_fingerprint: None,
+            received_at: valid.paid_at,
+        };
+        let outcome = ledger.record_payment(meta, &command).await?;
+        let payment = ledger
+            .payment(&valid.payment_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("a recorded payment does not read back"))?;
+        let response = PaymentRecordedResponse {
+            payment_id: valid.payment_id.to_string(),
+            commissions: payment
+                .commissions
+                .iter()
+                .map(|commission| CommissionView::from(&commission.earned))
+                .collect(),
+        };
+        Ok((
+            fresh_or_repeat(!outcome.events.is_empty(), StatusCode::CREATED),
+            body(&response)?,
+        ))
+    })
+    .await
+}
+
+/// Records a refund or chargeback and claws back the commissions it funded, in proportion.
+#[utoipa::path(
+    post, path = "/v1/payments/{payment_id}/refunds", tag = "billing",
+    params(("payment_id" = String, Path, description = "The processor's payment id")),
+    request_body = RefundRequest,
+    responses(
+        (status = 201, description = "Recorded, with the commissions reversed", body = RefundRecordedResponse),
+        (status = 200, description = "A repeat of an earlier identical refund", body = RefundRecordedResponse),
+        (status = 400, description = "Invalid request", body = Problem),
+        (status = 404, description = "`payment_not_found`", body = Problem),
+        (status = 409, description = "`idempotency_conflict`", body = Problem),
+        (status = 422, description = "`refund_exceeds_payment`: nothing was recorded", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn refund_payment(
+    _: Authorized<BillingOnly>,
+    State(state): State<AppState>,
+    ApiPath(payment_id): ApiPath<String>,
+    ApiJson(request): ApiJson<RefundRequest>,
+) -> Result<Response, ApiError> {
+    let payment_id = PaymentId::parse(&payment_id)?;
+    let refund_id = request.refund_id()?;
+    let key = CommandKey::new("refund", &format!("{payment_id}/{refund_id}"), "refund_id")?;
+    let stream = streams::payment(&payment_id);
+    let ledger = state.ledger.clone();
+    let store = state.store.clone();
+    let fingerprinted = (payment_id.to_string(), request.clone());
+    idempotent(
+        &state,
+        key,
+        &fingerprinted,
+        vec![stream.to_string()],
+        |meta| async move {
+            let payment = ledger
+                .payment(&payment_id)
+                .await?
+                .ok_or_else(|| ApiError::Rejected {
+                    status: StatusCode::NOT_FOUND,
+                    code: "payment_not_found",
+                    detail: format!("payment {payment_id} does not exist"),
+                })?;
+            let currency = request
+                .currency
+                .clone()
+                .unwrap_or_else(|| payment.received.amount.currency().code().to_owned());
+            let command = RefundPayment {
+                payment_id: payment_id.clone(),
+                refund_id: refund_id.clone(),
+                kind: match request.reason {
+                    RefundReason::Refund => RefundKind::Refund,
+                    RefundReason::Chargeback => RefundKind::Chargeback,
+                },
+                amount: positive_money(&request.amount, &currency)?,
+                refunded_at: request.refunded_at,
+            };
+            let outcome = ledger.refund_payment(meta, &command).await?;
+            let response = RefundRecordedResponse {
+                refund_id: refund_id.to_string(),
+                reversed: reversals_of(store.as_ref(), &payment_id, &refund_id)
+                    .await?
+                    .iter()
+                    .map(ReversalView::from)
+                    .collect(),
+            };
+            Ok((
+                fresh_or_repeat(!outcome.events.is_empty(), StatusCode::CREATED),
+                body(&response)?,
+            ))
+        },
+    )
+    .await
+}
+
+/// The clawbacks a refund caused, read from the payment's stream (a payment takes a
+/// bounded number of refunds, so the stream is short).
+async fn reversals_of(
+    store: &dyn EventStore,
+    payment_id: &PaymentId,
+    refund_id: &RefundId,
+) -> Result<Vec<CommissionReversed>, ApiError> {
+    let stream = streams::payment(payment_id);
+    let mut reversals = Vec::new();
+    let mut from = 0;
+    loop {
+        let page = store
+            .read_stream(
+                &stream,
+                StreamFrom::Revision(from),
+                Direction::Forward,
+                PAGE_SIZE_MAX,
+            )
+            .await?;
+        for recorded in &page {
+            let event = upcast(
+                recorded.event_type.as_str(),
+                recorded.schema_version,
+                &recorded.payload,
+            )
+            .map_err(ApiError::internal)?;
+            if let DomainEvent::CommissionReversed(reversed) = event {
+                if reversed.refund_id == *refund_id {
+                    reversals.push(reversed);
+                }
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE_SIZE_MAX => from = last.revision + 1,
+            _ => return Ok(reversals),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,7 +439,10 @@ mod tests {
         pack["kind"] = "credit_pack".into();
         assert!(detail(request(pack.clone())).starts_with("credits:"));
         pack["credits"] = 100.into();
-        assert_eq!(request(pack).unwrap().credits.unwrap().units(), 100);
+        assert!(matches!(
+            request(pack).unwrap().kind,
+            PaymentKind::CreditPack { credits } if credits.units() == 100
+        ));
         let mut subscription = payment("9.00", "EUR");
         subscription["credits"] = 100.into();
         assert!(detail(request(subscription)).starts_with("credits:"));

@@ -1,15 +1,29 @@
 //! Payout runs (`POST /v1/payout-runs`) and the commission plan (`PUT /v1/plan`).
 
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use ledger::domain::events::upcast;
 use ledger::domain::money::Rate;
-use ledger::domain::plan::PLAN_LEVELS_MAX;
-use ledger::domain::{Money, Period};
+use ledger::domain::payout::{self, PayoutsState, RunPayouts};
+use ledger::domain::plan::{PublishPlan, PLAN_LEVELS_MAX};
+use ledger::domain::{streams, Money, Period, PlanVersion};
+use ledger::service::CommandMeta;
+use ledger::store::{Direction, EventStore, StreamFrom, PAGE_SIZE_MAX};
 
-use super::error::ApiError;
+use super::auth::{AdminOnly, Authorized, FinanceOnly};
+use super::command::{body, fresh_or_repeat, idempotent};
+use super::error::{ApiError, ApiJson, Problem};
+use super::events::rfc3339;
 use super::payments::positive_money;
+use super::AppState;
+use crate::idempotency::CommandKey;
 
 /// `POST /v1/payout-runs`
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -105,6 +119,194 @@ impl PublishPlanRequest {
             other => other,
         })
     }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/payout-runs", post(run_payouts))
+        .route("/v1/plan", put(publish_plan))
+}
+
+const PAYOUTS_LOCK: &str = "payouts";
+const PLAN_LOCK: &str = "plan";
+
+/// Reads the payouts stream and folds it.
+async fn payouts_state(store: &dyn EventStore) -> Result<PayoutsState, ApiError> {
+    let stream = streams::payouts();
+    let mut state = PayoutsState::default();
+    let mut from = 0;
+    loop {
+        let page = store
+            .read_stream(
+                &stream,
+                StreamFrom::Revision(from),
+                Direction::Forward,
+                PAGE_SIZE_MAX,
+            )
+            .await?;
+        for recorded in &page {
+            let event = upcast(
+                recorded.event_type.as_str(),
+                recorded.schema_version,
+                &recorded.payload,
+            )
+            .map_err(ApiError::internal)?;
+            state = payout::evolve(state, &event);
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE_SIZE_MAX => from = last.revision + 1,
+            _ => return Ok(state),
+        }
+    }
+}
+
+/// The response of the run of `period`, as recorded.
+async fn run_response(
+    state: &AppState,
+    payouts: &PayoutsState,
+    period: Period,
+) -> Result<Option<PayoutRunResponse>, ApiError> {
+    let Some(run) = payouts.runs.get(&period) else {
+        return Ok(None);
+    };
+    let paid: Vec<AffiliateAmount> = payouts
+        .payouts
+        .iter()
+        .filter(|((payout_period, _), _)| *payout_period == period)
+        .map(|((_, affiliate), payout)| {
+            AffiliateAmount::new(affiliate.as_uuid(), &payout.scheduled.amount)
+        })
+        .collect();
+    // Below the minimum at the run's as-of time: still payable afterwards, so carried.
+    let balances = state.ledger.balances_at(run.as_of).await?;
+    let carried_over = balances
+        .iter()
+        .filter(|(affiliate, balance)| {
+            balance.payable.is_positive()
+                && !paid
+                    .iter()
+                    .any(|payout| payout.affiliate_id == affiliate.as_uuid())
+        })
+        .map(|(affiliate, balance)| AffiliateAmount::new(affiliate.as_uuid(), &balance.payable))
+        .collect();
+    Ok(Some(PayoutRunResponse {
+        payout_run_id: format!("payout-run-{period}"),
+        period: period.to_string(),
+        payouts: paid,
+        carried_over,
+    }))
+}
+
+/// Pays every affiliate whose payable balance reached the minimum; the rest carries over.
+/// A period runs once: asking again returns the first run and pays nobody twice.
+#[utoipa::path(
+    post, path = "/v1/payout-runs", tag = "finance",
+    request_body = PayoutRunRequest,
+    responses(
+        (status = 201, description = "The run", body = PayoutRunResponse),
+        (status = 200, description = "The period had already run: the first run", body = PayoutRunResponse),
+        (status = 400, description = "Invalid request", body = Problem),
+        (status = 422, description = "`payout_run_too_early`, `payout_run_out_of_order`", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn run_payouts(
+    _: Authorized<FinanceOnly>,
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<PayoutRunRequest>,
+) -> Result<Response, ApiError> {
+    let period = request.period()?;
+    let as_of = request.as_of.unwrap_or_else(|| period.end());
+    // The payouts stream is the run's idempotency record: runs are serialized here and
+    // an existing run is answered from it.
+    let _guard = state.stream_locks.lock([PAYOUTS_LOCK.to_owned()]).await;
+    let before = payouts_state(state.store.as_ref()).await?;
+    if let Some(first) = run_response(&state, &before, period).await? {
+        return Ok((StatusCode::OK, Json(first)).into_response());
+    }
+    let key = CommandKey::new("payout_run", &period.to_string(), "period")?;
+    let command = RunPayouts {
+        period,
+        as_of,
+        run_at: Utc::now(),
+    };
+    state
+        .ledger
+        .run_payouts(CommandMeta::new(key.command_id()), &command)
+        .await?;
+    let after = payouts_state(state.store.as_ref()).await?;
+    let response = run_response(&state, &after, period)
+        .await?
+        .ok_or_else(|| ApiError::internal("a payout run does not read back"))?;
+    Ok((StatusCode::CREATED, Json(response)).into_response())
+}
+
+/// A published plan version.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanResponse {
+    pub version: u32,
+    pub level_rates: Vec<String>,
+    pub hold_days: u32,
+    pub minimum_payout: String,
+    pub currency: String,
+    pub effective_from: String,
+}
+
+/// Publishes the next commission plan version; it applies to payments from its
+/// effective date.
+#[utoipa::path(
+    put, path = "/v1/plan", tag = "admin",
+    request_body = PublishPlanRequest,
+    responses(
+        (status = 201, description = "Published", body = PlanResponse),
+        (status = 200, description = "A repeat of an identical publication", body = PlanResponse),
+        (status = 400, description = "Invalid request", body = Problem),
+        (status = 409, description = "`idempotency_conflict`: the version holds another plan", body = Problem),
+        (status = 422, description = "`plan_version_not_next`, `plan_invalid`, `plan_effective_in_past`, ...", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn publish_plan(
+    _: Authorized<AdminOnly>,
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<PublishPlanRequest>,
+) -> Result<Response, ApiError> {
+    let command = PublishPlan {
+        version: PlanVersion::new(request.version)?,
+        level_rates: request.rates()?,
+        hold_days: request.hold_days,
+        minimum_payout: request.minimum_payout()?,
+        effective_from: request.effective_from,
+        published_at: Utc::now(),
+    };
+    let key = CommandKey::new("plan", &request.version.to_string(), "version")?;
+    let ledger = state.ledger.clone();
+    idempotent(
+        &state,
+        key,
+        &request,
+        vec![PLAN_LOCK.to_owned()],
+        |meta| async move {
+            let outcome = ledger.publish_plan(meta, &command).await?;
+            let response = PlanResponse {
+                version: command.version.get(),
+                level_rates: command
+                    .level_rates
+                    .iter()
+                    .map(|rate| rate.as_decimal().to_string())
+                    .collect(),
+                hold_days: command.hold_days,
+                minimum_payout: command.minimum_payout.amount().to_string(),
+                currency: command.minimum_payout.currency().code().to_owned(),
+                effective_from: rfc3339(command.effective_from),
+            };
+            Ok((
+                fresh_or_repeat(!outcome.events.is_empty(), StatusCode::CREATED),
+                body(&response)?,
+            ))
+        },
+    )
+    .await
 }
 
 #[cfg(test)]
