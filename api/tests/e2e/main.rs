@@ -4,6 +4,7 @@
 mod auth;
 mod binary;
 mod events;
+mod ledger;
 mod operations;
 mod shutdown;
 mod support;

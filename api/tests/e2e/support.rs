@@ -29,15 +29,15 @@ impl TestServer {
     }
 
     pub async fn start_on(store: Arc<dyn EventStore>) -> TestServer {
+        TestServer::start_with(store, Idempotency::in_memory()).await
+    }
+
+    pub async fn start_with(store: Arc<dyn EventStore>, idempotency: Idempotency) -> TestServer {
         let specs: Vec<TokenSpec> = Role::ALL
             .into_iter()
             .map(|role| TokenSpec::new(role, secret(role)).unwrap())
             .collect();
-        let state = AppState::new(
-            store,
-            Tokens::new(&specs).unwrap(),
-            Idempotency::in_memory(),
-        );
+        let state = AppState::new(store, Tokens::new(&specs).unwrap(), idempotency);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, signal) = oneshot::channel::<()>();
@@ -58,6 +58,50 @@ impl TestServer {
 
     pub fn get(&self, path: &str, role: Option<Role>) -> reqwest::RequestBuilder {
         with_role(self.client.get(self.url(path)), role)
+    }
+
+    pub fn post(&self, path: &str, role: Option<Role>) -> reqwest::RequestBuilder {
+        with_role(self.client.post(self.url(path)), role)
+    }
+
+    pub fn put(&self, path: &str, role: Option<Role>) -> reqwest::RequestBuilder {
+        with_role(self.client.put(self.url(path)), role)
+    }
+
+    /// Sends a JSON command as `role` and returns the status and body.
+    pub async fn command(
+        &self,
+        path: &str,
+        role: Role,
+        body: &serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self.post(path, Some(role)).json(body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    /// How many events the log holds, read as an auditor.
+    pub async fn event_count(&self) -> usize {
+        let mut count = 0;
+        let mut from = "0".to_owned();
+        loop {
+            let page: serde_json::Value = self
+                .get(
+                    &format!("/v1/events?from={from}&limit=1000"),
+                    Some(Role::Auditor),
+                )
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            count += page["events"].as_array().unwrap().len();
+            if !page["has_more"].as_bool().unwrap() {
+                return count;
+            }
+            from = page["next"].as_str().unwrap().to_owned();
+        }
     }
 
     /// Begins a graceful shutdown without waiting for it.
