@@ -3,6 +3,7 @@
 
 mod auth;
 mod binary;
+mod errors;
 mod events;
 mod ledger;
 mod operations;

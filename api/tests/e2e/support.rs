@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use api::idempotency::Idempotency;
+use api::keys::Fingerprinter;
 use api::tokens::{Role, TokenSpec, Tokens};
 use api::AppState;
 use ledger::store::memory::MemoryStore;
@@ -37,7 +38,9 @@ impl TestServer {
             .into_iter()
             .map(|role| TokenSpec::new(role, secret(role)).unwrap())
             .collect();
-        let state = AppState::new(store, Tokens::new(&specs).unwrap(), idempotency);
+        let state = AppState::new(store, Tokens::new(&specs).unwrap(), idempotency)
+            // One key for every test server, as a data directory keeps one across restarts.
+            .with_fingerprinter(Fingerprinter::new([7; 32]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, signal) = oneshot::channel::<()>();
