@@ -21,6 +21,11 @@ fn valid_payment() -> serde_json::Value {
     })
 }
 
+/// A bad request: name, path, content type, body, and the answer expected (status,
+/// problem type, field the detail names).
+type Case<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, Expected<'a>);
+type Expected<'a> = (StatusCode, &'a str, &'a str);
+
 async fn send_raw(
     server: &TestServer,
     path: &str,
@@ -45,135 +50,111 @@ async fn malformed_unknown_wrong_and_oversized_bodies_are_refused_before_anythin
     };
     let mut huge = br#"{"payment_id":""#.to_vec();
     huge.resize(api::http::error::BODY_SIZE_MAX + 1, b'a');
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, StatusCode, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "malformed",
             "/v1/payments",
             Some("application/json"),
             b"{\"payment_id\": ".to_vec(),
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            "",
+            (StatusCode::BAD_REQUEST, "malformed_json", ""),
         ),
         (
             "not json at all",
             &spend,
             Some("application/json"),
             b"spend please".to_vec(),
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            "",
+            (StatusCode::BAD_REQUEST, "malformed_json", ""),
         ),
         (
             "unknown field",
             "/v1/payments",
             Some("application/json"),
             with("tip", json!("1.00")),
-            StatusCode::BAD_REQUEST,
-            "unknown_field",
-            "tip",
+            (StatusCode::BAD_REQUEST, "unknown_field", "tip"),
         ),
         (
             "wrong type",
             &spend,
             Some("application/json"),
             br#"{"spend_id":"s","credits":"ten","persona":"chef"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "credits",
+            (StatusCode::BAD_REQUEST, "validation_failed", "credits"),
         ),
         (
             "missing field",
             &spend,
             Some("application/json"),
             br#"{"spend_id":"s","persona":"chef"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "credits",
+            (StatusCode::BAD_REQUEST, "validation_failed", "credits"),
         ),
         (
             "negative amount",
             "/v1/payments",
             Some("application/json"),
             with("amount", json!("-5.00")),
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "amount",
+            (StatusCode::BAD_REQUEST, "validation_failed", "amount"),
         ),
         (
             "over-precise amount",
             "/v1/payments",
             Some("application/json"),
             with("amount", json!("5.001")),
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "amount",
+            (StatusCode::BAD_REQUEST, "validation_failed", "amount"),
         ),
         (
             "amount as a number",
             "/v1/payments",
             Some("application/json"),
             with("amount", json!(5.5)),
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "amount",
+            (StatusCode::BAD_REQUEST, "validation_failed", "amount"),
         ),
         (
             "unknown currency",
             "/v1/payments",
             Some("application/json"),
             with("currency", json!("ABC")),
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "currency",
+            (StatusCode::BAD_REQUEST, "validation_failed", "currency"),
         ),
         (
             "bad time",
             "/v1/payments",
             Some("application/json"),
             with("paid_at", json!("5 Oct 2026")),
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "paid_at",
+            (StatusCode::BAD_REQUEST, "validation_failed", "paid_at"),
         ),
         (
             "bad kind",
             "/v1/payments",
             Some("application/json"),
             with("kind", json!("gift")),
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "kind",
+            (StatusCode::BAD_REQUEST, "validation_failed", "kind"),
         ),
         (
             "bad account id",
             "/v1/payments",
             Some("application/json"),
             with("account_id", json!("42")),
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "account_id",
+            (StatusCode::BAD_REQUEST, "validation_failed", "account_id"),
         ),
         (
             "no content type",
             "/v1/payments",
             None,
             valid_payment().to_string().into_bytes(),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "",
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "",
+            ),
         ),
         (
             "oversized",
             "/v1/payments",
             Some("application/json"),
             huge,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "",
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", ""),
         ),
     ];
-    for (name, path, content_type, body, status, code, field) in cases {
+    for (name, path, content_type, body, (status, code, field)) in cases {
         let response = send_raw(&server, path, content_type, body).await;
         assert_eq!(response.status(), status, "{name}");
         let body = problem(response).await;
