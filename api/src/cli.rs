@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// Load the demo data set on first run.
     #[arg(long, env = "REFLEDGER_DEMO")]
     pub demo: bool,
+    /// The one currency of payments, commissions and payouts (ISO 4217).
+    #[arg(long, env = "REFLEDGER_CURRENCY", default_value = "EUR")]
+    pub currency: String,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,9 @@ use std::sync::atomic::Ordering;
 
 use tokio::net::TcpListener;
 
+use ledger::domain::Currency;
+use ledger::service::LedgerConfig;
+
 use crate::cli::ServeArgs;
 use crate::http::AppState;
 use crate::idempotency::Idempotency;
@@ -28,6 +31,8 @@ pub enum ServeError {
     },
     #[error("{0}")]
     NotAvailable(&'static str),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Builds the state of `serve`: the store, the tokens and the idempotency table of the
@@ -69,7 +74,13 @@ pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeE
                 source,
             }
         })?;
+    let currency = Currency::parse(&args.currency)
+        .map_err(|error| ServeError::Config(format!("--currency: {}", error.problem)))?;
     let state = AppState::new(opened.store.clone(), tokens, idempotency)
+        .with_ledger_config(LedgerConfig {
+            currency,
+            ..LedgerConfig::default()
+        })
         .with_fingerprinter(Fingerprinter::new(fingerprint_key));
     Ok((state, opened))
 }
@@ -102,6 +113,10 @@ pub async fn run(
 
 /// `serve`: binds, prints the address, serves until SIGTERM or ctrl-c.
 pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
+    let shutdown = shutdown_signal().map_err(|source| ServeError::Io {
+        context: "cannot install the signal handlers".to_owned(),
+        source,
+    })?;
     let (state, opened) = prepare(&args).await?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -115,7 +130,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     })?;
     // On stdout, one line, so scripts and tests can read the port of `--listen ...:0`.
     println!("listening on http://{address}");
-    let served = run(state, listener, shutdown_signal()).await;
+    let served = run(state, listener, shutdown).await;
     // Close even if serving failed: what was acknowledged must reach the disk.
     let closed = opened.close().await;
     served?;
@@ -124,30 +139,27 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Completes on SIGTERM or ctrl-c (SIGINT).
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
+/// A future that completes on SIGTERM or ctrl-c (SIGINT). The handlers are installed
+/// when this function returns, not when the future is first polled: a signal that
+/// arrives right after start-up is caught, never left to its default (killing us).
+#[cfg(unix)]
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("ctrl-c received"),
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    })
+}
+
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("ctrl-c received");
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("ctrl-c received"),
-        () = terminate => tracing::info!("SIGTERM received"),
-    }
+    })
 }

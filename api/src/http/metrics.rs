@@ -211,11 +211,18 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
     let response = next.run(request).await;
-    state.metrics.observe_request(
-        &method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed(),
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .observe_request(&method, &route, status, elapsed);
+    // The route template only: paths hold account ids, bodies personal data.
+    tracing::debug!(
+        %method,
+        %route,
+        status,
+        elapsed_us = elapsed.as_micros() as u64,
+        "request"
     );
     response
 }

@@ -64,6 +64,12 @@ impl AppState {
         }
     }
 
+    /// The same state with the ledger configured by `config`.
+    pub fn with_ledger_config(mut self, config: LedgerConfig) -> AppState {
+        self.ledger = Arc::new(Ledger::new(self.ledger.store().clone(), config));
+        self
+    }
+
     pub fn with_fingerprinter(mut self, fingerprinter: Fingerprinter) -> AppState {
         self.fingerprinter = Arc::new(fingerprinter);
         self

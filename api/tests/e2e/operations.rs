@@ -71,6 +71,35 @@ async fn metrics_count_requests_per_route_and_status() {
     assert!(text.contains(r#"route="/v1/streams/{stream}""#), "{text}");
     assert!(!text.contains("account-secret-name"));
     assert!(text.contains("ledger_log_head_position -1"), "{text}");
+
+    // A signup appends: the store's metrics count it, and no personal data shows.
+    let (status, _) = server
+        .command(
+            "/v1/accounts",
+            Role::Billing,
+            &serde_json::json!({"name": "Metra Private", "email": "metra@example.org"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let text = server
+        .get("/metrics", None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"ledger_appends_total{result="ok"} 2"#),
+        "{text}"
+    );
+    assert!(text.contains("ledger_appended_events_total 2"), "{text}");
+    assert!(text.contains("ledger_log_head_position 1"), "{text}");
+    assert!(
+        text.contains(r#"route="/v1/accounts",status="201""#),
+        "{text}"
+    );
+    assert!(!text.contains("Metra") && !text.contains("metra@"));
     server.stop().await;
 }
 
