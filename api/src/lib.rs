@@ -4,6 +4,7 @@
 //! it turns requests into the ledger's commands and the ledger's answers into responses.
 
 pub mod cli;
+pub mod demo;
 pub mod export;
 pub mod http;
 pub mod idempotency;

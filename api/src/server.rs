@@ -30,19 +30,12 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error("{0}")]
-    NotAvailable(&'static str),
-    #[error("{0}")]
     Config(String),
 }
 
 /// Builds the state of `serve`: the store, the tokens and the idempotency table of the
 /// data directory.
 pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeError> {
-    if args.demo {
-        return Err(ServeError::NotAvailable(
-            "--demo is not yet available: the demo data set needs the domain commands",
-        ));
-    }
     let opened = crate::store::open(&args.data).await?;
     let (specs, source) = resolve_tokens(&args.token, args.tokens_file.as_deref(), &args.data)?;
     match &source {
@@ -82,6 +75,24 @@ pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeE
             ..LedgerConfig::default()
         })
         .with_fingerprinter(Fingerprinter::new(fingerprint_key));
+    if args.demo {
+        // On first run only: a log that holds events already keeps them as they are.
+        if state.store.head().await?.is_none() {
+            crate::demo::load(&state).await.map_err(|error| {
+                ServeError::Config(format!("cannot load the demo data: {error}"))
+            })?;
+            eprintln!(
+                "loaded the demo data set: accounts {} (Ada) > {} (Bob) > {} (Carla), \
+                 payment {}",
+                crate::demo::ADA,
+                crate::demo::BOB,
+                crate::demo::CARLA,
+                crate::demo::PAYMENT
+            );
+        } else {
+            tracing::info!("--demo: the log holds events already; nothing loaded");
+        }
+    }
     Ok((state, opened))
 }
 

@@ -178,3 +178,45 @@ fn commands_not_built_yet_say_so_and_fail() {
         assert!(stderr.contains("not yet available"), "{command}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn serve_demo_loads_the_demo_data_on_first_run() {
+    let data = tempfile::tempdir().unwrap();
+    let mut running = start(
+        data.path(),
+        &["--demo", "--token", "billing:demo-billing-secret-01"],
+    );
+    let client = reqwest::Client::new();
+    let wallet: serde_json::Value = client
+        .get(format!(
+            "{}/v1/accounts/{}/credits",
+            running.base,
+            api::demo::CARLA
+        ))
+        .bearer_auth("demo-billing-secret-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(wallet["balance"], 100);
+    let upline: serde_json::Value = client
+        .get(format!(
+            "{}/v1/accounts/{}/upline",
+            running.base,
+            api::demo::CARLA
+        ))
+        .bearer_auth("demo-billing-secret-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(upline["upline"][0]["account_id"], api::demo::BOB);
+    assert_eq!(upline["upline"][1]["account_id"], api::demo::ADA);
+    let (exit, stderr) = terminate(&mut running);
+    assert!(exit.success(), "{stderr}");
+    assert!(stderr.contains("loaded the demo data set"), "{stderr}");
+}
