@@ -72,9 +72,25 @@ pub enum PayloadForm {
     Exact,
 }
 
+/// The payload member that holds a data subject's personal data in every event that has
+/// any (`AccountOpened`, `PersonalDataCorrected`).
+pub const PERSONAL_DATA_MEMBER: &str = "personal_data";
+/// What a readable view shows in its place.
+pub const WITHHELD: &str = "[withheld: personal data]";
+
 impl EventView {
     pub fn new(event: &RecordedEvent, form: PayloadForm) -> EventView {
-        let json = serde_json::from_slice::<serde_json::Value>(&event.payload).ok();
+        let mut json = serde_json::from_slice::<serde_json::Value>(&event.payload).ok();
+        // Auditors read events, never personal data: the readable view withholds it,
+        // sealed or not. The exact bytes (for the chain) are in the export.
+        if form == PayloadForm::Readable {
+            if let Some(member) = json
+                .as_mut()
+                .and_then(|payload| payload.get_mut(PERSONAL_DATA_MEMBER))
+            {
+                *member = serde_json::Value::String(WITHHELD.to_owned());
+            }
+        }
         let base64 = match (form, &json) {
             (PayloadForm::Readable, Some(_)) => None,
             _ => Some(base64::engine::general_purpose::STANDARD.encode(&event.payload)),

@@ -104,6 +104,21 @@ async fn signups_record_referrers_and_repeat_idempotently() {
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(problem(response).await["type"], "referrer_not_found");
 
+    // Auditors see every event, never the personal data in them.
+    let page = server
+        .get("/v1/events?limit=1000", Some(Role::Auditor))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("AccountOpened"));
+    assert!(page.contains(api::http::events::WITHHELD));
+    for secret in ["Carla", "carla@example.org", "203.0.113.7"] {
+        assert!(!page.contains(secret), "{secret} shown to an auditor");
+    }
+
     let account: Value = server
         .get(&format!("/v1/accounts/{}", id(&c)), Some(Role::Billing))
         .send()
