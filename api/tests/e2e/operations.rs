@@ -123,6 +123,18 @@ async fn the_openapi_description_names_every_endpoint() {
         "/openapi.json",
         "/v1/events",
         "/v1/streams/{stream}",
+        "/v1/verify",
+        "/v1/accounts",
+        "/v1/accounts/{id}",
+        "/v1/accounts/{id}/credits",
+        "/v1/accounts/{id}/credits/grants",
+        "/v1/accounts/{id}/credits/spend",
+        "/v1/accounts/{id}/upline",
+        "/v1/accounts/{id}/downline",
+        "/v1/payments",
+        "/v1/payments/{payment_id}/refunds",
+        "/v1/payout-runs",
+        "/v1/plan",
     ] {
         assert!(paths.contains_key(path), "{path} is not described");
     }
@@ -130,6 +142,11 @@ async fn the_openapi_description_names_every_endpoint() {
         document["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // Request shapes are described with their fields.
+    let spend = &document["components"]["schemas"]["SpendCreditsRequest"];
+    for field in ["spend_id", "credits", "persona"] {
+        assert!(spend["properties"][field].is_object(), "{field} in {spend}");
+    }
     server.stop().await;
 }
 
