@@ -22,7 +22,8 @@ pub enum Command {
     /// Write the raw log as JSON Lines: payloads in base64 as stored (personal data stays
     /// ciphertext) with the hash chain, for auditors' own tools.
     Export(ExportArgs),
-    /// Append one event to a stream (for operators and tests; bypasses the domain rules).
+    /// Append one ledger event (schema version 1) to a stream. For operators repairing a
+    /// log: the payload must be a well-formed event, but no business rule is checked.
     Append(AppendArgs),
     /// Read events as JSON Lines: all of them, or one stream's.
     Read(ReadArgs),

@@ -97,6 +97,13 @@ pub async fn run_append(args: AppendArgs) -> Result<(), CommandError> {
             bytes
         }
     };
+    // Everything in the log must stay readable by the ledger, or every command that folds
+    // the log would fail: only well-formed ledger events are appended.
+    ledger::domain::events::upcast(event_type.as_str(), 1, &payload).map_err(|error| {
+        CommandError::Invalid(format!(
+            "{event_type} with this payload is not an event the ledger reads: {error}"
+        ))
+    })?;
     let expected = args
         .expected_revision
         .map_or(ExpectedRevision::Any, ExpectedRevision::Exact);

@@ -136,7 +136,10 @@ struct Log {
 
 struct Writer {
     file: File,
+    /// Lines written since open (the group commit's tickets).
     written: u64,
+    /// The file's length after the last complete line.
+    length: u64,
 }
 
 impl Idempotency {
@@ -210,7 +213,11 @@ impl Idempotency {
             key_locks: KeyedLocks::default(),
             log: Some(Log {
                 path,
-                file: Mutex::new(Writer { file, written: 0 }),
+                file: Mutex::new(Writer {
+                    file,
+                    written: 0,
+                    length: good_length,
+                }),
                 sync: tokio::sync::Mutex::new(0),
             }),
         })
@@ -318,7 +325,16 @@ impl Idempotency {
         };
         let ticket = {
             let mut writer = log.file.lock().expect("idempotency lock poisoned");
-            writer.file.write_all(&line).map_err(failed)?;
+            if let Err(error) = writer.file.write_all(&line) {
+                // Cut a partial line off, so the next record does not follow garbage
+                // (which the next open would take for corruption).
+                let length = writer.length;
+                if let Err(cut) = writer.file.set_len(length) {
+                    tracing::error!(%cut, "cannot cut a partial idempotency record");
+                }
+                return Err(failed(error));
+            }
+            writer.length += line.len() as u64;
             writer.written += 1;
             writer.written
         };

@@ -220,3 +220,17 @@ async fn serve_demo_loads_the_demo_data_on_first_run() {
     assert!(exit.success(), "{stderr}");
     assert!(stderr.contains("loaded the demo data set"), "{stderr}");
 }
+
+#[test]
+fn append_refuses_what_the_ledger_could_not_read() {
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(BINARY)
+        .args(["append", "--stream", "notes", "--event-type", "NoteTaken"])
+        .args(["--payload", "{}", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not an event the ledger reads"), "{stderr}");
+}
