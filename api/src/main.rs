@@ -1,51 +1,70 @@
-//! `refledger`: the referral ledger's command-line binary.
+//! `refledger`: the server and the operator's commands.
 
 mod bench;
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
-#[derive(Parser)]
-#[command(
-    name = "refledger",
-    about = "An event-sourced referral and credit ledger"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use clap::Parser as _;
 
-#[derive(Subcommand)]
-enum Command {
-    /// Benchmarks (measurements, not tests).
-    Bench {
-        #[command(subcommand)]
-        bench: Bench,
-    },
-}
+use api::cli::{Cli, Command};
 
-#[derive(Subcommand)]
-enum Bench {
-    /// The embedded file log against SQLite (WAL, synchronous=FULL), side by side.
-    Store {
-        /// Events in the large log that is read back and reopened.
-        #[arg(long, default_value_t = 10_000_000)]
-        events: u64,
-        /// Small workloads (and a 200,000-event log unless --events is given).
-        #[arg(long)]
-        quick: bool,
-        /// Directory for the benchmark's logs (a temporary directory inside it).
-        #[arg(long, default_value = "target/bench")]
-        dir: std::path::PathBuf,
-    },
-}
-
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Bench {
-            bench: Bench::Store { events, quick, dir },
-        } => {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => api::server::serve(args).await.map_err(Into::into),
+            Command::Export(args) => api::export::run_export(args).await.map_err(Into::into),
+            Command::Append(args) => api::export::run_append(args).await.map_err(Into::into),
+            Command::Read(args) => api::export::run_read(args).await.map_err(Into::into),
+            Command::Verify(args) => verify(args).await,
+            Command::Report(_) => Err(not_yet("report")),
+            Command::Erase(_) => Err(not_yet("erase")),
+            Command::Bench(args) => run_bench(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `verify`: prints the report as JSON; fails when the chain does not verify.
+async fn verify(args: api::cli::DataArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let opened = api::store::open(&args.data).await?;
+    let report = api::verify::verify_chain(opened.store.as_ref()).await?;
+    opened.close().await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.ok {
+        Ok(())
+    } else {
+        Err("the hash chain does not verify".into())
+    }
+}
+
+/// `bench`: measurements, not tests; prints Markdown tables.
+async fn run_bench(args: api::cli::BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    match args.bench {
+        api::cli::Bench::Store { events, quick, dir } => {
             let log_events = if quick && events == 10_000_000 {
                 200_000
             } else {
@@ -56,17 +75,14 @@ async fn main() -> std::process::ExitCode {
                 quick,
                 dir,
             };
-            match bench::store::run(options).await {
-                Ok(report) => {
-                    print!("{}", bench::store::render_markdown(&report));
-                    println!("\n(total {:.1} s)", report.elapsed.as_secs_f64());
-                    std::process::ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("benchmark failed: {error}");
-                    std::process::ExitCode::FAILURE
-                }
-            }
+            let report = bench::store::run(options).await?;
+            print!("{}", bench::store::render_markdown(&report));
+            println!("\n(total {:.1} s)", report.elapsed.as_secs_f64());
+            Ok(())
         }
     }
+}
+
+fn not_yet(command: &str) -> Box<dyn std::error::Error> {
+    format!("`{command}` is not yet available in this build").into()
 }

@@ -1,0 +1,135 @@
+//! The command line: one `clap` struct per subcommand, every flag also read from the
+//! environment (`REFLEDGER_*`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::tokens::TokenSpec;
+
+#[derive(Debug, Parser)]
+#[command(name = "refledger", version, about = "The referral and credit ledger")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the HTTP server on the embedded store.
+    Serve(ServeArgs),
+    /// Write the raw log as JSON Lines: payloads in base64 as stored (personal data stays
+    /// ciphertext) with the hash chain, for auditors' own tools.
+    Export(ExportArgs),
+    /// Append one ledger event (schema version 1) to a stream. For operators repairing a
+    /// log: the payload must be a well-formed event, but no business rule is checked.
+    Append(AppendArgs),
+    /// Read events as JSON Lines: all of them, or one stream's.
+    Read(ReadArgs),
+    /// Verify the hash chain of the log; exits non-zero if it does not verify.
+    Verify(DataArgs),
+    /// Write a report (not yet available).
+    Report(DataArgs),
+    /// Erase a data subject's personal data (not yet available).
+    Erase(DataArgs),
+    /// Benchmarks (measurements, not tests).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// The embedded file log against SQLite (WAL, synchronous=FULL), side by side.
+    Store {
+        /// Events in the large log that is read back and reopened.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Small workloads (and a 200,000-event log unless --events is given).
+        #[arg(long)]
+        quick: bool,
+        /// Directory for the benchmark's logs (a temporary directory inside it).
+        #[arg(long, default_value = "target/bench")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The data directory, created on first run.
+    #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// The address to listen on; port 0 picks a free one (printed on start).
+    #[arg(long, env = "REFLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// An API token, ROLE:SECRET (roles: billing, finance, auditor, privacy, admin).
+    /// Repeatable; comma-separated in the environment.
+    #[arg(long, env = "REFLEDGER_TOKEN", value_delimiter = ',')]
+    pub token: Vec<TokenSpec>,
+    /// A file of ROLE:SECRET lines, used when no --token is given.
+    #[arg(long, env = "REFLEDGER_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Load the demo data set on first run.
+    #[arg(long, env = "REFLEDGER_DEMO")]
+    pub demo: bool,
+    /// The one currency of payments, commissions and payouts (ISO 4217).
+    #[arg(long, env = "REFLEDGER_CURRENCY", default_value = "EUR")]
+    pub currency: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// The data directory.
+    #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The data directory.
+    #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// Where to write; standard output when not given.
+    #[arg(long, env = "REFLEDGER_OUTPUT")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    /// The data directory.
+    #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// The stream to append to.
+    #[arg(long, env = "REFLEDGER_STREAM")]
+    pub stream: String,
+    /// The event's type, e.g. `NoteAdded`.
+    #[arg(long, env = "REFLEDGER_EVENT_TYPE")]
+    pub event_type: String,
+    /// The payload; standard input when not given.
+    #[arg(long, env = "REFLEDGER_PAYLOAD")]
+    pub payload: Option<String>,
+    /// The revision the stream's last event must have (optimistic concurrency).
+    #[arg(long, env = "REFLEDGER_EXPECTED_REVISION")]
+    pub expected_revision: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// The data directory.
+    #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// One stream; all events in global order when not given.
+    #[arg(long, env = "REFLEDGER_STREAM")]
+    pub stream: Option<String>,
+    /// Where to start: a revision with --stream, else a global position.
+    #[arg(long, env = "REFLEDGER_FROM", default_value_t = 0)]
+    pub from: u64,
+    /// Most events to print.
+    #[arg(long, env = "REFLEDGER_LIMIT", default_value_t = 100)]
+    pub limit: usize,
+}

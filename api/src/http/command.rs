@@ -1,0 +1,66 @@
+//! What every command endpoint does around the ledger: take the command's idempotency
+//! key, queue behind other commands on the same streams, and answer a repeat with the
+//! original response.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use ledger::service::CommandMeta;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::idempotency::{CommandKey, Completed};
+
+/// Runs a command once per `key`: `run` gets the command's metadata and returns the
+/// status and body of a success. Holds the locks of `streams` while it runs.
+pub async fn idempotent<R, F, Fut>(
+    state: &AppState,
+    key: CommandKey,
+    request: &R,
+    streams: Vec<String>,
+    run: F,
+) -> Result<Response, ApiError>
+where
+    R: Serialize,
+    F: FnOnce(CommandMeta) -> Fut,
+    Fut: std::future::Future<Output = Result<(StatusCode, serde_json::Value), ApiError>>,
+{
+    let meta = CommandMeta::new(key.command_id());
+    let completed = state
+        .idempotency
+        .run(key, request, || async {
+            let _guards = state.stream_locks.lock(streams).await;
+            run(meta).await
+        })
+        .await?;
+    Ok(respond(completed))
+}
+
+fn respond(completed: Completed) -> Response {
+    let mut response = (completed.status, Json(completed.body)).into_response();
+    if completed.replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+/// The status of a command that may have repeated an earlier one: `created` when it
+/// recorded something, 200 when it recorded nothing new (a retry after a crash between
+/// the events and the idempotency record, caught by the ledger itself).
+pub fn fresh_or_repeat(recorded_anything: bool, created: StatusCode) -> StatusCode {
+    if recorded_anything {
+        created
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// Serializes a response body.
+pub fn body<T: Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(value).map_err(ApiError::internal)
+}

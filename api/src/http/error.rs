@@ -1,0 +1,442 @@
+//! The one error type of the HTTP boundary and the extractors whose rejections share its
+//! format.
+//!
+//! Every failure leaves the server as `application/problem+json` (RFC 9457) with a stable
+//! `type` code that clients match on; the `title` belongs to the code and the `detail`
+//! says what to fix, naming the field at fault. Internal failures are logged with their
+//! cause and answered with a bare `internal` problem: nothing about the server's insides
+//! (paths, store errors) is ever sent.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use ledger::domain::{Rejection, ValueError};
+use ledger::service::LedgerError;
+use ledger::store::StoreError;
+
+/// The media type of every error body.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// Largest request body accepted, in bytes. Commands are small; anything larger is a
+/// mistake or an attack and is refused with 413 before it is parsed.
+pub const BODY_SIZE_MAX: usize = 64 * 1024;
+
+/// Why a request failed. Client errors first, failures of the server after.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A field is missing, has the wrong type or a value outside its rules.
+    #[error("{detail}")]
+    Validation { detail: String },
+    /// The body is not JSON at all (syntax error, truncated).
+    #[error("{detail}")]
+    MalformedJson { detail: String },
+    /// The body names a field the endpoint does not know.
+    #[error("{detail}")]
+    UnknownField { detail: String },
+    #[error("the request body must be `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    #[error("the request body is larger than {BODY_SIZE_MAX} bytes")]
+    PayloadTooLarge,
+    #[error("a valid `Authorization: Bearer <secret>` header is required")]
+    Unauthorized,
+    #[error("this endpoint is for the role(s) {allowed}; the token belongs to {role}")]
+    Forbidden { role: &'static str, allowed: String },
+    #[error("{what} was not found")]
+    NotFound { what: String },
+    #[error("{method} is not allowed on this path")]
+    MethodNotAllowed { method: String },
+    /// The same command id came with a different body than the first time.
+    #[error(
+        "command id {key:?} was already used for a different request; \
+         use a new id for a new command"
+    )]
+    IdempotencyConflict { key: String },
+    /// A concurrent writer changed the stream first; the command may be retried.
+    #[error("{detail}")]
+    WrongExpectedVersion { detail: String },
+    #[error("{detail}")]
+    InsufficientCredits { detail: String },
+    #[error("{detail}")]
+    RefundExceedsPayment { detail: String },
+    /// A domain rule other than the ones above refused the command: its code names the
+    /// rule; the status is 404 for a missing resource, 409 for a clash with what exists,
+    /// 422 otherwise.
+    #[error("{detail}")]
+    Rejected {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+    },
+    /// The server is shutting down or the store refuses writes.
+    #[error("the service is unavailable: {reason}")]
+    Unavailable { reason: String },
+    /// A bug or an I/O failure; the cause is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The body of an error response.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A stable code, e.g. `insufficient_credits`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn validation(detail: impl Into<String>) -> ApiError {
+        ApiError::Validation {
+            detail: detail.into(),
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> ApiError {
+        ApiError::NotFound { what: what.into() }
+    }
+
+    pub fn internal(context: impl std::fmt::Display) -> ApiError {
+        ApiError::Internal(context.to_string())
+    }
+
+    /// The status, stable code and title of this error: the one place that maps errors to
+    /// HTTP.
+    pub fn classify(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            Validation { .. } => (
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                "The request is not valid",
+            ),
+            MalformedJson { .. } => (
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "The request body is not valid JSON",
+            ),
+            UnknownField { .. } => (
+                StatusCode::BAD_REQUEST,
+                "unknown_field",
+                "The request body has a field this endpoint does not know",
+            ),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "The request body must be JSON",
+            ),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "The request body is too large",
+            ),
+            Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication is required",
+            ),
+            Forbidden { .. } => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "The token's role may not use this endpoint",
+            ),
+            NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            MethodNotAllowed { .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
+            IdempotencyConflict { .. } => (
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                "The command id was already used for a different request",
+            ),
+            WrongExpectedVersion { .. } => (
+                StatusCode::CONFLICT,
+                "wrong_expected_version",
+                "The stream changed concurrently; retry the command",
+            ),
+            InsufficientCredits { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "insufficient_credits",
+                "Not enough credits",
+            ),
+            RefundExceedsPayment { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "refund_exceeds_payment",
+                "The refund exceeds the refundable remainder of the payment",
+            ),
+            Rejected { status, code, .. } => {
+                (*status, code, "The command breaks a rule of the ledger")
+            }
+            Unavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The service is unavailable",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
+        }
+    }
+
+    /// The problem body sent to the client.
+    pub fn problem(&self) -> Problem {
+        let (status, code, title) = self.classify();
+        let detail = match self {
+            // The cause stays in the log.
+            ApiError::Internal(_) => "the server failed; the failure was logged".to_owned(),
+            ApiError::Unavailable { .. } => "the service is unavailable; retry later".to_owned(),
+            other => other.to_string(),
+        };
+        Problem {
+            problem_type: code.to_owned(),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(%cause, "request failed"),
+            ApiError::Unavailable { reason } => tracing::warn!(%reason, "request refused"),
+            _ => {}
+        }
+        let status = StatusCode::from_u16(problem.status).expect("classify gives valid codes");
+        let body = serde_json::to_vec(&problem).expect("a problem serializes");
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        match error {
+            StoreError::WrongExpectedVersion { .. } => ApiError::WrongExpectedVersion {
+                detail: error.to_string(),
+            },
+            StoreError::LimitExceeded { .. }
+            | StoreError::InvalidStreamName { .. }
+            | StoreError::InvalidEventType { .. } => ApiError::validation(error.to_string()),
+            StoreError::WritesRefused { .. } | StoreError::Unavailable { .. } => {
+                ApiError::Unavailable {
+                    reason: error.to_string(),
+                }
+            }
+            // An event id reused for other content is a conflicting retry of a command.
+            StoreError::IdempotencyConflict { event_id, .. } => ApiError::IdempotencyConflict {
+                key: event_id.to_string(),
+            },
+            StoreError::EmptyAppend
+            | StoreError::DuplicateEventId { .. }
+            | StoreError::Corrupted { .. }
+            | StoreError::Locked { .. }
+            | StoreError::Io { .. } => ApiError::internal(error),
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> ApiError {
+        let detail = rejection.to_string();
+        match &rejection {
+            Rejection::InvalidValue(error) => {
+                ApiError::validation(format!("{}: {}", error.field, error.problem))
+            }
+            Rejection::InsufficientCredits { .. } => ApiError::InsufficientCredits { detail },
+            Rejection::RefundExceedsPayment { .. } => ApiError::RefundExceedsPayment { detail },
+            Rejection::IdempotencyConflict { key } => {
+                ApiError::IdempotencyConflict { key: key.clone() }
+            }
+            Rejection::AccountNotFound { .. }
+            | Rejection::PaymentNotFound { .. }
+            | Rejection::PayoutNotFound { .. } => ApiError::Rejected {
+                status: StatusCode::NOT_FOUND,
+                code: rejection.code(),
+                detail,
+            },
+            Rejection::AccountExists { .. }
+            | Rejection::PaymentExists { .. }
+            | Rejection::ReferralCodeTaken { .. }
+            | Rejection::PayoutRunExists { .. }
+            | Rejection::PayoutAlreadySettled { .. }
+            | Rejection::DonationExists { .. } => ApiError::Rejected {
+                status: StatusCode::CONFLICT,
+                code: rejection.code(),
+                detail,
+            },
+            _ => ApiError::Rejected {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: rejection.code(),
+                detail,
+            },
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(error: LedgerError) -> ApiError {
+        match error {
+            LedgerError::Rejected(rejection) => rejection.into(),
+            LedgerError::CommandIdConflict { command_id } => ApiError::IdempotencyConflict {
+                key: command_id.to_string(),
+            },
+            LedgerError::Contention { .. } => ApiError::WrongExpectedVersion {
+                detail: format!("{error}; retry the command"),
+            },
+            LedgerError::Store(error) => error.into(),
+            LedgerError::Unreadable { .. } => ApiError::internal(error),
+        }
+    }
+}
+
+impl From<ValueError> for ApiError {
+    fn from(error: ValueError) -> ApiError {
+        ApiError::validation(format!("{}: {}", error.field, error.problem))
+    }
+}
+
+/// A JSON request body: like `axum::Json`, but every rejection is a [`Problem`] and the
+/// detail names the field at fault (`credits: invalid type: string "x", expected ...`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json")
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(body_rejection)?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON body, telling syntax errors, unknown fields and wrong values apart.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = inner.to_string();
+        let at = |message: &str| {
+            if path == "." || path.is_empty() {
+                message.to_owned()
+            } else {
+                format!("{path}: {message}")
+            }
+        };
+        match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                ApiError::MalformedJson { detail: message }
+            }
+            serde_json::error::Category::Data if message.starts_with("unknown field") => {
+                ApiError::UnknownField {
+                    detail: at(&message),
+                }
+            }
+            serde_json::error::Category::Data | serde_json::error::Category::Io => {
+                ApiError::validation(at(&message))
+            }
+        }
+    })?;
+    // Bytes after the document are a syntax error too.
+    deserializer
+        .end()
+        .map_err(|error| ApiError::MalformedJson {
+            detail: error.to_string(),
+        })?;
+    Ok(value)
+}
+
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge
+    } else {
+        ApiError::validation(format!("the request body could not be read: {rejection}"))
+    }
+}
+
+/// Query parameters whose rejection is a [`Problem`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| ApiQuery(value))
+            .map_err(|rejection| {
+                ApiError::validation(format!("query string: {}", rejection.body_text()))
+            })
+    }
+}
+
+/// Path parameters whose rejection is a [`Problem`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(|rejection| ApiError::validation(format!("path: {}", rejection.body_text())))
+    }
+}
+
+/// The 404 of paths no route matches.
+pub async fn fallback_not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("path {}", uri.path()))
+}

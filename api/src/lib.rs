@@ -1,0 +1,18 @@
+//! The HTTP server and the command line of the referral ledger.
+//!
+//! `api` is the only crate that knows JSON request shapes, HTTP status codes and tokens;
+//! it turns requests into the ledger's commands and the ledger's answers into responses.
+
+pub mod cli;
+pub mod demo;
+pub mod export;
+pub mod http;
+pub mod idempotency;
+pub mod keys;
+pub mod locks;
+pub mod server;
+pub mod store;
+pub mod tokens;
+pub mod verify;
+
+pub use http::{app, AppState};

@@ -1,0 +1,176 @@
+//! Running the server: binding, serving until a shutdown signal, and closing the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use tokio::net::TcpListener;
+
+use ledger::domain::Currency;
+use ledger::service::LedgerConfig;
+
+use crate::cli::ServeArgs;
+use crate::http::AppState;
+use crate::idempotency::Idempotency;
+use crate::keys::{read_or_create_key, Fingerprinter, FINGERPRINT_KEY_FILE_NAME};
+use crate::store::OpenedStore;
+use crate::tokens::{resolve_tokens, TokenSource, Tokens};
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] ledger::store::StoreError),
+    #[error(transparent)]
+    Tokens(#[from] crate::tokens::TokenError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Builds the state of `serve`: the store, the tokens and the idempotency table of the
+/// data directory.
+pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeError> {
+    let opened = crate::store::open(&args.data).await?;
+    let (specs, source) = resolve_tokens(&args.token, args.tokens_file.as_deref(), &args.data)?;
+    match &source {
+        TokenSource::Flags => tracing::info!(count = specs.len(), "tokens from --token"),
+        TokenSource::File(path) => {
+            tracing::info!(path = %path.display(), count = specs.len(), "tokens from file")
+        }
+        TokenSource::Generated(path) => {
+            // Printed, not only logged: the operator needs this once, whatever the log level.
+            eprintln!(
+                "generated one API token per role (billing, finance, auditor, privacy, admin) \
+                 in {} (mode 0600); send them as `Authorization: Bearer <secret>`",
+                path.display()
+            );
+        }
+    }
+    let tokens = Tokens::new(&specs)?;
+    let idempotency = Idempotency::open(&args.data).map_err(|source| ServeError::Io {
+        context: format!(
+            "cannot open the idempotency table in {}",
+            args.data.display()
+        ),
+        source,
+    })?;
+    let fingerprint_key =
+        read_or_create_key(&args.data.join(FINGERPRINT_KEY_FILE_NAME)).map_err(|source| {
+            ServeError::Io {
+                context: format!("cannot read the fingerprint key in {}", args.data.display()),
+                source,
+            }
+        })?;
+    let currency = Currency::parse(&args.currency)
+        .map_err(|error| ServeError::Config(format!("--currency: {}", error.problem)))?;
+    let state = AppState::new(opened.store.clone(), tokens, idempotency)
+        .with_ledger_config(LedgerConfig {
+            currency,
+            ..LedgerConfig::default()
+        })
+        .with_fingerprinter(Fingerprinter::new(fingerprint_key));
+    if args.demo {
+        // On first run only: a log that holds events already keeps them as they are.
+        if state.store.head().await?.is_none() {
+            crate::demo::load(&state).await.map_err(|error| {
+                ServeError::Config(format!("cannot load the demo data: {error}"))
+            })?;
+            eprintln!(
+                "loaded the demo data set: accounts {} (Ada) > {} (Bob) > {} (Carla), \
+                 payment {}",
+                crate::demo::ADA,
+                crate::demo::BOB,
+                crate::demo::CARLA,
+                crate::demo::PAYMENT
+            );
+        } else {
+            tracing::info!("--demo: the log holds events already; nothing loaded");
+        }
+    }
+    Ok((state, opened))
+}
+
+/// Serves `state` on `listener` until `shutdown` completes; then stops accepting, lets
+/// in-flight requests finish, and flushes the store so nothing acknowledged is lost.
+pub async fn run(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let draining = state.draining.clone();
+    let store = state.store.clone();
+    let app = crate::http::app(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            draining.store(true, Ordering::Release);
+            tracing::info!("shutting down: finishing in-flight requests");
+        })
+        .await
+        .map_err(|source| ServeError::Io {
+            context: "the server failed".to_owned(),
+            source,
+        })?;
+    store.flush().await?;
+    tracing::info!("stopped; the store is flushed");
+    Ok(())
+}
+
+/// `serve`: binds, prints the address, serves until SIGTERM or ctrl-c.
+pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
+    let shutdown = shutdown_signal().map_err(|source| ServeError::Io {
+        context: "cannot install the signal handlers".to_owned(),
+        source,
+    })?;
+    let (state, opened) = prepare(&args).await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServeError::Io {
+            context: format!("cannot listen on {}", args.listen),
+            source,
+        })?;
+    let address: SocketAddr = listener.local_addr().map_err(|source| ServeError::Io {
+        context: "cannot read the listening address".to_owned(),
+        source,
+    })?;
+    // On stdout, one line, so scripts and tests can read the port of `--listen ...:0`.
+    println!("listening on http://{address}");
+    let served = run(state, listener, shutdown).await;
+    // Close even if serving failed: what was acknowledged must reach the disk.
+    let closed = opened.close().await;
+    served?;
+    closed?;
+    tracing::info!("the store is closed");
+    Ok(())
+}
+
+/// A future that completes on SIGTERM or ctrl-c (SIGINT). The handlers are installed
+/// when this function returns, not when the future is first polled: a signal that
+/// arrives right after start-up is caught, never left to its default (killing us).
+#[cfg(unix)]
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("ctrl-c received"),
+        }
+    })
+}
+
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("ctrl-c received");
+        }
+    })
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests over real HTTP: the server on a random port of 127.0.0.1, a real
+//! client, and for start-up and shutdown the real binary.
+
+mod auth;
+mod binary;
+mod errors;
+mod events;
+mod ledger;
+mod operations;
+mod shutdown;
+mod support;
