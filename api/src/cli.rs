@@ -35,6 +35,28 @@ pub enum Command {
     Erase(DataArgs),
     /// Benchmarks (measurements, not tests).
     Bench(BenchArgs),
+    /// Generate a deterministic, realistic history (signups, referrals, subscriptions,
+    /// credits, refunds, fraud attempts, payouts, donations) into an empty data directory.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Accounts to sign up over the history.
+    #[arg(long, env = "REFLEDGER_SIM_ACCOUNTS")]
+    pub accounts: u32,
+    /// Months of history, from January 2026.
+    #[arg(long, env = "REFLEDGER_SIM_MONTHS", default_value_t = 6)]
+    pub months: u32,
+    /// The seed: the same seed and sizes give the same log, byte for byte.
+    #[arg(long, env = "REFLEDGER_SIM_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// The data directory to write (must hold no events yet).
+    #[arg(long, env = "REFLEDGER_DATA")]
+    pub data: PathBuf,
+    /// Print the summary as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod locks;
 pub mod server;
+pub mod simulate;
 pub mod store;
 pub mod tokens;
 pub mod verify;

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             Command::Report(_) => Err(not_yet("report")),
             Command::Erase(_) => Err(not_yet("erase")),
             Command::Bench(args) => run_bench(args).await,
+            Command::Simulate(args) => simulate(args).await,
         }
     });
     match result {
@@ -59,6 +60,39 @@ async fn verify(args: api::cli::DataArgs) -> Result<(), Box<dyn std::error::Erro
     } else {
         Err("the hash chain does not verify".into())
     }
+}
+
+/// `simulate`: writes the history, then prints its summary (text or JSON).
+async fn simulate(args: api::cli::SimulateArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use api::simulate::{Destination, SimulateOptions};
+    let options = SimulateOptions {
+        accounts: args.accounts,
+        months: args.months,
+        seed: args.seed,
+        destination: Destination::DataDir(args.data),
+    };
+    let mut progress = api::simulate::progress::reporter();
+    let report = api::simulate::run(options, &mut progress).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.summary);
+        println!(
+            "model: {} self-referral attempts, {} velocity-ring signups, deepest chain {} \
+             levels, {} erasure requests (counted, not sent), {} payout runs refused",
+            report.stats.self_referral_attempts,
+            report.stats.velocity_ring_signups,
+            report.stats.chain_depth_max,
+            report.stats.erasure_requests,
+            report.stats.payout_runs_refused
+        );
+        println!(
+            "{} commands in {:.1} s",
+            report.commands,
+            report.elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 /// `bench`: measurements, not tests; prints Markdown tables.
