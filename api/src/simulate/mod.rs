@@ -10,6 +10,7 @@
 //! Simulated time drives the store's clock (`recorded_at`), so two runs with the same
 //! options write byte-identical logs.
 
+pub mod demo;
 pub mod model;
 pub mod progress;
 pub mod writer;
@@ -371,7 +372,8 @@ pub async fn run(
                 currency: config.currency,
                 ..LedgerConfig::default()
             };
-            let target = LedgerTarget::new(Ledger::new(store.clone(), ledger_config), clock);
+            let ledger = Ledger::new(store.clone(), ledger_config);
+            let target = LedgerTarget::new(&ledger, Some(clock));
             let result = drive(Model::new(config), &target, progress).await;
             // Whatever happened, what was written is made durable and the lock released.
             let flushed = store.flush().await;

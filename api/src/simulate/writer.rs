@@ -81,33 +81,27 @@ impl SimClock {
     }
 }
 
-/// Commands through the domain service, with the store's clock set to each command's
-/// simulated instant first.
-pub struct LedgerTarget<S> {
-    ledger: Ledger<S>,
-    clock: SimClock,
+/// Commands through the domain service. With a clock (one the store reads), the clock is
+/// set to each command's simulated instant first, so `recorded_at` is simulated time too.
+pub struct LedgerTarget<'a, S> {
+    ledger: &'a Ledger<S>,
+    clock: Option<SimClock>,
 }
 
-impl<S: EventStore> LedgerTarget<S> {
-    pub fn new(ledger: Ledger<S>, clock: SimClock) -> LedgerTarget<S> {
+impl<'a, S: EventStore> LedgerTarget<'a, S> {
+    pub fn new(ledger: &'a Ledger<S>, clock: Option<SimClock>) -> LedgerTarget<'a, S> {
         LedgerTarget { ledger, clock }
-    }
-
-    pub fn ledger(&self) -> &Ledger<S> {
-        &self.ledger
-    }
-
-    pub fn into_ledger(self) -> Ledger<S> {
-        self.ledger
     }
 }
 
 #[async_trait]
-impl<S: EventStore> Target for LedgerTarget<S> {
+impl<S: EventStore> Target for LedgerTarget<'_, S> {
     async fn send(&self, step: &Step) -> Result<Vec<DomainEvent>, SendError> {
-        self.clock.set(step.at);
+        if let Some(clock) = &self.clock {
+            clock.set(step.at);
+        }
         let meta = CommandMeta::new(step.command_id);
-        let ledger = &self.ledger;
+        let ledger = self.ledger;
         let outcome = match &step.command {
             SimCommand::OpenAccount(command) => ledger.open_account(meta, command).await,
             SimCommand::Account(command) => ledger.account_command(meta, command).await,
