@@ -252,8 +252,8 @@ async fn existing_account(
         (status = 201, description = "Opened", body = AccountOpenedResponse),
         (status = 200, description = "A repeat of an earlier identical request", body = AccountOpenedResponse),
         (status = 400, description = "Invalid request", body = Problem),
+        (status = 404, description = "`referrer_not_found`", body = Problem),
         (status = 409, description = "`account_exists` or `idempotency_conflict`", body = Problem),
-        (status = 422, description = "`referrer_not_found`", body = Problem),
     ),
     security(("bearer" = []))
 )]
@@ -332,7 +332,7 @@ pub async fn open_account(
             flagged: !account.referral_flags().is_empty(),
         };
         Ok((
-            fresh_or_repeat(!outcome.events.is_empty(), StatusCode::CREATED),
+            fresh_or_repeat(&outcome, StatusCode::CREATED),
             body(&response)?,
         ))
     })
@@ -451,7 +451,7 @@ pub async fn grant_credits(
                 balance: after.wallet.balance_at(Utc::now()).units(),
             };
             Ok((
-                fresh_or_repeat(!outcome.events.is_empty(), StatusCode::CREATED),
+                fresh_or_repeat(&outcome, StatusCode::CREATED),
                 body(&response)?,
             ))
         },

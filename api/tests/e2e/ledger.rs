@@ -101,7 +101,7 @@ async fn signups_record_referrers_and_repeat_idempotently() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(problem(response).await["type"], "referrer_not_found");
 
     // Auditors see every event, never the personal data in them.
@@ -564,7 +564,7 @@ async fn the_admin_publishes_plan_versions_in_order() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(response.status(), StatusCode::CONFLICT);
     assert_eq!(problem(response).await["type"], "plan_version_not_next");
 
     let mut greedy = plan.clone();
