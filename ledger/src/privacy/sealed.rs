@@ -254,22 +254,6 @@ impl Sealed {
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
-
-    /// The ciphertext and tag, for tests that tamper with it.
-    #[cfg(test)]
-    pub(crate) fn ciphertext_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.ciphertext
-    }
-
-    #[cfg(test)]
-    pub(crate) fn nonce_mut(&mut self) -> &mut [u8; NONCE_SIZE] {
-        &mut self.nonce
-    }
-
-    #[cfg(test)]
-    pub(crate) fn set_subject(&mut self, subject: SubjectId) {
-        self.subject = subject;
-    }
 }
 
 fn associated_data(
