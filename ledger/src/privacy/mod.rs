@@ -21,6 +21,7 @@ pub mod erasure;
 pub mod events;
 pub mod export;
 pub mod fingerprint;
+pub mod payload;
 pub mod retention;
 pub mod sealed;
 pub mod vault;

@@ -11,7 +11,8 @@ use chrono::{DateTime, Duration, Months, Utc};
 use uuid::Uuid;
 
 use super::events::{LegalBasis, PrivacyEvent, RetainedGroup, SubjectErased};
-use super::{ErasureGroup, SubjectId};
+use super::{ErasureGroup, PrivacyError, SubjectId};
+use crate::store::RecordedEvent;
 
 /// The retention periods of the privacy policy (section 5), as data so a change of policy
 /// is a change of configuration, not of code.
@@ -117,6 +118,44 @@ impl PrivacyState {
     pub fn note_payment(&mut self, subject: SubjectId, at: DateTime<Utc>) {
         let state = self.subjects.entry(subject).or_default();
         state.last_payment_at = Some(state.last_payment_at.map_or(at, |last| last.max(at)));
+    }
+
+    /// Folds one stored event: a privacy event, or a payment fact of the domain
+    /// (`PaymentReceived` by `account_id` at `received_at`, `PayoutSent` to `affiliate` at
+    /// `sent_at`), from which payment-data retention runs. Other events change nothing.
+    pub fn apply_recorded(&mut self, event: &RecordedEvent) -> Result<(), PrivacyError> {
+        let event_type = event.event_type.as_str();
+        if let Some(privacy) =
+            PrivacyEvent::from_payload(event_type, event.schema_version, &event.payload)?
+        {
+            self.apply(&privacy);
+            return Ok(());
+        }
+        let (subject_key, at_key) = match event_type {
+            "PaymentReceived" => ("account_id", "received_at"),
+            "PayoutSent" => ("affiliate", "sent_at"),
+            _ => return Ok(()),
+        };
+        #[derive(serde::Deserialize)]
+        struct Fact {
+            subject: SubjectId,
+            at: DateTime<Utc>,
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&event.payload).map_err(|error| PrivacyError::Invalid {
+                what: "event payload",
+                reason: format!("{event_type} is not JSON: {error}"),
+            })?;
+        let fact: Fact = serde_json::from_value(serde_json::json!({
+            "subject": json.get(subject_key),
+            "at": json.get(at_key),
+        }))
+        .map_err(|error| PrivacyError::Invalid {
+            what: "event payload",
+            reason: format!("{event_type} lacks {subject_key} or {at_key}: {error}"),
+        })?;
+        self.note_payment(fact.subject, fact.at);
+        Ok(())
     }
 
     pub fn subject(&self, subject: SubjectId) -> Option<&SubjectPrivacy> {

@@ -1020,3 +1020,148 @@ proptest! {
         erasure_keeps_the_log_and_forgets_the_people(plan.len() as u128, &erase, &paid);
     }
 }
+
+// --- Sealing and opening stored payloads ----------------------------------------------
+
+use super::payload::{open_payload, seal_payload, subject_of_event, Replacement};
+
+const SIGNUP: &str = r#"{
+  "account_id": "2c9e1b7a-5d4f-4e3a-b1c2-7f8e9d0a1b2c",
+  "referral_code": "K7QM2XZA",
+  "referrer": "8f3a3c1e-2b1d-4c0e-9a8b-0d5e6f7a8b9c",
+  "referred_with_code": "HX4N8PQR",
+  "fraud_flags": ["self_referral_ip"],
+  "personal_data": {"name": "Ada Example", "email": "ada@example.org", "signup_ip": "192.0.2.7"},
+  "email_fingerprint": "hmac-sha256:5b0f9c",
+  "ip_fingerprint": "hmac-sha256:77a1e0",
+  "payment_fingerprint": null,
+  "opened_at": "2026-10-01T09:30:00Z"
+}"#;
+
+fn new_event(event_type: &str, payload: &str) -> NewEvent {
+    NewEvent {
+        id: Uuid::new_v4(),
+        event_type: EventType::parse(event_type).unwrap(),
+        schema_version: 1,
+        metadata: EventMetadata::default(),
+        payload: payload.as_bytes().to_vec(),
+    }
+}
+
+fn recorded(event: NewEvent) -> RecordedEvent {
+    RecordedEvent {
+        id: event.id,
+        stream: StreamName::parse("account-x").unwrap(),
+        revision: 0,
+        position: Position::START,
+        event_type: event.event_type,
+        schema_version: event.schema_version,
+        recorded_at: day(0),
+        metadata: event.metadata,
+        payload: event.payload,
+        chain: crate::store::ChainLink::follow(Digest::GENESIS, b""),
+    }
+}
+
+fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+#[test]
+fn a_sealed_signup_holds_nothing_in_clear_and_opens_back_to_the_same_json() {
+    let (_dir, _master, vault) = new_vault();
+    let sealed = seal_payload(&vault, new_event("AccountOpened", SIGNUP)).unwrap();
+    for secret in [
+        "Ada Example",
+        "ada@example.org",
+        "192.0.2.7",
+        "hmac-sha256:5b0f9c",
+        "hmac-sha256:77a1e0",
+    ] {
+        assert!(
+            !contains(&sealed.payload, secret.as_bytes()),
+            "{secret} in clear"
+        );
+    }
+    let stored = json(&sealed.payload);
+    assert_eq!(
+        stored["referral_code"], "K7QM2XZA",
+        "non-personal fields stay readable"
+    );
+    assert_eq!(stored["personal_data"]["email"]["grp"], "profile");
+    assert!(stored["payment_fingerprint"].is_null());
+
+    let event = recorded(sealed);
+    let subject = subject_of_event(&event).unwrap().unwrap();
+    assert_eq!(subject.to_string(), "2c9e1b7a-5d4f-4e3a-b1c2-7f8e9d0a1b2c");
+    let opened = open_payload(&vault, &event).unwrap();
+    assert!(opened.erased.is_empty());
+    assert_eq!(json(&opened.payload), json(SIGNUP.as_bytes()));
+
+    // Moved into another event, the same bytes do not open.
+    let mut moved = event.clone();
+    moved.id = Uuid::new_v4();
+    let error = open_payload(&vault, &moved).unwrap_err();
+    assert_eq!(error.code(), "sealed_value_unauthentic");
+    // Nor under another subject.
+    let mut other = json(&event.payload);
+    other["account_id"] = "8f3a3c1e-2b1d-4c0e-9a8b-0d5e6f7a8b9c".into();
+    let mut moved = event.clone();
+    moved.payload = serde_json::to_vec(&other).unwrap();
+    assert!(open_payload(&vault, &moved).is_err());
+
+    // Erased: every profile field reads as its replacement, and says so.
+    vault.shred(subject, ErasureGroup::Profile, day(3)).unwrap();
+    let opened = open_payload(&vault, &event).unwrap();
+    let data = json(&opened.payload);
+    assert_eq!(data["personal_data"]["name"], Replacement::Name.value());
+    assert_eq!(data["personal_data"]["email"], Replacement::Email.value());
+    assert_eq!(
+        data["personal_data"]["signup_ip"],
+        Replacement::IpAddress.value()
+    );
+    assert_eq!(data["email_fingerprint"], Replacement::Fingerprint.value());
+    assert_eq!(data["referral_code"], "K7QM2XZA");
+    assert_eq!(opened.erased.len(), 5);
+    assert!(opened.erased.iter().all(|field| field.at == day(3)));
+    // And nothing new is written for the subject.
+    let error = seal_payload(&vault, new_event("AccountOpened", SIGNUP)).unwrap_err();
+    assert_eq!(error.code(), "subject_erased");
+}
+
+#[test]
+fn a_personal_field_in_clear_in_the_log_is_an_error_not_a_value() {
+    let (_dir, _master, vault) = new_vault();
+    let event = recorded(new_event("AccountOpened", SIGNUP));
+    let error = open_payload(&vault, &event).unwrap_err();
+    assert_eq!(error.code(), "invalid_input", "{error}");
+    // Events without personal fields pass through untouched.
+    let payment = r#"{"account_id":"2c9e1b7a-5d4f-4e3a-b1c2-7f8e9d0a1b2c","received_at":"2026-10-02T10:00:00Z","payment_fingerprint":null}"#;
+    let credits = new_event("CreditsGranted", payment);
+    assert_eq!(seal_payload(&vault, credits.clone()).unwrap(), credits);
+}
+
+#[test]
+fn payment_dates_from_the_log_drive_payout_retention() {
+    let mut state = PrivacyState::default();
+    let payment = recorded(new_event(
+        "PaymentReceived",
+        r#"{"account_id":"2c9e1b7a-5d4f-4e3a-b1c2-7f8e9d0a1b2c","received_at":"2026-10-02T10:00:00Z"}"#,
+    ));
+    let payout = recorded(new_event(
+        "PayoutSent",
+        r#"{"affiliate":"2c9e1b7a-5d4f-4e3a-b1c2-7f8e9d0a1b2c","sent_at":"2026-12-01T00:00:00Z"}"#,
+    ));
+    let other = recorded(new_event("CreditsGranted", r#"{"anything": 1}"#));
+    for event in [&payout, &payment, &other] {
+        state.apply_recorded(event).unwrap();
+    }
+    let subject: SubjectId =
+        serde_json::from_str("\"2c9e1b7a-5d4f-4e3a-b1c2-7f8e9d0a1b2c\"").unwrap();
+    assert_eq!(
+        state.subject(subject).unwrap().last_payment_at,
+        Some("2026-12-01T00:00:00Z".parse().unwrap())
+    );
+    let broken = recorded(new_event("PaymentReceived", r#"{"account_id": 5}"#));
+    assert!(state.apply_recorded(&broken).is_err());
+}
