@@ -1165,3 +1165,86 @@ fn payment_dates_from_the_log_drive_payout_retention() {
     let broken = recorded(new_event("PaymentReceived", r#"{"account_id": 5}"#));
     assert!(state.apply_recorded(&broken).is_err());
 }
+
+#[test]
+fn an_erasure_interrupted_between_tombstone_and_deletion_is_finished_on_open() {
+    let dir = TempDir::new().unwrap();
+    let master = MasterKey::generate().unwrap();
+    let alice = subject(1);
+    let at = context(Uuid::new_v4(), "AccountOpened", "email", alice);
+    let sealed = {
+        let vault = open_vault(dir.path(), &master);
+        let sealed = seal(&vault, &at, &text("ada@example.com")).unwrap();
+        let fingerprint = vault
+            .fingerprint(FingerprintKind::Email, &text("ada@example.com"))
+            .unwrap();
+        vault.record_fingerprint(alice, &fingerprint).unwrap();
+        sealed
+    };
+    // The crash: the tombstone reached the disk, the key and fingerprint files did not go.
+    let key_file = files_below(&dir.path().join("vault/keys")).pop().unwrap();
+    let tombstone = dir
+        .path()
+        .join("vault/tombstones")
+        .join(key_file.parent().unwrap().file_name().unwrap());
+    std::fs::create_dir_all(&tombstone).unwrap();
+    std::fs::write(
+        tombstone.join(key_file.file_name().unwrap()),
+        serde_json::json!({
+            "format": 1,
+            "subject": alice,
+            "group": "profile",
+            "erased_at": day(4),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let vault = open_vault(dir.path(), &master);
+    assert!(!key_file.exists(), "opening finishes the deletion");
+    assert!(files_below(&dir.path().join("vault/fingerprints")).is_empty());
+    assert_eq!(
+        open(&vault, &at, &sealed).unwrap(),
+        Opened::Erased { at: day(4) }
+    );
+}
+
+#[test]
+fn an_interrupted_rotation_refuses_to_open_until_run_again() {
+    let dir = TempDir::new().unwrap();
+    let old = MasterKey::generate().unwrap();
+    let new = MasterKey::generate().unwrap();
+    let mut sealed = Vec::new();
+    {
+        let vault = open_vault(dir.path(), &old);
+        for n in 0..4 {
+            let at = context(Uuid::new_v4(), "AccountOpened", "email", subject(n));
+            let value = format!("person-{n}@example.com");
+            sealed.push((at.clone(), seal(&vault, &at, &text(&value)).unwrap(), value));
+        }
+    }
+    let vault_dir = dir.path().join("vault");
+    // A key file the rotation cannot read stops it part-way (files go in sorted order).
+    let last = files_below(&vault_dir.join("keys")).pop().unwrap();
+    let saved = std::fs::read(&last).unwrap();
+    std::fs::write(&last, b"{broken").unwrap();
+    assert!(DirVault::rotate_master_key(&vault_dir, &old, &new).is_err());
+    for master in [&old, &new] {
+        let error = DirVault::open(&vault_dir, master.clone()).err().unwrap();
+        assert_eq!(error.code(), "vault_corrupted", "{error}");
+        assert!(error.to_string().contains("interrupted"), "{error}");
+    }
+    // Rotating to yet another key would leave keys under three masters: refused.
+    let third = MasterKey::generate().unwrap();
+    assert!(DirVault::rotate_master_key(&vault_dir, &old, &third).is_err());
+
+    std::fs::write(&last, saved).unwrap();
+    let report = DirVault::rotate_master_key(&vault_dir, &old, &new).unwrap();
+    assert_eq!(
+        report.keys_rewrapped, 1,
+        "only the key the first run did not reach"
+    );
+    let vault = DirVault::open(&vault_dir, new).unwrap();
+    for (at, sealed, value) in &sealed {
+        assert_eq!(&plain(open(&vault, at, sealed).unwrap()), value);
+    }
+}
