@@ -6,4 +6,5 @@
 
 pub mod domain;
 pub mod privacy;
+pub mod service;
 pub mod store;

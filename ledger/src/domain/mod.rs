@@ -32,7 +32,9 @@ pub mod postings;
 pub mod streams;
 
 #[cfg(test)]
-mod scenario;
+mod properties;
+#[cfg(test)]
+pub(crate) mod scenario;
 
 pub use credits::Credits;
 pub use events::DomainEvent;
@@ -140,6 +142,15 @@ pub enum Rejection {
     PayoutRunExists { period: Period },
     #[error("a payout run for {period} must be taken at or after the period ends")]
     PayoutRunTooEarly { period: Period },
+    #[error(
+        "payout runs go in period order: the last run was for {last_period} as of {last_as_of}"
+    )]
+    PayoutRunOutOfOrder {
+        last_period: Period,
+        last_as_of: chrono::DateTime<chrono::Utc>,
+    },
+    #[error("a payout run pays at most {payouts_max} affiliates")]
+    TooManyPayouts { payouts_max: usize },
     #[error("no payout to {affiliate} is scheduled for {period}")]
     PayoutNotFound {
         period: Period,
@@ -185,6 +196,8 @@ impl Rejection {
             Rejection::PlanInvalid { .. } => "plan_invalid",
             Rejection::PayoutRunExists { .. } => "payout_run_exists",
             Rejection::PayoutRunTooEarly { .. } => "payout_run_too_early",
+            Rejection::PayoutRunOutOfOrder { .. } => "payout_run_out_of_order",
+            Rejection::TooManyPayouts { .. } => "too_many_payouts",
             Rejection::PayoutNotFound { .. } => "payout_not_found",
             Rejection::PayoutAlreadySettled { .. } => "payout_already_settled",
             Rejection::DonationExists { .. } => "donation_exists",

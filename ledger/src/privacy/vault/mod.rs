@@ -10,6 +10,7 @@
 //! operations, and callers in async code run it on a blocking thread.
 
 pub mod dir;
+pub mod memory;
 
 use std::fmt;
 use std::path::Path;
