@@ -15,6 +15,7 @@
 //! the work: see `docs/DOMAIN.md`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
@@ -34,6 +35,9 @@ use crate::domain::payout::{
 };
 use crate::domain::plan::{self, PlanState, PublishPlan};
 use crate::domain::{streams, Currency, Rejection};
+use crate::privacy::domain::seal_domain_event;
+use crate::privacy::payload::open_payload;
+use crate::privacy::{KeyVault, PrivacyError};
 use crate::store::{
     Direction, EventMetadata, EventStore, ExpectedRevision, Position, RecordedEvent, StoreError,
     StreamFrom, StreamName, StreamState, PAGE_SIZE_MAX,
@@ -122,6 +126,10 @@ pub enum LedgerError {
         #[source]
         source: UpcastError,
     },
+    /// Personal data could not be sealed or opened: the subject was erased (a write that
+    /// needs its key is refused), or the key vault is unavailable (never read as erased).
+    #[error(transparent)]
+    Privacy(PrivacyError),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -134,6 +142,7 @@ impl LedgerError {
             LedgerError::CommandIdConflict { .. } => "command_id_conflict",
             LedgerError::Contention { .. } => "contention",
             LedgerError::Unreadable { .. } => "unreadable_event",
+            LedgerError::Privacy(error) => error.code(),
             LedgerError::Store(_) => "store_error",
         }
     }
@@ -158,19 +167,29 @@ enum AppendFailure {
     Failed(LedgerError),
 }
 
-/// The ledger's command side over an event store.
+/// The ledger's command side over an event store. Personal data is sealed with keys
+/// from `vault` on the way to the store and opened on the way back.
 pub struct Ledger<S> {
     store: S,
     config: LedgerConfig,
+    vault: Arc<dyn KeyVault>,
 }
 
 impl<S: EventStore> Ledger<S> {
-    pub fn new(store: S, config: LedgerConfig) -> Ledger<S> {
-        Ledger { store, config }
+    pub fn new(store: S, config: LedgerConfig, vault: Arc<dyn KeyVault>) -> Ledger<S> {
+        Ledger {
+            store,
+            config,
+            vault,
+        }
     }
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    pub fn vault(&self) -> &dyn KeyVault {
+        self.vault.as_ref()
     }
 
     pub fn config(&self) -> &LedgerConfig {
@@ -587,7 +606,7 @@ impl<S: EventStore> Ledger<S> {
                     revision.next_revision(),
                     "a stream reads gapless"
                 );
-                state = evolve(state, &decode(recorded)?);
+                state = evolve(state, &self.decode(recorded)?);
                 revision = StreamState::At(recorded.revision);
             }
             if !full {
@@ -607,7 +626,7 @@ impl<S: EventStore> Ledger<S> {
                 if last.is_some_and(|seen| recorded.position <= seen) {
                     continue;
                 }
-                apply(&decode(recorded)?);
+                apply(&self.decode(recorded)?);
                 last = Some(recorded.position);
                 from = recorded.position;
                 progressed = true;
@@ -636,13 +655,16 @@ impl<S: EventStore> Ledger<S> {
             correlation_id: Some(meta.correlation_id.unwrap_or(meta.command_id)),
             causation_id: Some(meta.command_id),
         };
-        let new_events = events
+        let sealed: Result<Vec<_>, PrivacyError> = events
             .iter()
             .enumerate()
             .map(|(index, event)| {
-                event.to_new_event(event_id(meta.command_id, stream, index), metadata)
+                let id = event_id(meta.command_id, stream, index);
+                seal_domain_event(self.vault.as_ref(), event, id, metadata)
             })
             .collect();
+        let new_events =
+            sealed.map_err(|error| AppendFailure::Failed(LedgerError::Privacy(error)))?;
         match self.store.append(stream, expected, new_events).await {
             Ok(appended) => Ok(Outcome {
                 events: events.to_vec(),
@@ -674,11 +696,20 @@ pub fn event_id(command_id: Uuid, stream: &StreamName, index: usize) -> Uuid {
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
-fn decode(recorded: &RecordedEvent) -> Result<DomainEvent, LedgerError> {
+impl<S> Ledger<S> {
+    /// Reads a stored event as a domain event, its personal fields opened (or replaced,
+    /// if erased).
+    fn decode(&self, recorded: &RecordedEvent) -> Result<DomainEvent, LedgerError> {
+        let opened = open_payload(self.vault.as_ref(), recorded).map_err(LedgerError::Privacy)?;
+        decode_payload(recorded, &opened.payload)
+    }
+}
+
+fn decode_payload(recorded: &RecordedEvent, payload: &[u8]) -> Result<DomainEvent, LedgerError> {
     upcast(
         recorded.event_type.as_str(),
         recorded.schema_version,
-        &recorded.payload,
+        payload,
     )
     .map_err(|source| LedgerError::Unreadable {
         stream: recorded.stream.clone(),
@@ -745,8 +776,12 @@ mod tests {
         }
     }
 
+    fn vault() -> Arc<dyn KeyVault> {
+        Arc::new(crate::privacy::vault::memory::MemoryVault::new().unwrap())
+    }
+
     fn ledger() -> Ledger<MemoryStore> {
-        Ledger::new(MemoryStore::new(), LedgerConfig::default())
+        Ledger::new(MemoryStore::new(), LedgerConfig::default(), vault())
     }
 
     /// Opens accounts 1..=n, each referred by the one before.
@@ -1020,7 +1055,8 @@ mod tests {
         // Account 1 is open with 10 credits; a rival spends 8 between our read and our
         // append of a 5-credit spend. The retry sees 2 left and rejects.
         let inner = MemoryStore::new();
-        let setup = Ledger::new(inner.clone(), LedgerConfig::default());
+        let vault = vault();
+        let setup = Ledger::new(inner.clone(), LedgerConfig::default(), vault.clone());
         chain(&setup, 1).await;
         let grant = ForAccount {
             account_id: id(1),
@@ -1057,6 +1093,7 @@ mod tests {
                 rival,
             },
             LedgerConfig::default(),
+            vault,
         );
         let error = racing
             .account_command(meta(31), &spend("ours", 5))
@@ -1168,7 +1205,7 @@ mod tests {
         let mut actual = BTreeSet::new();
         let mut trial: BTreeMap<String, Money> = BTreeMap::new();
         for recorded in all_events(ledger.store()).await {
-            let event = decode(&recorded).unwrap();
+            let event = ledger.decode(&recorded).unwrap();
             match &event {
                 DomainEvent::CommissionEarned(c) => {
                     actual.insert((

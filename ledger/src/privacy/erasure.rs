@@ -24,10 +24,23 @@ pub fn erase_subject(
     now: DateTime<Utc>,
     policy: &RetentionPolicy,
 ) -> Result<Option<PrivacyEvent>, PrivacyError> {
-    let (shred, retain) = match plan_erasure(state, subject, now, policy) {
+    let (mut shred, mut retain) = match plan_erasure(state, subject, now, policy) {
         ErasurePlan::AlreadyErased => return Ok(None),
         ErasurePlan::Erase { shred, retain } => (shred, retain),
     };
+    // A group the vault already erased (an earlier run that crashed before its proof was
+    // appended, or lost a race to a hold) is reported as shredded: the proof tells the
+    // truth about the keys, whatever the plan would decide now.
+    let mut kept = Vec::with_capacity(retain.len());
+    for retained in retain {
+        if vault.erased_at(subject, retained.group)?.is_some() {
+            shred.push(retained.group);
+        } else {
+            kept.push(retained);
+        }
+    }
+    retain = kept;
+    shred.sort();
     for group in &shred {
         vault.shred(subject, *group, now)?;
     }

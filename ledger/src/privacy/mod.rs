@@ -17,6 +17,7 @@
 //! - [`erasure`]: carrying out an erasure request against a vault.
 //! - [`export`]: everything the ledger holds about a subject, as one JSON document.
 
+pub mod commands;
 pub mod domain;
 pub mod erasure;
 pub mod events;
