@@ -1248,3 +1248,38 @@ fn an_interrupted_rotation_refuses_to_open_until_run_again() {
         assert_eq!(&plain(open(&vault, at, sealed).unwrap()), value);
     }
 }
+
+#[test]
+fn a_tombstone_copied_onto_another_subject_is_corruption_not_erasure() {
+    let dir = TempDir::new().unwrap();
+    let master = MasterKey::generate().unwrap();
+    let (alice, bob) = (subject(1), subject(2));
+    let bob_at = context(Uuid::new_v4(), "AccountOpened", "email", bob);
+    let bob_sealed = {
+        let vault = open_vault(dir.path(), &master);
+        vault.shred(alice, ErasureGroup::Profile, day(0)).unwrap();
+        seal(&vault, &bob_at, &text("bob@example.com")).unwrap()
+    };
+    let alice_tombstone = files_below(&dir.path().join("vault/tombstones"))
+        .pop()
+        .unwrap();
+    let bob_id = bob.as_uuid().simple().to_string();
+    let bob_tombstone = dir
+        .path()
+        .join("vault/tombstones")
+        .join(&bob_id[..2])
+        .join(format!("{bob_id}.profile.json"));
+    std::fs::create_dir_all(bob_tombstone.parent().unwrap()).unwrap();
+    std::fs::copy(&alice_tombstone, &bob_tombstone).unwrap();
+    let error = DirVault::open(dir.path().join("vault"), master.clone())
+        .err()
+        .unwrap();
+    assert_eq!(error.code(), "vault_corrupted", "{error}");
+    // Put right, Bob reads as he was: nothing of his was deleted.
+    std::fs::remove_file(&bob_tombstone).unwrap();
+    let vault = open_vault(dir.path(), &master);
+    assert_eq!(
+        plain(open(&vault, &bob_at, &bob_sealed).unwrap()),
+        "bob@example.com"
+    );
+}

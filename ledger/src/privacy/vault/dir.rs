@@ -298,14 +298,25 @@ impl DirVault {
             return Ok(Some(cached.clone()));
         }
         self.check_reachable()?;
-        let found = if let Some(tombstone) =
-            read_json::<TombstoneFile>(&self.path(TOMBSTONES_DIR, subject, group))?
-        {
+        let tombstone_path = self.path(TOMBSTONES_DIR, subject, group);
+        let found = if let Some(tombstone) = read_json::<TombstoneFile>(&tombstone_path)? {
+            check_names(
+                &tombstone_path,
+                (tombstone.format, tombstone.subject, tombstone.group),
+                (subject, group),
+            )?;
             Some(Cached::Erased(tombstone.erased_at))
         } else {
             let path = self.path(KEYS_DIR, subject, group);
             match read_json::<KeyFile>(&path)? {
-                Some(file) => Some(Cached::Key(self.unwrap_key_file(&path, &file)?)),
+                Some(file) => {
+                    check_names(
+                        &path,
+                        (file.format, file.subject, file.group),
+                        (subject, group),
+                    )?;
+                    Some(Cached::Key(self.unwrap_key_file(&path, &file)?))
+                }
                 None => None,
             }
         };
@@ -343,6 +354,16 @@ impl DirVault {
             let Some(tombstone) = read_json::<TombstoneFile>(&path)? else {
                 continue;
             };
+            // Never delete a key on the word of a tombstone that is not where it says.
+            if path != self.path(TOMBSTONES_DIR, tombstone.subject, tombstone.group) {
+                return Err(PrivacyError::VaultCorrupted {
+                    path,
+                    reason: format!(
+                        "the tombstone names {} of subject {}",
+                        tombstone.group, tombstone.subject
+                    ),
+                });
+            }
             for kind in [KEYS_DIR, FINGERPRINTS_DIR] {
                 destroy_file(&self.path(kind, tombstone.subject, tombstone.group))?;
             }
@@ -542,6 +563,28 @@ fn data_key_aad(subject: SubjectId, group: ErasureGroup, key_id: Uuid, version: 
     aad.extend_from_slice(key_id.as_bytes());
     aad.extend_from_slice(&version.to_le_bytes());
     aad
+}
+
+/// A vault file must be of a known format and name the subject and group its path does:
+/// a file copied to another name is corruption, not someone else's key or erasure.
+fn check_names(
+    path: &Path,
+    (format, subject, group): (u32, SubjectId, ErasureGroup),
+    expected: (SubjectId, ErasureGroup),
+) -> Result<(), PrivacyError> {
+    if format != VAULT_FORMAT {
+        return Err(PrivacyError::VaultCorrupted {
+            path: path.to_owned(),
+            reason: format!("unknown vault file format {format}"),
+        });
+    }
+    if (subject, group) != expected {
+        return Err(PrivacyError::VaultCorrupted {
+            path: path.to_owned(),
+            reason: format!("the file names {group} of subject {subject}"),
+        });
+    }
+    Ok(())
 }
 
 fn remember(state: &mut State, subject: SubjectId, group: ErasureGroup, entry: Cached) {
