@@ -14,8 +14,8 @@
 //! that makes a crash between the two harmless and a retry of the same command complete
 //! the work: see `docs/DOMAIN.md`.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
@@ -81,13 +81,19 @@ impl CommandMeta {
 }
 
 /// What a command recorded.
+///
+/// A command repeated with the same command id and content returns what the first one
+/// recorded, with `replayed` set. A repeat under a new command id (a webhook delivered
+/// again with a fresh id) records nothing and returns no events: the facts are already
+/// there, by their natural ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
-    /// The events this command appended, in order; empty when it repeated a command
-    /// already recorded (an idempotent retry) or decided there was nothing to record.
+    /// The events the command recorded, in order.
     pub events: Vec<DomainEvent>,
-    /// The global position of the last event appended, if any.
+    /// The global position of the last of them, if any.
     pub position: Option<Position>,
+    /// The events were recorded by an earlier attempt of this same command.
+    pub replayed: bool,
 }
 
 impl Outcome {
@@ -95,6 +101,7 @@ impl Outcome {
         Outcome {
             events: Vec::new(),
             position: None,
+            replayed: false,
         }
     }
 
@@ -103,6 +110,7 @@ impl Outcome {
         if other.position.is_some() {
             self.position = other.position;
         }
+        self.replayed |= other.replayed;
     }
 }
 
@@ -156,8 +164,97 @@ impl From<StoreError> for LedgerError {
 
 /// A stream's state and the revision it was read at.
 struct Loaded<T> {
+    stream: StreamName,
     state: T,
     revision: StreamState,
+    /// [`Caches::erasures`] when the load began: a state read before an erasure may hold
+    /// the erased person's data in clear and must not go back into the cache.
+    erasures: u64,
+}
+
+/// Most streams of one kind whose states the service keeps between commands.
+pub const CACHED_STREAMS_MAX: usize = 10_000;
+
+/// States of recently used streams, at the revision they were read at. Streams only grow,
+/// so a state at revision `r` plus the events after `r` is the state now, whoever wrote
+/// them: the cache saves rereading and refolding a stream's history, and is never stale.
+/// A state is taken out while a command uses it and put back after, so it is never
+/// cloned; a command that fails on the way simply leaves it out.
+struct StateCache<T> {
+    entries: Mutex<HashMap<StreamName, (T, StreamState)>>,
+}
+
+impl<T> Default for StateCache<T> {
+    fn default() -> Self {
+        StateCache {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> StateCache<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamName, (T, StreamState)>> {
+        self.entries.lock().expect("state cache lock poisoned")
+    }
+
+    fn take(&self, stream: &StreamName) -> Option<(T, StreamState)> {
+        self.lock().remove(stream)
+    }
+
+    fn put(&self, stream: StreamName, state: T, revision: StreamState) {
+        let mut entries = self.lock();
+        if let Some((_, cached)) = entries.get(&stream) {
+            // Another command put back a state at least as recent: keep that one.
+            if cached.next_revision() >= revision.next_revision() {
+                return;
+            }
+        } else if entries.len() >= CACHED_STREAMS_MAX {
+            // Bounded memory: start over rather than track recency.
+            entries.clear();
+        }
+        entries.insert(stream, (state, revision));
+    }
+
+    fn forget(&self, stream: &StreamName) {
+        self.lock().remove(stream);
+    }
+}
+
+/// The caches, one per kind of stream state.
+#[derive(Default)]
+struct Caches {
+    /// Counts erasures; bumped before the caches are emptied (see `forget_personal_data`).
+    erasures: std::sync::atomic::AtomicU64,
+    accounts: StateCache<AccountState>,
+    codes: StateCache<ReferralCodeState>,
+    payments: StateCache<PaymentState>,
+    plans: StateCache<PlanState>,
+    payouts: StateCache<PayoutsState>,
+    donations: StateCache<DonationState>,
+}
+
+/// A stream state the service caches.
+trait Cached: Sized {
+    fn cache(caches: &Caches) -> &StateCache<Self>;
+}
+
+macro_rules! cached {
+    ($($state:ty => $field:ident),* $(,)?) => {
+        $(impl Cached for $state {
+            fn cache(caches: &Caches) -> &StateCache<Self> {
+                &caches.$field
+            }
+        })*
+    };
+}
+
+cached! {
+    AccountState => accounts,
+    ReferralCodeState => codes,
+    PaymentState => payments,
+    PlanState => plans,
+    PayoutsState => payouts,
+    DonationState => donations,
 }
 
 /// Why one append attempt did not land.
@@ -172,6 +269,7 @@ enum AppendFailure {
 pub struct Ledger<S> {
     store: S,
     config: LedgerConfig,
+    caches: Caches,
     vault: Arc<dyn KeyVault>,
 }
 
@@ -180,6 +278,7 @@ impl<S: EventStore> Ledger<S> {
         Ledger {
             store,
             config,
+            caches: Caches::default(),
             vault,
         }
     }
@@ -197,12 +296,15 @@ impl<S: EventStore> Ledger<S> {
     }
 
     /// Opens an account: claims its referral code, records the referral in the referrer's
-    /// stream, then opens the account's stream.
+    /// stream, then opens the account's stream. A retry of the same command (after a
+    /// crash between those appends) completes what is missing and returns all three.
     pub async fn open_account(
         &self,
         meta: CommandMeta,
         command: &OpenAccount,
     ) -> Result<Outcome, LedgerError> {
+        let account_stream = streams::account(command.account_id);
+        let code_stream = streams::referral_code(command.referral_code);
         for _ in 0..ATTEMPTS_MAX {
             let account = self.load_account(command.account_id).await?;
             let referrer = match command.referred_with_code {
@@ -215,12 +317,15 @@ impl<S: EventStore> Ledger<S> {
                 command,
                 &self.config.fraud,
             )?;
-            if signup.account_events.is_empty() {
-                return Ok(Outcome::nothing());
-            }
+            let account_revision = account.revision;
+            self.keep(account);
+            let referrer = referrer.map(|loaded| {
+                let at = (loaded.stream.clone(), loaded.revision);
+                self.keep(loaded);
+                at
+            });
             let mut outcome = Outcome::nothing();
             // 1. The code: a retry finds it already ours and records nothing.
-            let code_stream = streams::referral_code(command.referral_code);
             let code = self
                 .load(
                     &code_stream,
@@ -228,29 +333,31 @@ impl<S: EventStore> Ledger<S> {
                     account::evolve_claim,
                 )
                 .await?;
-            let claim = account::decide_claim(
-                &code.state,
-                command.referral_code,
-                command.account_id,
-                command.opened_at,
-            )?;
-            match self.append(meta, &code_stream, code.revision, &claim).await {
+            let claim = if signup.account_events.is_empty() {
+                Vec::new()
+            } else {
+                account::decide_claim(
+                    &code.state,
+                    command.referral_code,
+                    command.account_id,
+                    command.opened_at,
+                )?
+            };
+            let code_revision = code.revision;
+            self.keep(code);
+            match self
+                .append_or_recall(meta, &code_stream, code_revision, &claim)
+                .await
+            {
                 Ok(appended) => outcome.absorb(appended),
                 Err(AppendFailure::Moved) => continue,
                 Err(AppendFailure::Failed(error)) => return Err(error),
             }
             // 2. The referral, at the referrer's exact revision: concurrent signups under
             // one referrer are serialized, so the velocity count is exact.
-            if let Some(referrer) = &referrer {
-                let referrer_id = referrer
-                    .state
-                    .account
-                    .as_ref()
-                    .map(|account| account.id())
-                    .expect("decide_open accepted the referrer");
-                let stream = streams::account(referrer_id);
+            if let Some((stream, revision)) = referrer {
                 match self
-                    .append(meta, &stream, referrer.revision, &signup.referrer_events)
+                    .append_or_recall(meta, &stream, revision, &signup.referrer_events)
                     .await
                 {
                     Ok(appended) => outcome.absorb(appended),
@@ -259,9 +366,13 @@ impl<S: EventStore> Ledger<S> {
                 }
             }
             // 3. The account itself.
-            let stream = streams::account(command.account_id);
             match self
-                .append(meta, &stream, account.revision, &signup.account_events)
+                .append_or_recall(
+                    meta,
+                    &account_stream,
+                    account_revision,
+                    &signup.account_events,
+                )
                 .await
             {
                 Ok(appended) => {
@@ -273,7 +384,7 @@ impl<S: EventStore> Ledger<S> {
             }
         }
         Err(LedgerError::Contention {
-            stream: streams::account(command.account_id),
+            stream: account_stream,
         })
     }
 
@@ -287,7 +398,7 @@ impl<S: EventStore> Ledger<S> {
         self.decide_and_append(
             meta,
             &stream,
-            AccountState::default(),
+            AccountState::default,
             account::evolve,
             |state| account::decide(state, command),
         )
@@ -303,27 +414,30 @@ impl<S: EventStore> Ledger<S> {
         command: &RecordPayment,
     ) -> Result<Outcome, LedgerError> {
         let stream = streams::payment(&command.payment_id);
-        let mut outcome = Outcome::nothing();
-        let mut recorded = false;
+        let mut outcome = None;
         for _ in 0..ATTEMPTS_MAX {
             let payment = self
                 .load(&stream, PaymentState::default(), payment::evolve)
                 .await?;
             let context = self.payment_context(&payment.state, command).await?;
             let events = payment::decide_payment(&payment.state, &context, command)?;
-            match self.append(meta, &stream, payment.revision, &events).await {
+            let revision = payment.revision;
+            self.keep(payment);
+            match self
+                .append_or_recall(meta, &stream, revision, &events)
+                .await
+            {
                 Ok(appended) => {
-                    outcome.absorb(appended);
-                    recorded = true;
+                    outcome = Some(appended);
                     break;
                 }
                 Err(AppendFailure::Moved) => continue,
                 Err(AppendFailure::Failed(error)) => return Err(error),
             }
         }
-        if !recorded {
+        let Some(mut outcome) = outcome else {
             return Err(LedgerError::Contention { stream });
-        }
+        };
         if let PaymentKind::CreditPack { credits } = &command.kind {
             let purchase = ForAccount {
                 account_id: command.account_id,
@@ -349,7 +463,7 @@ impl<S: EventStore> Ledger<S> {
         self.decide_and_append(
             meta,
             &stream,
-            PaymentState::default(),
+            PaymentState::default,
             payment::evolve,
             |state| payment::decide_refund(state, command),
         )
@@ -365,7 +479,7 @@ impl<S: EventStore> Ledger<S> {
         self.decide_and_append(
             meta,
             &streams::plan(),
-            PlanState::new(currency),
+            || PlanState::new(currency),
             plan::evolve,
             |state| plan::decide(state, command),
         )
@@ -392,7 +506,12 @@ impl<S: EventStore> Ledger<S> {
                 minimum_payout: plans.in_force_at(command.as_of).minimum_payout,
             };
             let events = payout::decide_run(&payouts.state, &context, command)?;
-            match self.append(meta, &stream, payouts.revision, &events).await {
+            let revision = payouts.revision;
+            self.keep(payouts);
+            match self
+                .append_or_recall(meta, &stream, revision, &events)
+                .await
+            {
                 Ok(outcome) => return Ok(outcome),
                 Err(AppendFailure::Moved) => continue,
                 Err(AppendFailure::Failed(error)) => return Err(error),
@@ -409,7 +528,7 @@ impl<S: EventStore> Ledger<S> {
         self.decide_and_append(
             meta,
             &streams::payouts(),
-            PayoutsState::default(),
+            PayoutsState::default,
             payout::evolve,
             |state| payout::decide_settle(state, command),
         )
@@ -425,7 +544,7 @@ impl<S: EventStore> Ledger<S> {
         self.decide_and_append(
             meta,
             &streams::donation(command.period),
-            DonationState::default(),
+            DonationState::default,
             donation::evolve,
             |state| donation::decide(state, net_revenue, command),
         )
@@ -434,7 +553,10 @@ impl<S: EventStore> Ledger<S> {
 
     /// An account's state, or `None` if it does not exist.
     pub async fn account(&self, id: AccountId) -> Result<Option<account::Account>, LedgerError> {
-        Ok(self.load_account(id).await?.state.account)
+        let loaded = self.load_account(id).await?;
+        let account = loaded.state.account.clone();
+        self.keep(loaded);
+        Ok(account)
     }
 
     /// The account that owns a referral code, if any.
@@ -443,34 +565,60 @@ impl<S: EventStore> Ledger<S> {
         code: ReferralCode,
     ) -> Result<Option<AccountId>, LedgerError> {
         let stream = streams::referral_code(code);
-        Ok(self
+        let loaded = self
             .load(&stream, ReferralCodeState::default(), account::evolve_claim)
-            .await?
-            .state
-            .owner)
+            .await?;
+        let owner = loaded.state.owner;
+        self.keep(loaded);
+        Ok(owner)
     }
 
     pub async fn payment(&self, id: &PaymentId) -> Result<Option<Payment>, LedgerError> {
-        Ok(self
+        let loaded = self
             .load(
                 &streams::payment(id),
                 PaymentState::default(),
                 payment::evolve,
             )
-            .await?
-            .state
-            .payment)
+            .await?;
+        let payment = loaded.state.payment.clone();
+        self.keep(loaded);
+        Ok(payment)
     }
 
     pub async fn plan_state(&self) -> Result<PlanState, LedgerError> {
-        Ok(self
+        let loaded = self
             .load(
                 &streams::plan(),
                 PlanState::new(self.config.currency),
                 plan::evolve,
             )
-            .await?
-            .state)
+            .await?;
+        let plans = loaded.state.clone();
+        self.keep(loaded);
+        Ok(plans)
+    }
+
+    /// Drops every cached state of an account, e.g. after its personal data was erased,
+    /// so that nothing decrypted stays in memory.
+    pub fn forget_account(&self, id: AccountId) {
+        self.caches.accounts.forget(&streams::account(id));
+    }
+
+    /// Drops every cached state after keys were destroyed, so that nothing read before
+    /// in clear stays in memory: states held by commands in flight are not put back.
+    /// Payment states hold payment data too, so every kind is emptied.
+    pub fn forget_personal_data(&self) {
+        self.caches
+            .erasures
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let caches = &self.caches;
+        caches.accounts.lock().clear();
+        caches.codes.lock().clear();
+        caches.payments.lock().clear();
+        caches.plans.lock().clear();
+        caches.payouts.lock().clear();
+        caches.donations.lock().clear();
     }
 
     /// Every affiliate's balance at `as_of`. Folds the whole log: a projection will
@@ -501,45 +649,42 @@ impl<S: EventStore> Ledger<S> {
     ) -> Result<PaymentContext, LedgerError> {
         let plans = self.plan_state().await?;
         let plan = plans.in_force_at(command.received_at).clone();
+        let mut context = PaymentContext {
+            payer: None,
+            upline: Vec::with_capacity(plan.levels()),
+            plan,
+        };
         if state.payment.is_some() {
             // A repeat is decided on the recorded payment alone.
-            return Ok(PaymentContext {
-                payer: None,
-                upline: Vec::new(),
-                plan,
-            });
+            return Ok(context);
         }
-        let Some(payer) = self.load_account(command.account_id).await?.state.account else {
-            return Ok(PaymentContext {
-                payer: None,
-                upline: Vec::new(),
-                plan,
-            });
+        let payer = self.load_account(command.account_id).await?;
+        let Some(account) = payer.state.account.as_ref() else {
+            return Ok(context);
         };
         // Walk up the referral chain, one account stream per level, no deeper than the
         // plan pays (at most PLAN_LEVELS_MAX): a loop, never recursion.
-        let mut upline = Vec::with_capacity(plan.levels());
-        let mut next = payer.referrer();
+        let mut next = account.referrer();
+        context.payer = Some(UplineMember::of(account));
+        self.keep(payer);
         while let Some(id) = next {
-            if upline.len() == plan.levels() {
+            if context.upline.len() == context.plan.levels() {
                 break;
             }
-            let member = self
-                .load_account(id)
-                .await?
+            let loaded = self.load_account(id).await?;
+            let member = loaded
                 .state
                 .account
+                .as_ref()
                 .expect("a referrer exists before its referees");
             next = member.referrer();
-            upline.push(UplineMember::of(&member));
+            context.upline.push(UplineMember::of(member));
+            self.keep(loaded);
         }
-        Ok(PaymentContext {
-            payer: Some(UplineMember::of(&payer)),
-            upline,
-            plan,
-        })
+        Ok(context)
     }
 
+    /// The owner of `code`, loaded.
     async fn resolve_code(
         &self,
         code: ReferralCode,
@@ -559,21 +704,23 @@ impl<S: EventStore> Ledger<S> {
         .await
     }
 
-    async fn decide_and_append<T>(
+    async fn decide_and_append<T: Cached>(
         &self,
         meta: CommandMeta,
         stream: &StreamName,
-        initial: T,
+        initial: impl Fn() -> T,
         evolve: fn(T, &DomainEvent) -> T,
         decide: impl Fn(&T) -> Result<Vec<DomainEvent>, Rejection>,
-    ) -> Result<Outcome, LedgerError>
-    where
-        T: Clone,
-    {
+    ) -> Result<Outcome, LedgerError> {
         for _ in 0..ATTEMPTS_MAX {
-            let loaded = self.load(stream, initial.clone(), evolve).await?;
-            let events = decide(&loaded.state)?;
-            match self.append(meta, stream, loaded.revision, &events).await {
+            let loaded = self.load(stream, initial(), evolve).await?;
+            let decided = decide(&loaded.state);
+            let revision = loaded.revision;
+            self.keep(loaded);
+            match self
+                .append_or_recall(meta, stream, revision, &decided?)
+                .await
+            {
                 Ok(outcome) => return Ok(outcome),
                 Err(AppendFailure::Moved) => continue,
                 Err(AppendFailure::Failed(error)) => return Err(error),
@@ -584,15 +731,21 @@ impl<S: EventStore> Ledger<S> {
         })
     }
 
-    /// Reads a whole stream and folds it.
-    async fn load<T>(
+    /// Reads a stream from where its cached state stands (or from the start) and folds
+    /// the events after it.
+    async fn load<T: Cached>(
         &self,
         stream: &StreamName,
         initial: T,
         evolve: fn(T, &DomainEvent) -> T,
     ) -> Result<Loaded<T>, LedgerError> {
-        let mut state = initial;
-        let mut revision = StreamState::NoStream;
+        let erasures = self
+            .caches
+            .erasures
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let (mut state, mut revision) = T::cache(&self.caches)
+            .take(stream)
+            .unwrap_or((initial, StreamState::NoStream));
         loop {
             let from = StreamFrom::Revision(revision.next_revision());
             let page = self
@@ -610,7 +763,73 @@ impl<S: EventStore> Ledger<S> {
                 revision = StreamState::At(recorded.revision);
             }
             if !full {
-                return Ok(Loaded { state, revision });
+                return Ok(Loaded {
+                    stream: stream.clone(),
+                    state,
+                    revision,
+                    erasures,
+                });
+            }
+        }
+    }
+
+    /// Puts a state back in its cache for the next command on its stream.
+    fn keep<T: Cached>(&self, loaded: Loaded<T>) {
+        let erasures = self
+            .caches
+            .erasures
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if loaded.erasures == erasures {
+            T::cache(&self.caches).put(loaded.stream, loaded.state, loaded.revision);
+        }
+    }
+
+    /// Appends `events`; when there are none (the command repeats one already recorded),
+    /// returns what this command id recorded in the stream before.
+    async fn append_or_recall(
+        &self,
+        meta: CommandMeta,
+        stream: &StreamName,
+        revision: StreamState,
+        events: &[DomainEvent],
+    ) -> Result<Outcome, AppendFailure> {
+        if events.is_empty() {
+            return self
+                .recorded_by(meta, stream)
+                .await
+                .map_err(AppendFailure::Failed);
+        }
+        self.append(meta, stream, revision, events).await
+    }
+
+    /// The events `meta`'s command recorded in `stream`, found by their causation id.
+    async fn recorded_by(
+        &self,
+        meta: CommandMeta,
+        stream: &StreamName,
+    ) -> Result<Outcome, LedgerError> {
+        let mut outcome = Outcome::nothing();
+        let mut next = 0;
+        loop {
+            let page = self
+                .store
+                .read_stream(
+                    stream,
+                    StreamFrom::Revision(next),
+                    Direction::Forward,
+                    PAGE_SIZE_MAX,
+                )
+                .await?;
+            for recorded in &page {
+                next = recorded.revision + 1;
+                if recorded.metadata.causation_id == Some(meta.command_id) {
+                    outcome.events.push(self.decode(recorded)?);
+                    outcome.position = Some(recorded.position);
+                    outcome.replayed = true;
+                }
+            }
+            if page.len() < PAGE_SIZE_MAX {
+                return Ok(outcome);
             }
         }
     }
@@ -669,6 +888,7 @@ impl<S: EventStore> Ledger<S> {
             Ok(appended) => Ok(Outcome {
                 events: events.to_vec(),
                 position: Some(appended.position),
+                replayed: false,
             }),
             Err(StoreError::WrongExpectedVersion { .. }) => Err(AppendFailure::Moved),
             Err(StoreError::IdempotencyConflict { .. }) => {
@@ -716,6 +936,35 @@ fn decode_payload(recorded: &RecordedEvent, payload: &[u8]) -> Result<DomainEven
         event_id: recorded.id,
         source,
     })
+}
+
+/// The API spawns commands on a multi-threaded runtime: every command's future must be
+/// `Send`. Never called; it stops compiling if a future stops being `Send`.
+#[allow(dead_code, clippy::too_many_arguments)]
+fn futures_are_send<S: EventStore>(
+    ledger: &Ledger<S>,
+    meta: CommandMeta,
+    open: &OpenAccount,
+    for_account: &ForAccount,
+    pay: &RecordPayment,
+    refund: &RefundPayment,
+    publish: &PublishPlan,
+    run: &RunPayouts,
+    settle: &SettlePayout,
+    allocate: &AllocateDonation,
+) {
+    fn send<T: Send>(_: T) {}
+    send(ledger.open_account(meta, open));
+    send(ledger.account_command(meta, for_account));
+    send(ledger.record_payment(meta, pay));
+    send(ledger.refund_payment(meta, refund));
+    send(ledger.publish_plan(meta, publish));
+    send(ledger.run_payouts(meta, run));
+    send(ledger.settle_payout(meta, settle));
+    send(ledger.allocate_donation(meta, allocate));
+    send(ledger.balances_at(run.as_of));
+    send(ledger.account(open.account_id));
+    send(ledger.payment(&pay.payment_id));
 }
 
 #[cfg(test)]
@@ -849,11 +1098,23 @@ mod tests {
         let ledger = ledger();
         chain(&ledger, 2).await;
         let before = all_events(ledger.store()).await.len();
+        // The same command again returns what it recorded the first time.
         let repeat = ledger
             .open_account(meta(1002), &open(2, Some(1), "2026-09-01T00:00:00Z"))
             .await
             .unwrap();
-        assert!(repeat.events.is_empty());
+        assert!(repeat.replayed);
+        let types: Vec<&str> = repeat.events.iter().map(DomainEvent::event_type).collect();
+        assert_eq!(
+            types,
+            ["ReferralCodeClaimed", "ReferralRecorded", "AccountOpened"]
+        );
+        // Under a new command id it records nothing and has nothing of its own to return.
+        let fresh = ledger
+            .open_account(meta(7777), &open(2, Some(1), "2026-09-01T00:00:00Z"))
+            .await
+            .unwrap();
+        assert!(fresh.events.is_empty() && !fresh.replayed);
         assert_eq!(all_events(ledger.store()).await.len(), before);
 
         let grant = |grant_id: &str| ForAccount {
@@ -922,7 +1183,18 @@ mod tests {
             })
             .collect();
         assert_eq!(beneficiaries, [id(4), id(3), id(2)]);
-        // The webhook again: nothing new. Other details under the same id: a conflict.
+        // The same command again returns the original result; the webhook again under a
+        // new command id records nothing. Other details under the same id: a conflict.
+        let retried = ledger
+            .record_payment(
+                meta(7),
+                &subscription_payment("pi_1", 5, "100.00", "2026-10-01T00:00:00Z"),
+            )
+            .await
+            .unwrap();
+        assert!(retried.replayed);
+        assert_eq!(retried.events, outcome.events);
+        assert_eq!(retried.position, outcome.position);
         let again = ledger
             .record_payment(
                 meta(8),
@@ -952,7 +1224,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_credit_pack_fills_the_wallet_and_spends_draw_it_down() {
-        let ledger = ledger();
+        // The first attempt crashes after the payment append, before the purchase.
+        let inner = MemoryStore::new();
+        let failing = Arc::new(AtomicBool::new(true));
+        let flaky = FlakyStore {
+            inner: inner.clone(),
+            failing: failing.clone(),
+            fails: account_updates,
+        };
+        let ledger = Ledger::new(flaky, LedgerConfig::default(), vault());
         chain(&ledger, 1).await;
         let pack = RecordPayment {
             kind: PaymentKind::CreditPack {
@@ -960,18 +1240,20 @@ mod tests {
             },
             ..subscription_payment("pi_pack", 1, "9.99", "2026-10-01T00:00:00Z")
         };
-        let outcome = ledger.record_payment(meta(20), &pack).await.unwrap();
-        assert_eq!(
-            outcome.events.last().unwrap().event_type(),
-            "CreditsPurchased"
-        );
-        // Retried after a crash between the two appends: the purchase is completed once.
-        assert!(ledger
-            .record_payment(meta(20), &pack)
-            .await
-            .unwrap()
-            .events
-            .is_empty());
+        failing.store(true, Ordering::SeqCst);
+        let error = ledger.record_payment(meta(20), &pack).await.unwrap_err();
+        assert_eq!(error.code(), "store_error");
+        assert!(ledger.payment(&pack.payment_id).await.unwrap().is_some());
+        let wallet = ledger.account(id(1)).await.unwrap().unwrap().wallet;
+        assert!(wallet.balance_at(at("2026-10-02T00:00:00Z")).is_zero());
+        // The retry finds the payment recorded and completes the purchase, once.
+        failing.store(false, Ordering::SeqCst);
+        let retried = ledger.record_payment(meta(20), &pack).await.unwrap();
+        let types: Vec<&str> = retried.events.iter().map(DomainEvent::event_type).collect();
+        assert_eq!(types, ["PaymentReceived", "CreditsPurchased"]);
+        assert!(retried.replayed);
+        let again = ledger.record_payment(meta(20), &pack).await.unwrap();
+        assert_eq!(again.events, retried.events);
         let spend = |spend_id: &str, credits: u64| ForAccount {
             account_id: id(1),
             command: AccountCommand::SpendCredits {
@@ -995,6 +1277,126 @@ mod tests {
             wallet.balance_at(at("2026-10-03T00:00:00Z")),
             Credits::new(40).unwrap()
         );
+    }
+
+    /// A store whose appends that `fails` picks fail while `failing` is set: a crash
+    /// between the appends of a command.
+    struct FlakyStore {
+        inner: MemoryStore,
+        failing: Arc<AtomicBool>,
+        fails: fn(&StreamName, &[NewEvent]) -> bool,
+    }
+
+    /// Appends of anything but a signup to account streams.
+    fn account_updates(stream: &StreamName, events: &[NewEvent]) -> bool {
+        stream.as_str().starts_with("account-")
+            && !events
+                .iter()
+                .any(|event| event.event_type.as_str() == "AccountOpened")
+    }
+
+    #[async_trait]
+    impl EventStore for FlakyStore {
+        async fn append(
+            &self,
+            stream: &StreamName,
+            expected: ExpectedRevision,
+            events: Vec<NewEvent>,
+        ) -> Result<AppendOutcome, StoreError> {
+            if self.failing.load(Ordering::SeqCst) && (self.fails)(stream, &events) {
+                return Err(StoreError::Unavailable {
+                    reason: "simulated crash".to_owned(),
+                });
+            }
+            self.inner.append(stream, expected, events).await
+        }
+        async fn read_stream(
+            &self,
+            stream: &StreamName,
+            from: StreamFrom,
+            direction: Direction,
+            limit: usize,
+        ) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.inner.read_stream(stream, from, direction, limit).await
+        }
+        async fn read_all(
+            &self,
+            from: Position,
+            limit: usize,
+        ) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.inner.read_all(from, limit).await
+        }
+        async fn stream_state(&self, stream: &StreamName) -> Result<StreamState, StoreError> {
+            self.inner.stream_state(stream).await
+        }
+        async fn head(&self) -> Result<Option<Position>, StoreError> {
+            self.inner.head().await
+        }
+        fn subscribe_all(&self, from: Position) -> Subscription {
+            self.inner.subscribe_all(from)
+        }
+        async fn flush(&self) -> Result<(), StoreError> {
+            self.inner.flush().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_signup_that_crashed_after_recording_the_referral_completes_on_retry() {
+        let failing = Arc::new(AtomicBool::new(false));
+        let flaky = FlakyStore {
+            inner: MemoryStore::new(),
+            failing: failing.clone(),
+            fails: |_, events| {
+                events
+                    .iter()
+                    .any(|event| event.event_type.as_str() == "AccountOpened")
+            },
+        };
+        let ledger = Ledger::new(flaky, LedgerConfig::default(), vault());
+        chain(&ledger, 1).await;
+        failing.store(true, Ordering::SeqCst);
+        let command = open(2, Some(1), "2026-09-02T00:00:00Z");
+        assert_eq!(
+            ledger
+                .open_account(meta(70), &command)
+                .await
+                .unwrap_err()
+                .code(),
+            "store_error"
+        );
+        // The code is claimed and the referral recorded, but there is no account: nobody
+        // can sign up under it, and it counts toward the referrer's velocity.
+        assert_eq!(
+            ledger
+                .referral_code_owner(command.referral_code)
+                .await
+                .unwrap(),
+            Some(id(2))
+        );
+        assert!(ledger.account(id(2)).await.unwrap().is_none());
+        let orphan = open(3, Some(2), "2026-09-02T00:00:00Z");
+        failing.store(false, Ordering::SeqCst);
+        assert_eq!(
+            ledger
+                .open_account(meta(71), &orphan)
+                .await
+                .unwrap_err()
+                .code(),
+            "referrer_not_found"
+        );
+        let retried = ledger.open_account(meta(70), &command).await.unwrap();
+        let types: Vec<&str> = retried.events.iter().map(DomainEvent::event_type).collect();
+        assert_eq!(
+            types,
+            ["ReferralCodeClaimed", "ReferralRecorded", "AccountOpened"]
+        );
+        assert!(retried.replayed);
+        assert_eq!(
+            ledger.account(id(2)).await.unwrap().unwrap().referrer(),
+            Some(id(1))
+        );
+        let referrer = ledger.account(id(1)).await.unwrap().unwrap();
+        assert_eq!(referrer.referrals.len(), 1);
     }
 
     /// A store that lets another writer append to a stream just before our first append.
@@ -1110,6 +1512,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn two_services_on_one_store_see_each_others_writes() {
+        // Each caches the account's state; each must catch up on what the other wrote.
+        let store = MemoryStore::new();
+        let vault = vault();
+        let first = Ledger::new(store.clone(), LedgerConfig::default(), vault.clone());
+        let second = Ledger::new(store, LedgerConfig::default(), vault);
+        chain(&first, 1).await;
+        let grant = ForAccount {
+            account_id: id(1),
+            command: AccountCommand::GrantCredits {
+                grant_id: GrantId::parse("g").unwrap(),
+                credits: Credits::new(10).unwrap(),
+                reason: GrantReason::Promotion,
+                expires_at: None,
+                granted_at: at("2026-09-02T00:00:00Z"),
+            },
+        };
+        first.account_command(meta(80), &grant).await.unwrap();
+        let spend = |spend_id: &str, credits: u64| ForAccount {
+            account_id: id(1),
+            command: AccountCommand::SpendCredits {
+                spend_id: SpendId::parse(spend_id).unwrap(),
+                persona: PersonaId::parse("p").unwrap(),
+                credits: Credits::new(credits).unwrap(),
+                spent_at: at("2026-09-03T00:00:00Z"),
+            },
+        };
+        second
+            .account_command(meta(81), &spend("a", 6))
+            .await
+            .unwrap();
+        let error = first
+            .account_command(meta(82), &spend("b", 5))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), "insufficient_credits");
+        first
+            .account_command(meta(83), &spend("b", 4))
+            .await
+            .unwrap();
+        for ledger in [&first, &second] {
+            let wallet = ledger.account(id(1)).await.unwrap().unwrap().wallet;
+            assert!(wallet.balance_at(at("2026-09-04T00:00:00Z")).is_zero());
+        }
+    }
+
+    #[tokio::test]
     async fn payouts_and_donations_run_from_the_log() {
         let ledger = ledger();
         chain(&ledger, 2).await;
@@ -1133,6 +1582,8 @@ mod tests {
             .unwrap()
             .events
             .is_empty());
+        let replayed = ledger.run_payouts(meta(41), &run).await.unwrap();
+        assert_eq!(replayed.events, outcome.events);
         let balances = ledger
             .balances_at(at("2026-11-02T00:00:00Z"))
             .await

@@ -100,8 +100,11 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// Whether the grant can be drawn at `at`: granted by then, not yet expired, not empty.
     fn usable_at(&self, at: DateTime<Utc>) -> bool {
-        !self.remaining.is_zero() && self.expires_at.is_none_or(|expiry| at < expiry)
+        !self.remaining.is_zero()
+            && self.granted_at <= at
+            && self.expires_at.is_none_or(|expiry| at < expiry)
     }
 }
 
@@ -1054,6 +1057,10 @@ mod tests {
                 requested: credits(11)
             }
         );
+        // A grant made after the spend's time is not there yet.
+        given(events.clone())
+            .when(|s| decide(s, &spend("s1", 1, "2026-09-30T23:59:59Z")))
+            .then_rejected("insufficient_credits");
         // An expired grant no longer counts, even before its expiry is recorded.
         given(events)
             .when(|s| decide(s, &spend("s1", 1, "2026-12-01T00:00:00Z")))
@@ -1157,6 +1164,32 @@ mod tests {
         given(vec![])
             .when(|s| decide(s, &grant("g", 1, None, "2026-10-01T00:00:00Z")))
             .then_rejected("account_not_found");
+    }
+
+    #[test]
+    fn an_account_holds_a_bounded_number_of_active_grants() {
+        let mut events = opened_events(&open(1, None, "2026-10-01T00:00:00Z"));
+        events.extend((0..ACTIVE_GRANTS_MAX).map(|n| {
+            DomainEvent::CreditsGranted(CreditsGranted {
+                account_id: account_id(1),
+                grant_id: GrantId::parse(&format!("g{n}")).unwrap(),
+                credits: credits(1),
+                reason: GrantReason::Promotion,
+                expires_at: None,
+                granted_at: at("2026-10-01T00:00:00Z"),
+            })
+        }));
+        given(events.clone())
+            .when(|s| decide(s, &grant("one-more", 1, None, "2026-10-02T00:00:00Z")))
+            .then_rejected("too_many_active_grants");
+        // Spending one grant empty makes room again.
+        let spent = given(events.clone())
+            .when(|s| decide(s, &spend("s", 1, "2026-10-02T00:00:00Z")))
+            .then_ok();
+        events.extend(spent);
+        given(events)
+            .when(|s| decide(s, &grant("one-more", 1, None, "2026-10-02T00:00:00Z")))
+            .then_ok();
     }
 
     #[test]

@@ -274,7 +274,7 @@ pub struct SubscriptionCancelled {
 
 /// What a payment paid for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum PaymentKind {
     Subscription { subscription_id: SubscriptionId },
     CreditPack { credits: Credits },

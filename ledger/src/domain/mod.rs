@@ -127,6 +127,8 @@ pub enum Rejection {
     RefundExceedsPayment { requested: Money, refundable: Money },
     #[error("a payment takes at most {refunds_max} refunds and chargebacks")]
     TooManyRefunds { refunds_max: usize },
+    #[error("a refund cannot be dated before its payment")]
+    RefundBeforePayment,
     #[error("the next plan version is {expected}, not {actual}")]
     PlanVersionNotNext {
         expected: PlanVersion,
@@ -140,7 +142,10 @@ pub enum Rejection {
     PlanInvalid { reason: String },
     #[error("the payout run for {period} already happened")]
     PayoutRunExists { period: Period },
-    #[error("a payout run for {period} must be taken at or after the period ends")]
+    #[error(
+        "a payout run for {period} is taken as of the period's end or later, and not as of \
+         a time after the run itself"
+    )]
     PayoutRunTooEarly { period: Period },
     #[error(
         "payout runs go in period order: the last run was for {last_period} as of {last_as_of}"
@@ -190,6 +195,7 @@ impl Rejection {
             Rejection::PaymentNotFound { .. } => "payment_not_found",
             Rejection::RefundExceedsPayment { .. } => "refund_exceeds_payment",
             Rejection::TooManyRefunds { .. } => "too_many_refunds",
+            Rejection::RefundBeforePayment => "refund_before_payment",
             Rejection::PlanVersionNotNext { .. } => "plan_version_not_next",
             Rejection::PlanEffectiveInPast => "plan_effective_in_past",
             Rejection::PlanEffectiveBeforePrevious => "plan_effective_before_previous",

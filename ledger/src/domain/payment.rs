@@ -221,6 +221,9 @@ pub fn decide_refund(
         };
     }
     check_amount(command.amount, payment.received.amount.currency())?;
+    if command.refunded_at < payment.received.received_at {
+        return Err(Rejection::RefundBeforePayment);
+    }
     let refundable = payment.refundable();
     if command
         .amount
@@ -432,6 +435,10 @@ mod tests {
             amount: eur(amount),
             refunded_at: at("2026-10-20T12:00:00Z"),
         }
+    }
+
+    fn history_for_early() -> Vec<DomainEvent> {
+        decide_payment(&PaymentState::default(), &context(&[1]), &pay("10.00")).unwrap()
     }
 
     fn given(events: Vec<DomainEvent>) -> Given<PaymentState> {
@@ -664,6 +671,25 @@ mod tests {
     }
 
     #[test]
+    fn a_payment_takes_a_bounded_number_of_refunds() {
+        let mut history =
+            decide_payment(&PaymentState::default(), &context(&[1]), &pay("10.00")).unwrap();
+        for n in 0..REFUNDS_PER_PAYMENT_MAX {
+            let state = given(history.clone()).state;
+            history.extend(
+                decide_refund(
+                    &state,
+                    &refund(&format!("re_{n}"), "0.01", RefundKind::Refund),
+                )
+                .unwrap(),
+            );
+        }
+        given(history)
+            .when(|s| decide_refund(s, &refund("re_last", "0.01", RefundKind::Refund)))
+            .then_rejected("too_many_refunds");
+    }
+
+    #[test]
     fn refunds_are_rejected_when_wrong_and_repeat_as_nothing() {
         let mut history =
             decide_payment(&PaymentState::default(), &context(&[1]), &pay("10.00")).unwrap();
@@ -701,5 +727,10 @@ mod tests {
         given(vec![])
             .when(|s| decide_refund(s, &refund("re_1", "1.00", RefundKind::Refund)))
             .then_rejected("payment_not_found");
+        let mut early = refund("re_9", "1.00", RefundKind::Refund);
+        early.refunded_at = at("2026-10-10T11:59:59Z");
+        given(history_for_early())
+            .when(|s| decide_refund(s, &early))
+            .then_rejected("refund_before_payment");
     }
 }

@@ -574,6 +574,36 @@ mod tests {
     }
 
     #[test]
+    fn a_run_pays_a_bounded_number_of_affiliates() {
+        let balance = AffiliateBalance {
+            payable: eur("50.00"),
+            pending: eur("0.00"),
+            held_for_review: eur("0.00"),
+        };
+        let affiliate =
+            |n: usize| AccountId::parse(&format!("00000000-0000-4000-8000-{n:012x}")).unwrap();
+        let mut context = PayoutContext {
+            balances: (0..PAYOUTS_PER_RUN_MAX)
+                .map(|n| (affiliate(n), balance))
+                .collect(),
+            minimum_payout: eur("50.00"),
+        };
+        let events = decide_run(
+            &PayoutsState::default(),
+            &context,
+            &run("2026-10", "2026-11-01T00:00:00Z"),
+        )
+        .unwrap();
+        assert_eq!(events.len(), PAYOUTS_PER_RUN_MAX + 1);
+        context
+            .balances
+            .insert(affiliate(PAYOUTS_PER_RUN_MAX), balance);
+        given(vec![])
+            .when(|s| decide_run(s, &context, &run("2026-10", "2026-11-01T00:00:00Z")))
+            .then_rejected("too_many_payouts");
+    }
+
+    #[test]
     fn a_run_is_once_per_period_and_in_order() {
         let book = book(&[earned(
             "pi_1",

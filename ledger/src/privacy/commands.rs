@@ -85,10 +85,13 @@ impl<S: EventStore> Ledger<S> {
             let decided =
                 erasure::erase_subject(self.vault(), &log.state, subject, request_id, now, policy)
                     .map_err(LedgerError::Privacy)?;
+            // Keys are gone (or were already): nothing decrypted before may stay cached.
+            self.forget_personal_data();
             let Some(proof) = decided else {
                 return Ok(Outcome {
                     events: Vec::new(),
                     position: None,
+                    replayed: false,
                 });
             };
             match self.append_privacy(meta, subject, revision, &[proof]).await {
@@ -125,9 +128,13 @@ impl<S: EventStore> Ledger<S> {
         let log = self.privacy_log().await?;
         let events = erasure::run_shredder(self.vault(), &log.state, now, policy)
             .map_err(LedgerError::Privacy)?;
+        if !events.is_empty() {
+            self.forget_personal_data();
+        }
         let mut outcome = Outcome {
             events: Vec::new(),
             position: None,
+            replayed: false,
         };
         for event in events {
             let subject = event.subject();
@@ -223,6 +230,7 @@ impl<S: EventStore> Ledger<S> {
             Ok(appended) => Ok(Outcome {
                 events: events.iter().cloned().map(Into::into).collect(),
                 position: Some(appended.position),
+                replayed: false,
             }),
             Err(StoreError::IdempotencyConflict { .. }) => Err(LedgerError::CommandIdConflict {
                 command_id: meta.command_id,
@@ -430,7 +438,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_vault_outage_fails_reads_and_erasures_and_erases_nothing() {
-        let (ledger, vault) = world().await;
+        let (warm, vault) = world().await;
+        // A service that has cached nothing yet must ask the vault for every read.
+        let ledger = Ledger::new(warm.store().clone(), LedgerConfig::default(), vault.clone());
         vault.set_unavailable(true);
         let error = ledger.account(id(2)).await.unwrap_err();
         assert_eq!(error.code(), "vault_unavailable");
