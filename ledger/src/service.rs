@@ -36,7 +36,7 @@ use crate::domain::payout::{
 use crate::domain::plan::{self, PlanState, PublishPlan};
 use crate::domain::{streams, Currency, Rejection};
 use crate::privacy::domain::seal_domain_event;
-use crate::privacy::payload::open_payload;
+use crate::privacy::payload::{open_payload, redact_payload};
 use crate::privacy::{KeyVault, PrivacyError};
 use crate::store::{
     Direction, EventMetadata, EventStore, ExpectedRevision, Position, RecordedEvent, StoreError,
@@ -834,7 +834,8 @@ impl<S: EventStore> Ledger<S> {
         }
     }
 
-    /// Reads the whole log in order and hands every event to `apply`.
+    /// Reads the whole log in order and hands every event to `apply`, personal fields
+    /// replaced: it feeds the books only.
     async fn fold_all(&self, mut apply: impl FnMut(&DomainEvent)) -> Result<(), LedgerError> {
         let mut from = Position::START;
         let mut last: Option<Position> = None;
@@ -845,7 +846,10 @@ impl<S: EventStore> Ledger<S> {
                 if last.is_some_and(|seen| recorded.position <= seen) {
                     continue;
                 }
-                apply(&self.decode(recorded)?);
+                // The books need no personal data: read without keys, so balances
+                // stay available (and fast) whatever the vault's state.
+                let payload = redact_payload(recorded).map_err(LedgerError::Privacy)?;
+                apply(&decode_payload(recorded, &payload)?);
                 last = Some(recorded.position);
                 from = recorded.position;
                 progressed = true;

@@ -456,6 +456,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.code(), "vault_unavailable");
         assert!(ledger.export_subject(id(2)).await.is_err());
+        // The books need no keys: balances stay available through the outage.
+        assert!(!ledger.balances_at(at(60)).await.unwrap().is_empty());
         vault.set_unavailable(false);
         let account = ledger.account(id(2)).await.unwrap().unwrap();
         assert_eq!(account.personal_data.email(), email(2));

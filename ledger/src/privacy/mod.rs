@@ -16,6 +16,12 @@
 //! - [`retention`]: the retention policy, erasure planning, the shredder and deadlines.
 //! - [`erasure`]: carrying out an erasure request against a vault.
 //! - [`export`]: everything the ledger holds about a subject, as one JSON document.
+//! - [`payload`]: which fields of which event types are personal, and sealing and
+//!   opening a stored payload; [`domain`]: the same for `DomainEvent`s, the two calls the
+//!   service makes; [`commands`]: erasure, holds, restriction, shredder, deadlines and
+//!   export as operations of the service `Ledger`.
+//!
+//! `docs/PRIVACY.md` describes the formats and the procedures for auditors.
 
 pub mod commands;
 pub mod domain;
