@@ -291,6 +291,11 @@ impl<S: EventStore> Ledger<S> {
         self.vault.as_ref()
     }
 
+    /// The vault itself, to build another service over the same store and keys.
+    pub fn shared_vault(&self) -> Arc<dyn KeyVault> {
+        Arc::clone(&self.vault)
+    }
+
     pub fn config(&self) -> &LedgerConfig {
         &self.config
     }
