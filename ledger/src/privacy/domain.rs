@@ -7,10 +7,12 @@
 
 use uuid::Uuid;
 
+use super::fingerprint::FingerprintKind;
 use super::payload::{open_payload, redact_payload, seal_payload, ErasedField};
 use super::vault::KeyVault;
-use super::{PrivacyError, PrivacyEvent, SubjectId};
+use super::{PersonalText, PrivacyError, PrivacyEvent, SubjectId};
 use crate::domain::events::{upcast, DomainEvent};
+use crate::domain::ids::Fingerprint;
 use crate::domain::AccountId;
 use crate::store::{EventMetadata, NewEvent, RecordedEvent};
 
@@ -34,6 +36,45 @@ impl From<PrivacyEvent> for DomainEvent {
             }
         }
     }
+}
+
+/// The keyed fingerprint of `value` as the domain carries it (`hmac-sha256:<hex>`), for
+/// the fraud checks of a signup or a payment; computed at the edge, where the value is in
+/// clear, with the vault's fingerprint key.
+pub fn fingerprint_token(
+    vault: &dyn KeyVault,
+    kind: FingerprintKind,
+    value: &str,
+) -> Result<Fingerprint, PrivacyError> {
+    let fingerprint = vault.fingerprint(kind, &PersonalText::new(value)?)?;
+    Ok(
+        Fingerprint::parse(&format!("hmac-sha256:{}", fingerprint.to_hex()))
+            .expect("a prefixed hex digest is a valid token"),
+    )
+}
+
+/// Records `account`'s fingerprints in the vault's table (deleted with the account's
+/// group on erasure) and returns the other accounts that already had any of them: the
+/// duplicate check of a signup.
+pub fn record_fingerprints(
+    vault: &dyn KeyVault,
+    account: AccountId,
+    values: &[(FingerprintKind, &str)],
+) -> Result<Vec<AccountId>, PrivacyError> {
+    let mut others = std::collections::BTreeSet::new();
+    for (kind, value) in values {
+        let fingerprint = vault.fingerprint(*kind, &PersonalText::new(*value)?)?;
+        for subject in vault.subjects_with(&fingerprint)? {
+            if subject != SubjectId::from(account) {
+                others.insert(subject.as_uuid());
+            }
+        }
+        vault.record_fingerprint(account.into(), &fingerprint)?;
+    }
+    Ok(others
+        .into_iter()
+        .filter_map(|id| AccountId::new(id).ok())
+        .collect())
 }
 
 /// A stored domain event, read with its personal values opened.
@@ -575,6 +616,48 @@ mod tests {
         ) {
             books_balance_through_erasure(people, &payers, &erased);
         }
+    }
+
+    #[test]
+    fn signup_fingerprints_find_duplicates_and_go_with_the_erasure() {
+        use crate::privacy::fingerprint::FingerprintKind::{Email, Ip};
+        let (_dir, vault) = vault();
+        let (first, second) = (account_id(1), account_id(2));
+        assert!(record_fingerprints(
+            &vault,
+            first,
+            &[(Email, "Ada@Example.org"), (Ip, "10.1.1.1")]
+        )
+        .unwrap()
+        .is_empty());
+        let duplicates = record_fingerprints(
+            &vault,
+            second,
+            &[(Email, " ada@example.org"), (Ip, "10.9.9.9")],
+        )
+        .unwrap();
+        assert_eq!(duplicates, vec![first]);
+        let token = fingerprint_token(&vault, Email, "ADA@example.org").unwrap();
+        assert!(token.as_str().starts_with("hmac-sha256:"));
+        assert_eq!(
+            token,
+            fingerprint_token(&vault, Email, "ada@example.org").unwrap()
+        );
+        assert!(!token.as_str().contains("ada"));
+
+        vault
+            .shred(
+                first.into(),
+                ErasureGroup::Profile,
+                DateTime::from_timestamp(0, 0).unwrap(),
+            )
+            .unwrap();
+        let third = account_id(3);
+        assert_eq!(
+            record_fingerprints(&vault, third, &[(Email, "ada@example.org")]).unwrap(),
+            vec![second],
+            "the erased account no longer matches"
+        );
     }
 
     #[test]
