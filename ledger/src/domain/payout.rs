@@ -47,7 +47,9 @@ struct CommissionEntry {
     earned_at: DateTime<Utc>,
     hold_until: DateTime<Utc>,
     held_for_review: bool,
-    /// Clawbacks, with when they happened.
+    /// When a review released it.
+    released_at: Option<DateTime<Utc>>,
+    /// Clawbacks and a forfeit, with when they happened.
     reversals: Vec<(DateTime<Utc>, Money)>,
 }
 
@@ -92,6 +94,7 @@ impl PayableBook {
                         earned_at: earned.earned_at,
                         hold_until: earned.hold_until,
                         held_for_review: earned.held_for_review,
+                        released_at: None,
                         reversals: Vec::new(),
                     },
                 );
@@ -106,6 +109,19 @@ impl PayableBook {
                     .expect("a clawback follows its commission in the log")
                     .reversals
                     .push((reversed.reversed_at, reversed.amount));
+            }
+            DomainEvent::CommissionReleased(released) => {
+                self.commissions
+                    .get_mut(&(released.payment_id.clone(), released.level))
+                    .expect("a release follows its commission in the log")
+                    .released_at = Some(released.released_at);
+            }
+            DomainEvent::CommissionForfeited(forfeited) => {
+                self.commissions
+                    .get_mut(&(forfeited.payment_id.clone(), forfeited.level))
+                    .expect("a forfeit follows its commission in the log")
+                    .reversals
+                    .push((forfeited.forfeited_at, forfeited.amount));
             }
             DomainEvent::PayoutScheduled(scheduled) => {
                 let previous = self.payouts.insert(
@@ -157,7 +173,8 @@ impl PayableBook {
                     pending: zero,
                     held_for_review: zero,
                 });
-            if entry.held_for_review {
+            let released = entry.released_at.is_some_and(|at| at <= as_of);
+            if entry.held_for_review && !released {
                 add(&mut balance.held_for_review, net);
             } else if entry.hold_until <= as_of {
                 add(&mut balance.payable, net);
@@ -511,6 +528,54 @@ mod tests {
         assert!(!book
             .balances_at(at("2026-09-30T00:00:00Z"))
             .contains_key(&account_id(1)));
+    }
+
+    #[test]
+    fn a_released_commission_is_payable_and_a_forfeited_one_is_gone() {
+        let release = DomainEvent::CommissionReleased(crate::domain::events::CommissionReleased {
+            payment_id: PaymentId::parse("pi_1").unwrap(),
+            beneficiary: account_id(1),
+            level: 1,
+            released_at: at("2026-11-05T00:00:00Z"),
+        });
+        let forfeit =
+            DomainEvent::CommissionForfeited(crate::domain::events::CommissionForfeited {
+                payment_id: PaymentId::parse("pi_2").unwrap(),
+                beneficiary: account_id(1),
+                level: 1,
+                amount: eur("30.00"),
+                forfeited_at: at("2026-11-05T00:00:00Z"),
+            });
+        let book = book(&[
+            earned(
+                "pi_1",
+                1,
+                "70.00",
+                "2026-10-01T00:00:00Z",
+                "2026-10-31T00:00:00Z",
+                true,
+            ),
+            earned(
+                "pi_2",
+                1,
+                "30.00",
+                "2026-10-01T00:00:00Z",
+                "2026-10-31T00:00:00Z",
+                true,
+            ),
+            release,
+            forfeit,
+        ]);
+        let before = book.balances_at(at("2026-11-04T00:00:00Z"))[&account_id(1)];
+        assert_eq!(
+            (before.payable, before.held_for_review),
+            (eur("0.00"), eur("100.00"))
+        );
+        let after = book.balances_at(at("2026-11-05T00:00:00Z"))[&account_id(1)];
+        assert_eq!(
+            (after.payable, after.held_for_review),
+            (eur("70.00"), eur("0.00"))
+        );
     }
 
     #[test]
