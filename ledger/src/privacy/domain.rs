@@ -342,6 +342,10 @@ mod tests {
         non_personal: Vec<DomainEvent>,
         earned: BTreeMap<AccountId, Money>,
         paid: BTreeMap<AccountId, Money>,
+        /// The double-entry trial balance, zero after every event (checked by `apply`).
+        trial: crate::domain::postings::TrialBalance,
+        /// The same, read without keys: it must not differ from the one read with them.
+        trial_redacted: crate::domain::postings::TrialBalance,
     }
 
     fn books(vault: &dyn KeyVault, events: &[RecordedEvent]) -> Books {
@@ -349,6 +353,8 @@ mod tests {
             non_personal: Vec::new(),
             earned: BTreeMap::new(),
             paid: BTreeMap::new(),
+            trial: Default::default(),
+            trial_redacted: Default::default(),
         };
         let add = |map: &mut BTreeMap<AccountId, Money>, id: AccountId, amount: Money| {
             let sum = map.entry(id).or_insert(Money::zero(Currency::EUR));
@@ -356,6 +362,10 @@ mod tests {
         };
         for recorded in events {
             let event = open_domain_event(vault, recorded).unwrap().event;
+            books.trial.apply(&event);
+            books
+                .trial_redacted
+                .apply(&decode_redacted(recorded).unwrap());
             match &event {
                 DomainEvent::CommissionEarned(earned) => {
                     add(&mut books.earned, earned.beneficiary, earned.amount)
@@ -529,6 +539,16 @@ mod tests {
             assert_eq!(&bytes_after[..bytes_before.len()], &bytes_before[..]);
             let books_after = books(&world.vault, &after[..before.len()]);
             assert_eq!(books_after, books_before);
+            assert_eq!(books_after.trial, books_after.trial_redacted);
+            if !payers.is_empty() {
+                assert!(books_before
+                    .trial
+                    .total()
+                    .is_some_and(|total| total.is_zero()));
+            }
+            // The whole log, privacy events included, still folds to a zero balance.
+            let whole = books(&world.vault, &after);
+            assert_eq!(whole.trial, books_before.trial);
 
             let erased_ids: Vec<usize> = erased.iter().map(|n| n % people).collect();
             let raw: Vec<u8> = after
