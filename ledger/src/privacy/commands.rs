@@ -14,7 +14,7 @@ use super::erasure;
 use super::events::{privacy_stream, PrivacyEvent, PRIVACY_SCHEMA_VERSION};
 use super::export::export_subject;
 use super::retention::{erasure_requests, ErasureRequestStatus, PrivacyState, RetentionPolicy};
-use super::SubjectId;
+use super::{PrivacyError, SubjectId};
 use crate::domain::AccountId;
 use crate::service::{event_id, CommandMeta, Ledger, LedgerError, Outcome, ATTEMPTS_MAX};
 use crate::store::{
@@ -111,6 +111,19 @@ impl<S: EventStore> Ledger<S> {
         meta: CommandMeta,
         event: PrivacyEvent,
     ) -> Result<Outcome, LedgerError> {
+        if matches!(
+            event,
+            PrivacyEvent::SubjectErased(_) | PrivacyEvent::RetainedDataShredded(_)
+        ) {
+            // A proof of destruction is written only by what destroyed the keys.
+            return Err(LedgerError::Privacy(PrivacyError::Invalid {
+                what: "privacy event",
+                reason: format!(
+                    "{} is recorded by erase_subject or run_shredder, not stated",
+                    event.event_type_name()
+                ),
+            }));
+        }
         let subject = event.subject();
         // A hold or restriction needs no ordering against other privacy facts: a hold
         // placed while an erasure runs is seen by its retry, or finds the keys gone.
@@ -472,6 +485,19 @@ mod tests {
             .request_erasure(meta(10), id(1), Uuid::from_u128(5), at(10))
             .await
             .unwrap();
+        // A proof cannot be stated, only earned by destroying the keys.
+        let forged = PrivacyEvent::SubjectErased(crate::privacy::events::SubjectErased {
+            request_id: Uuid::from_u128(5),
+            subject: id(1).into(),
+            erased_at: at(11),
+            groups_shredded: vec![ErasureGroup::Profile],
+            groups_retained: vec![],
+        });
+        let error = ledger
+            .record_privacy_event(meta(9), forged)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), "invalid_input");
         assert!(!ledger.erasure_requests(at(40), &policy).await.unwrap()[0].is_overdue());
         assert!(ledger.erasure_requests(at(41), &policy).await.unwrap()[0].is_overdue());
         ledger
