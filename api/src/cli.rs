@@ -33,6 +33,27 @@ pub enum Command {
     Report(DataArgs),
     /// Erase a data subject's personal data (not yet available).
     Erase(DataArgs),
+    /// Benchmarks (measurements, not tests).
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// The embedded file log against SQLite (WAL, synchronous=FULL), side by side.
+    Store {
+        /// Events in the large log that is read back and reopened.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Small workloads (and a 200,000-event log unless --events is given).
+        #[arg(long)]
+        quick: bool,
+        /// Directory for the benchmark's logs (a temporary directory inside it).
+        #[arg(long, default_value = "target/bench")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -53,6 +74,10 @@ pub struct ServeArgs {
     /// Load the demo data set on first run.
     #[arg(long, env = "REFLEDGER_DEMO")]
     pub demo: bool,
+    /// A file holding the master key of the personal-data vault (32 bytes, base64);
+    /// `DATA/master.key`, generated on first start, when not given.
+    #[arg(long, env = "REFLEDGER_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
     /// The one currency of payments, commissions and payouts (ISO 4217).
     #[arg(long, env = "REFLEDGER_CURRENCY", default_value = "EUR")]
     pub currency: String,

@@ -1,10 +1,12 @@
 //! `refledger`: the server and the operator's commands.
 
+mod bench;
+
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use api::cli::{Cli, Command};
+use api::cli::{Bench, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,6 +36,9 @@ fn main() -> ExitCode {
             Command::Verify(args) => verify(args).await,
             Command::Report(_) => Err(not_yet("report")),
             Command::Erase(_) => Err(not_yet("erase")),
+            Command::Bench {
+                bench: Bench::Store { events, quick, dir },
+            } => bench_store(events, quick, dir).await,
         }
     });
     match result {
@@ -56,6 +61,30 @@ async fn verify(args: api::cli::DataArgs) -> Result<(), Box<dyn std::error::Erro
     } else {
         Err("the hash chain does not verify".into())
     }
+}
+
+/// `bench store`: the embedded file log against SQLite, as a Markdown table.
+async fn bench_store(
+    events: u64,
+    quick: bool,
+    dir: std::path::PathBuf,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let log_events = if quick && events == 10_000_000 {
+        200_000
+    } else {
+        events
+    };
+    let options = bench::store::StoreBenchOptions {
+        log_events,
+        quick,
+        dir,
+    };
+    let report = bench::store::run(options)
+        .await
+        .map_err(|error| format!("benchmark failed: {error}"))?;
+    print!("{}", bench::store::render_markdown(&report));
+    println!("\n(total {:.1} s)", report.elapsed.as_secs_f64());
+    Ok(())
 }
 
 fn not_yet(command: &str) -> Box<dyn std::error::Error> {

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use ledger::domain::{Rejection, RejectionCategory, ValueError};
+use ledger::privacy::PrivacyError;
 use ledger::service::LedgerError;
 use ledger::store::StoreError;
 
@@ -303,6 +304,24 @@ impl From<LedgerError> for ApiError {
                 detail: format!("{error}; retry the command"),
             },
             LedgerError::Store(error) => error.into(),
+            LedgerError::Privacy(error) => match error {
+                PrivacyError::SubjectErased { .. } => ApiError::Rejected {
+                    status: StatusCode::GONE,
+                    code: error.code(),
+                    detail: "the data subject was erased; their personal data cannot be \
+                             written or read again"
+                        .to_owned(),
+                },
+                PrivacyError::VaultUnavailable { .. } | PrivacyError::VaultLocked { .. } => {
+                    ApiError::Unavailable {
+                        reason: error.to_string(),
+                    }
+                }
+                PrivacyError::LimitExceeded { .. } | PrivacyError::Invalid { .. } => {
+                    ApiError::validation(error.to_string())
+                }
+                other => ApiError::internal(other),
+            },
             LedgerError::Unreadable { .. } => ApiError::internal(error),
         }
     }
