@@ -327,6 +327,12 @@ impl From<LedgerError> for ApiError {
     }
 }
 
+impl From<PrivacyError> for ApiError {
+    fn from(error: PrivacyError) -> ApiError {
+        LedgerError::Privacy(error).into()
+    }
+}
+
 impl From<ValueError> for ApiError {
     fn from(error: ValueError) -> ApiError {
         ApiError::validation(format!("{}: {}", error.field, error.problem))

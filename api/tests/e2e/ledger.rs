@@ -79,6 +79,27 @@ async fn signups_record_referrers_and_repeat_idempotently() {
     assert_eq!(response.status(), StatusCode::CONFLICT);
     assert_eq!(problem(response).await["type"], "idempotency_conflict");
 
+    // Signing up with one's own code from the same IP is flagged, not refused.
+    let (status, sock) = server
+        .command(
+            "/v1/accounts",
+            Role::Billing,
+            &json!({"account_id": new_id(), "name": "Ada Again", "email": "ada.again@example.org",
+                    "signup_ip": "203.0.113.7", "referral_code": a["referral_code"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(sock["flagged"], true, "{sock}");
+    let flagged: Value = server
+        .get(&format!("/v1/accounts/{}", id(&sock)), Some(Role::Billing))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(flagged["fraud_flags"], json!(["self_referral_ip"]));
+
     // Without an account id, the Idempotency-Key header makes the retry safe.
     let anonymous = json!({"name": "Eve", "email": "eve@example.org"});
     let send = || {
