@@ -34,7 +34,10 @@ pub enum Command {
     /// Erase a data subject's personal data (not yet available).
     Erase(DataArgs),
     /// Benchmarks (measurements, not tests).
-    Bench(BenchArgs),
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
     /// Generate a deterministic, realistic history (signups, referrals, subscriptions,
     /// credits, refunds, fraud attempts, payouts, donations) into an empty data directory.
     Simulate(SimulateArgs),
@@ -48,21 +51,20 @@ pub struct SimulateArgs {
     /// Months of history, from January 2026.
     #[arg(long, env = "REFLEDGER_SIM_MONTHS", default_value_t = 6)]
     pub months: u32,
-    /// The seed: the same seed and sizes give the same log, byte for byte.
+    /// The seed: the same seed and sizes give the same history (the same events, ids and
+    /// times; only the encryption of personal data differs, by its random nonces).
     #[arg(long, env = "REFLEDGER_SIM_SEED", default_value_t = 42)]
     pub seed: u64,
     /// The data directory to write (must hold no events yet).
     #[arg(long, env = "REFLEDGER_DATA")]
     pub data: PathBuf,
+    /// The master key of the personal-data vault, as for `serve`; `DATA/master.key`,
+    /// generated on first use, when not given.
+    #[arg(long, env = "REFLEDGER_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    pub bench: Bench,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +101,10 @@ pub struct ServeArgs {
     /// Load the demo data set on first run.
     #[arg(long, env = "REFLEDGER_DEMO")]
     pub demo: bool,
+    /// A file holding the master key of the personal-data vault (32 bytes, base64);
+    /// `DATA/master.key`, generated on first start, when not given.
+    #[arg(long, env = "REFLEDGER_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
     /// The one currency of payments, commissions and payouts (ISO 4217).
     #[arg(long, env = "REFLEDGER_CURRENCY", default_value = "EUR")]
     pub currency: String,

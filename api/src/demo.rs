@@ -13,6 +13,9 @@ use ledger::domain::payment::RecordPayment;
 use ledger::domain::{AccountId, Credits, Money, ReferralCode};
 use ledger::service::{CommandMeta, LedgerError};
 
+use ledger::privacy::domain::fingerprint_token;
+use ledger::privacy::fingerprint::FingerprintKind;
+
 use crate::http::AppState;
 use crate::idempotency::CommandKey;
 
@@ -70,8 +73,8 @@ pub async fn load(state: &AppState) -> Result<(), DemoError> {
             referred_with_code: referrer
                 .map(|referrer| ReferralCode::for_account(demo_account(referrer))),
             personal_data: PersonalData::parse(name, email, ip).expect("demo data is valid"),
-            email_fingerprint: fingerprint(state, "email", email),
-            ip_fingerprint: fingerprint(state, "ip", ip),
+            email_fingerprint: fingerprint(state, FingerprintKind::Email, email),
+            ip_fingerprint: fingerprint(state, FingerprintKind::Ip, ip),
             payment_fingerprint: None,
             opened_at: at("2026-01-02T09:00:00Z"),
         };
@@ -115,8 +118,8 @@ fn demo_account(id: &str) -> AccountId {
     AccountId::new(Uuid::parse_str(id).expect("demo ids are UUIDs")).expect("version 4")
 }
 
-fn fingerprint(state: &AppState, kind: &str, value: &str) -> Fingerprint {
-    Fingerprint::parse(&state.fingerprinter.fingerprint(kind, value)).expect("valid")
+fn fingerprint(state: &AppState, kind: FingerprintKind, value: &str) -> Fingerprint {
+    fingerprint_token(state.ledger.vault(), kind, value).expect("the vault answers")
 }
 
 #[cfg(test)]

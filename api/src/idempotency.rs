@@ -30,6 +30,11 @@
 //!
 //! Concurrent requests with the same key are serialised by a per-key lock, so a second
 //! one waits for the first and then replays its result instead of deciding again.
+//!
+//! Limits, known: in the crash window above, the retry's response is rebuilt from the
+//! state now (a spend answers the balance now, with 200), not the response never sent.
+//! The table grows by one line per command and is read into memory on start; expiring
+//! records older than the retry horizon of the callers (compaction) is not built yet.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-/// The key of email and IP fingerprints.
+/// The key of the server's own keyed hashes (an account id derived from an
+/// `Idempotency-Key`). Email and IP fingerprints are the vault's tokens instead.
 pub const FINGERPRINT_KEY_FILE_NAME: &str = "fingerprint.key";
 
 /// Reads a 32-byte key, or creates it (mode 0600, synced) on first use.
@@ -43,9 +44,8 @@ pub fn random_key() -> [u8; 32] {
     key
 }
 
-/// Makes fingerprints of personal data: keyed SHA-256, so equal emails compare equal
-/// (the self-referral check) while the fingerprint alone cannot be reversed or tested
-/// against guesses without the key.
+/// Keyed SHA-256 of strings: equal inputs map to equal outputs, and without the key an
+/// output can be neither reversed nor tested against guesses.
 #[derive(Clone)]
 pub struct Fingerprinter {
     key: [u8; 32],

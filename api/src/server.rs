@@ -6,7 +6,10 @@ use std::sync::atomic::Ordering;
 
 use tokio::net::TcpListener;
 
+use std::sync::Arc;
+
 use ledger::domain::Currency;
+use ledger::privacy::{DirVault, KeyVault, MasterKey};
 use ledger::service::LedgerConfig;
 
 use crate::cli::ServeArgs;
@@ -69,11 +72,15 @@ pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeE
         })?;
     let currency = Currency::parse(&args.currency)
         .map_err(|error| ServeError::Config(format!("--currency: {}", error.problem)))?;
+    let vault = open_vault(args)?;
     let state = AppState::new(opened.store.clone(), tokens, idempotency)
-        .with_ledger_config(LedgerConfig {
-            currency,
-            ..LedgerConfig::default()
-        })
+        .with_ledger(
+            LedgerConfig {
+                currency,
+                ..LedgerConfig::default()
+            },
+            vault,
+        )
         .with_fingerprinter(Fingerprinter::new(fingerprint_key));
     if args.demo {
         // On first run only: a log that holds events already keeps them as they are.
@@ -94,6 +101,56 @@ pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeE
         }
     }
     Ok((state, opened))
+}
+
+/// The key vault of the data directory (`DATA/vault`), under the master key of
+/// `--master-key-file`, or of `DATA/master.key`, generated there on first start.
+fn open_vault(args: &ServeArgs) -> Result<Arc<dyn KeyVault>, ServeError> {
+    let config = |error: ledger::privacy::PrivacyError| ServeError::Config(error.to_string());
+    let master = match &args.master_key_file {
+        Some(path) => MasterKey::from_file(path).map_err(config)?,
+        None => {
+            let path = args.data.join(MASTER_KEY_FILE_NAME);
+            if path.exists() {
+                MasterKey::from_file(&path).map_err(config)?
+            } else {
+                let master = MasterKey::generate().map_err(config)?;
+                write_private(&path, master.to_base64().as_bytes()).map_err(|source| {
+                    ServeError::Io {
+                        context: format!("cannot write {}", path.display()),
+                        source,
+                    }
+                })?;
+                eprintln!(
+                    "generated the master key of the personal-data vault in {} (mode 0600); \
+                     in production keep it apart from the data (--master-key-file)",
+                    path.display()
+                );
+                master
+            }
+        }
+    };
+    let vault = DirVault::open(args.data.join(VAULT_DIR_NAME), master).map_err(config)?;
+    Ok(Arc::new(vault))
+}
+
+/// The file, in the data directory, of a generated master key.
+pub const MASTER_KEY_FILE_NAME: &str = "master.key";
+/// The folder, in the data directory, of the key vault.
+pub const VAULT_DIR_NAME: &str = "vault";
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Serves `state` on `listener` until `shutdown` completes; then stops accepting, lets

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use ledger::store::memory::MemoryStore;
+use ledger::store::file::{FileStore, FileStoreOptions};
 use ledger::store::{
     AppendOutcome, ChainScope, Direction, EventStore, ExpectedRevision, NewEvent, Position,
     RecordedEvent, StoreError, StreamFrom, StreamName, StreamState, Subscription,
@@ -20,21 +20,21 @@ pub struct OpenedStore {
 }
 
 enum Backend {
-    Memory,
+    File(FileStore),
 }
 
-/// Opens the store of the data directory `data`, creating it on first run.
-///
-/// The embedded file backend is not merged yet: until it is, the server runs on the
-/// in-memory store and nothing survives a restart. Swapping the backend changes this
-/// module only.
+/// The folder of the event log inside the data directory.
+pub const LOG_DIR_NAME: &str = "log";
+
+/// Opens the embedded file store of the data directory `data` (in `data/log`), creating
+/// it on first run. Swapping the backend changes this module only.
 pub async fn open(data: &Path) -> Result<OpenedStore, StoreError> {
     std::fs::create_dir_all(data)
         .map_err(|error| StoreError::io(format!("cannot create {}", data.display()), error))?;
-    tracing::warn!("the embedded file store is not available yet: events are kept in memory");
+    let store = FileStore::open(data.join(LOG_DIR_NAME), FileStoreOptions::default())?;
     Ok(OpenedStore {
-        store: Arc::new(MemoryStore::new()),
-        backend: Backend::Memory,
+        store: Arc::new(store.clone()),
+        backend: Backend::File(store),
     })
 }
 
@@ -42,8 +42,8 @@ impl OpenedStore {
     /// Makes everything durable and releases the data directory.
     pub async fn close(&self) -> Result<(), StoreError> {
         self.store.flush().await?;
-        match self.backend {
-            Backend::Memory => Ok(()),
+        match &self.backend {
+            Backend::File(store) => store.close().await,
         }
     }
 }

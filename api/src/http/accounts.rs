@@ -25,6 +25,8 @@ use super::events::rfc3339;
 use super::AppState;
 use crate::idempotency::{CommandKey, IdempotencyKeyHeader};
 use crate::store::MeteredStore;
+use ledger::privacy::domain::{fingerprint_token, record_fingerprints};
+use ledger::privacy::fingerprint::FingerprintKind;
 use ledger::service::Ledger;
 
 /// Deepest upline or downline walked by one query.
@@ -252,8 +254,8 @@ async fn existing_account(
         (status = 201, description = "Opened", body = AccountOpenedResponse),
         (status = 200, description = "A repeat of an earlier identical request", body = AccountOpenedResponse),
         (status = 400, description = "Invalid request", body = Problem),
+        (status = 404, description = "`referrer_not_found`", body = Problem),
         (status = 409, description = "`account_exists` or `idempotency_conflict`", body = Problem),
-        (status = 422, description = "`referrer_not_found`", body = Problem),
     ),
     security(("bearer" = []))
 )]
@@ -289,15 +291,15 @@ pub async fn open_account(
     // unique to the account so it matches nobody in the self-referral check.
     let ip_text = signup_ip.map_or_else(|| "0.0.0.0".to_owned(), |ip| ip.to_string());
     let personal_data = PersonalData::parse(&request.name, &request.email, &ip_text)?;
-    let email_fingerprint = Fingerprint::parse(
-        &state
-            .fingerprinter
-            .fingerprint("email", &request.email.trim().to_lowercase()),
-    )?;
-    let ip_fingerprint = Fingerprint::parse(&match signup_ip {
-        Some(ip) => state.fingerprinter.fingerprint("ip", &ip.to_string()),
-        None => format!("ip:unknown-{account_id}"),
-    })?;
+    let ip_text_for_table = signup_ip.map(|ip| ip.to_string());
+    let email_for_table = request.email.clone();
+    // Fingerprints are keyed by the vault (so they go with its keys), normalised by kind.
+    let vault = state.ledger.vault();
+    let email_fingerprint = fingerprint_token(vault, FingerprintKind::Email, &request.email)?;
+    let ip_fingerprint = match signup_ip {
+        Some(ip) => fingerprint_token(vault, FingerprintKind::Ip, &ip.to_string())?,
+        None => Fingerprint::parse(&format!("ip:unknown-{account_id}"))?,
+    };
     let key = CommandKey::new("open_account", &account_id.to_string(), "account_id")?;
     let mut locks = vec![stream_lock(account_id)];
     if let Some(code) = referred_with_code {
@@ -321,6 +323,19 @@ pub async fn open_account(
             opened_at,
         };
         let outcome = ledger.open_account(meta, &command).await?;
+        // The vault's table of who has which fingerprint, deleted with the account's keys
+        // on erasure. Its duplicate report is not a decision: the referral rules are.
+        let mut fingerprints = vec![(FingerprintKind::Email, email_for_table.as_str())];
+        if let Some(ip) = &ip_text_for_table {
+            fingerprints.push((FingerprintKind::Ip, ip.as_str()));
+        }
+        let others = record_fingerprints(ledger.vault(), account_id, &fingerprints)?;
+        if !others.is_empty() {
+            tracing::info!(
+                count = others.len(),
+                "signup shares a fingerprint with other accounts"
+            );
+        }
         let account = ledger
             .account(account_id)
             .await?
@@ -332,7 +347,7 @@ pub async fn open_account(
             flagged: !account.referral_flags().is_empty(),
         };
         Ok((
-            fresh_or_repeat(!outcome.events.is_empty(), StatusCode::CREATED),
+            fresh_or_repeat(&outcome, StatusCode::CREATED),
             body(&response)?,
         ))
     })
@@ -451,7 +466,7 @@ pub async fn grant_credits(
                 balance: after.wallet.balance_at(Utc::now()).units(),
             };
             Ok((
-                fresh_or_repeat(!outcome.events.is_empty(), StatusCode::CREATED),
+                fresh_or_repeat(&outcome, StatusCode::CREATED),
                 body(&response)?,
             ))
         },

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use ledger::service::CommandMeta;
+use ledger::service::{CommandMeta, Outcome};
 
 use super::error::ApiError;
 use super::AppState;
@@ -50,13 +50,13 @@ fn respond(completed: Completed) -> Response {
 }
 
 /// The status of a command that may have repeated an earlier one: `created` when it
-/// recorded something, 200 when it recorded nothing new (a retry after a crash between
-/// the events and the idempotency record, caught by the ledger itself).
-pub fn fresh_or_repeat(recorded_anything: bool, created: StatusCode) -> StatusCode {
-    if recorded_anything {
-        created
-    } else {
+/// recorded something now, 200 when the ledger found it recorded already (a retry after
+/// a crash between the events and the idempotency record).
+pub fn fresh_or_repeat(outcome: &Outcome, created: StatusCode) -> StatusCode {
+    if outcome.events.is_empty() || outcome.replayed {
         StatusCode::OK
+    } else {
+        created
     }
 }
 

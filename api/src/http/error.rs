@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use ledger::domain::{Rejection, ValueError};
+use ledger::domain::{Rejection, RejectionCategory, ValueError};
+use ledger::privacy::PrivacyError;
 use ledger::service::LedgerError;
 use ledger::store::StoreError;
 
@@ -259,39 +260,35 @@ impl From<StoreError> for ApiError {
 }
 
 impl From<Rejection> for ApiError {
+    /// The status follows the domain's own category of the rejection; the problem type
+    /// is the rejection's code, except for the codes the API names itself.
     fn from(rejection: Rejection) -> ApiError {
         let detail = rejection.to_string();
         match &rejection {
             Rejection::InvalidValue(error) => {
-                ApiError::validation(format!("{}: {}", error.field, error.problem))
+                return ApiError::validation(format!("{}: {}", error.field, error.problem))
             }
-            Rejection::InsufficientCredits { .. } => ApiError::InsufficientCredits { detail },
-            Rejection::RefundExceedsPayment { .. } => ApiError::RefundExceedsPayment { detail },
+            Rejection::InsufficientCredits { .. } => {
+                return ApiError::InsufficientCredits { detail }
+            }
+            Rejection::RefundExceedsPayment { .. } => {
+                return ApiError::RefundExceedsPayment { detail }
+            }
             Rejection::IdempotencyConflict { key } => {
-                ApiError::IdempotencyConflict { key: key.clone() }
+                return ApiError::IdempotencyConflict { key: key.clone() }
             }
-            Rejection::AccountNotFound { .. }
-            | Rejection::PaymentNotFound { .. }
-            | Rejection::PayoutNotFound { .. } => ApiError::Rejected {
-                status: StatusCode::NOT_FOUND,
-                code: rejection.code(),
-                detail,
-            },
-            Rejection::AccountExists { .. }
-            | Rejection::PaymentExists { .. }
-            | Rejection::ReferralCodeTaken { .. }
-            | Rejection::PayoutRunExists { .. }
-            | Rejection::PayoutAlreadySettled { .. }
-            | Rejection::DonationExists { .. } => ApiError::Rejected {
-                status: StatusCode::CONFLICT,
-                code: rejection.code(),
-                detail,
-            },
-            _ => ApiError::Rejected {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                code: rejection.code(),
-                detail,
-            },
+            _ => {}
+        }
+        let status = match rejection.category() {
+            RejectionCategory::InvalidInput => StatusCode::BAD_REQUEST,
+            RejectionCategory::NotFound => StatusCode::NOT_FOUND,
+            RejectionCategory::Conflict => StatusCode::CONFLICT,
+            RejectionCategory::RuleViolated => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::Rejected {
+            status,
+            code: rejection.code(),
+            detail,
         }
     }
 }
@@ -307,8 +304,32 @@ impl From<LedgerError> for ApiError {
                 detail: format!("{error}; retry the command"),
             },
             LedgerError::Store(error) => error.into(),
+            LedgerError::Privacy(error) => match error {
+                PrivacyError::SubjectErased { .. } => ApiError::Rejected {
+                    status: StatusCode::GONE,
+                    code: error.code(),
+                    detail: "the data subject was erased; their personal data cannot be \
+                             written or read again"
+                        .to_owned(),
+                },
+                PrivacyError::VaultUnavailable { .. } | PrivacyError::VaultLocked { .. } => {
+                    ApiError::Unavailable {
+                        reason: error.to_string(),
+                    }
+                }
+                PrivacyError::LimitExceeded { .. } | PrivacyError::Invalid { .. } => {
+                    ApiError::validation(error.to_string())
+                }
+                other => ApiError::internal(other),
+            },
             LedgerError::Unreadable { .. } => ApiError::internal(error),
         }
+    }
+}
+
+impl From<PrivacyError> for ApiError {
+    fn from(error: PrivacyError) -> ApiError {
+        LedgerError::Privacy(error).into()
     }
 }
 

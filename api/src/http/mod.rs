@@ -19,6 +19,8 @@ use axum::Router;
 
 use ledger::store::EventStore;
 
+use ledger::privacy::vault::memory::MemoryVault;
+use ledger::privacy::KeyVault;
 use ledger::service::{Ledger, LedgerConfig};
 
 use crate::idempotency::Idempotency;
@@ -47,14 +49,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A state with a random fingerprint key: fine for tests; a server passes the key of
-    /// its data directory with [`AppState::with_fingerprinter`].
+    /// A state with an in-memory key vault and a random fingerprint key: fine for tests;
+    /// a server passes those of its data directory with [`AppState::with_ledger`] and
+    /// [`AppState::with_fingerprinter`].
     pub fn new(store: Arc<dyn EventStore>, tokens: Tokens, idempotency: Idempotency) -> AppState {
         let metrics = Arc::new(Metrics::default());
         let metered = MeteredStore::new(store, metrics.clone());
+        let vault: Arc<dyn KeyVault> =
+            Arc::new(MemoryVault::new().expect("the OS random number generator works"));
         AppState {
             store: Arc::new(metered.clone()),
-            ledger: Arc::new(Ledger::new(metered, LedgerConfig::default())),
+            ledger: Arc::new(Ledger::new(metered, LedgerConfig::default(), vault)),
             tokens: Arc::new(tokens),
             idempotency: Arc::new(idempotency),
             stream_locks: Arc::new(KeyedLocks::default()),
@@ -64,9 +69,10 @@ impl AppState {
         }
     }
 
-    /// The same state with the ledger configured by `config`.
-    pub fn with_ledger_config(mut self, config: LedgerConfig) -> AppState {
-        self.ledger = Arc::new(Ledger::new(self.ledger.store().clone(), config));
+    /// The same state with the ledger configured by `config`, sealing personal data
+    /// with the keys of `vault`.
+    pub fn with_ledger(mut self, config: LedgerConfig, vault: Arc<dyn KeyVault>) -> AppState {
+        self.ledger = Arc::new(Ledger::new(self.ledger.store().clone(), config, vault));
         self
     }
 

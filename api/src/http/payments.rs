@@ -278,7 +278,7 @@ pub async fn record_payment(
                 .collect(),
         };
         Ok((
-            fresh_or_repeat(!outcome.events.is_empty(), StatusCode::CREATED),
+            fresh_or_repeat(&outcome, StatusCode::CREATED),
             body(&response)?,
         ))
     })
@@ -351,7 +351,7 @@ pub async fn refund_payment(
                     .collect(),
             };
             Ok((
-                fresh_or_repeat(!outcome.events.is_empty(), StatusCode::CREATED),
+                fresh_or_repeat(&outcome, StatusCode::CREATED),
                 body(&response)?,
             ))
         },

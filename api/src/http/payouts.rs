@@ -261,8 +261,8 @@ pub struct PlanResponse {
         (status = 201, description = "Published", body = PlanResponse),
         (status = 200, description = "A repeat of an identical publication", body = PlanResponse),
         (status = 400, description = "Invalid request", body = Problem),
-        (status = 409, description = "`idempotency_conflict`: the version holds another plan", body = Problem),
-        (status = 422, description = "`plan_version_not_next`, `plan_invalid`, `plan_effective_in_past`, ...", body = Problem),
+        (status = 409, description = "`idempotency_conflict` (the version holds another plan) or `plan_version_not_next`", body = Problem),
+        (status = 422, description = "`plan_invalid`, `plan_effective_in_past`, ...", body = Problem),
     ),
     security(("bearer" = []))
 )]
@@ -301,7 +301,7 @@ pub async fn publish_plan(
                 effective_from: rfc3339(command.effective_from),
             };
             Ok((
-                fresh_or_repeat(!outcome.events.is_empty(), StatusCode::CREATED),
+                fresh_or_repeat(&outcome, StatusCode::CREATED),
                 body(&response)?,
             ))
         },

@@ -28,6 +28,7 @@ pub fn options(dir: &Path) -> SimulateOptions {
         months: DEMO_MONTHS,
         seed: DEMO_SEED,
         destination: Destination::DataDir(dir.to_path_buf()),
+        master_key_file: None,
     }
 }
 

@@ -17,14 +17,17 @@ pub mod writer;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use ledger::domain::events::{upcast, DomainEvent, UpcastError};
+use ledger::domain::events::DomainEvent;
 use ledger::domain::{Currency, Money};
+use ledger::privacy::domain::decode_redacted;
+use ledger::privacy::{DirVault, KeyVault, MasterKey, PrivacyError};
 use ledger::service::{Ledger, LedgerConfig};
 use ledger::store::file::{FileStore, FileStoreOptions};
 use ledger::store::{Durability, EventStore, Position, StoreError, PAGE_SIZE_MAX};
@@ -42,6 +45,9 @@ pub struct SimulateOptions {
     pub months: u32,
     pub seed: u64,
     pub destination: Destination,
+    /// The master key of the personal-data vault (`DATA/vault`); when not given,
+    /// `DATA/master.key`, generated on first use (the server's convention).
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Where the commands go.
@@ -93,7 +99,9 @@ pub enum SimulateError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("an event in the log cannot be read: {0}")]
-    Unreadable(#[from] UpcastError),
+    Unreadable(#[from] PrivacyError),
+    #[error("the personal-data vault cannot be opened: {0}")]
+    Vault(String),
 }
 
 /// Totals of the log, by count and, for money, per currency.
@@ -121,6 +129,8 @@ pub struct Summary {
     pub credits_purchased: u64,
     pub credits_spent: u64,
     pub credits_expired: u64,
+    pub erasure_requests: u64,
+    pub subjects_erased: u64,
     /// Money totals by currency code.
     pub money: BTreeMap<String, MoneyTotals>,
 }
@@ -267,10 +277,17 @@ impl Summary {
                     &donation.amount,
                 );
             }
+            DomainEvent::ErasureRequested(_) => self.erasure_requests += 1,
+            DomainEvent::SubjectErased(_) => self.subjects_erased += 1,
             DomainEvent::ReferralRecorded(_)
             | DomainEvent::ReferralCodeClaimed(_)
             | DomainEvent::PersonalDataCorrected(_)
-            | DomainEvent::CommissionPlanPublished(_) => {}
+            | DomainEvent::CommissionPlanPublished(_)
+            | DomainEvent::RetainedDataShredded(_)
+            | DomainEvent::LegalHoldPlaced(_)
+            | DomainEvent::LegalHoldLifted(_)
+            | DomainEvent::ProcessingRestricted(_)
+            | DomainEvent::ProcessingRestrictionLifted(_) => {}
         }
     }
 
@@ -317,6 +334,11 @@ impl fmt::Display for Summary {
             f,
             "credits                 {} granted, {} purchased, {} spent, {} expired",
             self.credits_granted, self.credits_purchased, self.credits_spent, self.credits_expired
+        )?;
+        writeln!(
+            f,
+            "erasure                 {} requested, {} subjects erased",
+            self.erasure_requests, self.subjects_erased
         )?;
         for (currency, totals) in &self.money {
             writeln!(f, "{currency}:")?;
@@ -372,7 +394,14 @@ pub async fn run(
                 currency: config.currency,
                 ..LedgerConfig::default()
             };
-            let ledger = Ledger::new(store.clone(), ledger_config);
+            let vault = match open_vault(&dir, options.master_key_file.as_deref()) {
+                Ok(vault) => vault,
+                Err(error) => {
+                    store.close().await?;
+                    return Err(error);
+                }
+            };
+            let ledger = Ledger::new(store.clone(), ledger_config, vault);
             let target = LedgerTarget::new(&ledger, Some(clock));
             let result = drive(Model::new(config), &target, progress).await;
             // Whatever happened, what was written is made durable and the lock released.
@@ -384,6 +413,49 @@ pub async fn run(
             Ok(report)
         }
     }
+}
+
+/// The folder of the key vault and the file of a generated master key, in the data
+/// directory: the same as `serve`'s, so the server reads what the simulation sealed.
+pub const VAULT_DIR_NAME: &str = "vault";
+pub const MASTER_KEY_FILE_NAME: &str = "master.key";
+
+/// The vault of the data directory `dir`, under the given master key or the one in
+/// `dir/master.key` (generated there, readable by the owner only, if missing).
+fn open_vault(
+    dir: &Path,
+    master_key_file: Option<&Path>,
+) -> Result<Arc<dyn KeyVault>, SimulateError> {
+    let vault_error = |error: PrivacyError| SimulateError::Vault(error.to_string());
+    let master = match master_key_file {
+        Some(path) => MasterKey::from_file(path).map_err(vault_error)?,
+        None => {
+            let path = dir.join(MASTER_KEY_FILE_NAME);
+            if path.exists() {
+                MasterKey::from_file(&path).map_err(vault_error)?
+            } else {
+                let master = MasterKey::generate().map_err(vault_error)?;
+                write_private(&path, master.to_base64().as_bytes()).map_err(|error| {
+                    SimulateError::Vault(format!("cannot write {}: {error}", path.display()))
+                })?;
+                master
+            }
+        }
+    };
+    let vault = DirVault::open(dir.join(VAULT_DIR_NAME), master).map_err(vault_error)?;
+    Ok(Arc::new(vault))
+}
+
+/// Writes a new file readable and writable by its owner only, and syncs it.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 fn model_config(options: &SimulateOptions) -> Result<ModelConfig, SimulateError> {
@@ -495,11 +567,9 @@ pub async fn for_each_event<S: EventStore + ?Sized>(
             if last.is_some_and(|seen| recorded.position <= seen) {
                 continue;
             }
-            let event = upcast(
-                recorded.event_type.as_str(),
-                recorded.schema_version,
-                &recorded.payload,
-            )?;
+            // Redacted: the summary holds no personal data, so no keys are needed, and
+            // the log of an erased subject reads the same as any other.
+            let event = decode_redacted(recorded)?;
             apply(&event);
             last = Some(recorded.position);
             from = recorded.position;

@@ -70,7 +70,10 @@ const PAYOUT_FAILURE_PERMILLE: u64 = 30;
 /// Share of members correcting their personal data once, per mille.
 const CORRECTION_PERMILLE: u64 = 10;
 /// Share of churned subscribers who ask to be erased, per mille.
-const ERASURE_PERMILLE: u64 = 50;
+const ERASURE_PERMILLE: u64 = 100;
+/// Most erasure requests per month: each erasure folds the whole log (until the privacy
+/// projection takes over), so their number is capped to keep large simulations linear.
+const ERASURES_PER_MONTH_MAX: u32 = 5;
 /// The donated share of each month's net revenue.
 const DONATION_SHARE: &str = "0.02";
 const DONATION_ORGANISATION: &str = "ocean-cleanup";
@@ -189,6 +192,16 @@ pub enum SimCommand {
     RunPayouts(RunPayouts),
     SettlePayout(SettlePayout),
     AllocateDonation(AllocateDonation),
+    /// A data subject asks to be erased (the 30-day deadline starts).
+    RequestErasure {
+        subject: AccountId,
+        request_id: Uuid,
+    },
+    /// The privacy officer carries out the request: keys destroyed, proof recorded.
+    EraseSubject {
+        subject: AccountId,
+        request_id: Uuid,
+    },
 }
 
 impl SimCommand {
@@ -204,6 +217,8 @@ impl SimCommand {
             SimCommand::RunPayouts(_) => "run_payouts",
             SimCommand::SettlePayout(_) => "settle_payout",
             SimCommand::AllocateDonation(_) => "allocate_donation",
+            SimCommand::RequestErasure { .. } => "request_erasure",
+            SimCommand::EraseSubject { .. } => "erase_subject",
         }
     }
 }
@@ -225,9 +240,8 @@ pub struct ModelStats {
     pub velocity_ring_signups: u64,
     /// Deepest referral chain, in levels below its root.
     pub chain_depth_max: u64,
-    /// Erasure requests the model made. The privacy layer is not on this branch: they
-    /// are counted, not sent (see `Model::request_erasure`).
-    pub erasure_requests: u64,
+    /// Churned subscribers who wished to be erased beyond the monthly cap (not sent).
+    pub erasure_wishes_over_cap: u64,
     /// Payout runs the ledger refused because more affiliates were due than one run may
     /// pay (`too_many_payouts`, a documented limit).
     pub payout_runs_refused: u64,
@@ -280,6 +294,8 @@ struct Member {
     subscription: Option<(SubscriptionId, usize)>,
     subscriptions_started: u32,
     grants: Vec<MirrorGrant>,
+    /// Asked to be erased: acts no more.
+    erased: bool,
 }
 
 impl Member {
@@ -327,6 +343,10 @@ enum Action {
         affiliate: AccountId,
         failed: bool,
     },
+    Erase {
+        subject: AccountId,
+        request_id: Uuid,
+    },
 }
 
 /// The behaviour model. See the module docs.
@@ -349,6 +369,8 @@ pub struct Model {
     agenda: BinaryHeap<Reverse<(i64, u64, Action)>>,
     sequence: u64,
     pending: VecDeque<Step>,
+    /// Erasure requests per month, capped.
+    erasures: std::collections::BTreeMap<Period, u32>,
     counter: u64,
     stats: ModelStats,
 }
@@ -377,6 +399,7 @@ impl Model {
             agenda: BinaryHeap::new(),
             sequence: 0,
             pending: VecDeque::new(),
+            erasures: Default::default(),
             counter: 0,
             stats: ModelStats::default(),
             rng: Rng::new(0),
@@ -611,6 +634,15 @@ impl Model {
     }
 
     fn act(&mut self, at: DateTime<Utc>, action: Action) {
+        if let Action::Subscribe(number)
+        | Action::Renew(number)
+        | Action::Session(number)
+        | Action::Correct(number) = action
+        {
+            if self.member(number).erased {
+                return;
+            }
+        }
         match action {
             Action::Signup(number) => self.signup(at, number),
             Action::Subscribe(number) => self.subscribe(at, number),
@@ -654,6 +686,16 @@ impl Model {
                 self.emit(at, SimCommand::PublishPlan(command));
             }
             Action::MonthEnd(period) => self.month_end(at, period),
+            Action::Erase {
+                subject,
+                request_id,
+            } => self.emit(
+                at,
+                SimCommand::EraseSubject {
+                    subject,
+                    request_id,
+                },
+            ),
             Action::Settle {
                 period,
                 affiliate,
@@ -775,6 +817,7 @@ impl Model {
             subscription: None,
             subscriptions_started: 0,
             grants: Vec::new(),
+            erased: false,
         };
         self.members[number as usize] = Some(member);
         self.index.insert(id, number);
@@ -902,11 +945,35 @@ impl Model {
         self.schedule(at + Duration::days(30), Action::Renew(number));
     }
 
-    /// The hook for erasure requests. The privacy layer (branch `privacy`) adds the
-    /// ledger command; until it is merged the request is only counted. Once it is, emit
-    /// the erasure command here, for `self.member(number).id`, at `at`.
-    fn request_erasure(&mut self, _at: DateTime<Utc>, _number: u32) {
-        self.stats.erasure_requests += 1;
+    /// The member asks to be erased; the privacy officer carries it out within the
+    /// 30-day deadline. The member does nothing more.
+    fn request_erasure(&mut self, at: DateTime<Utc>, number: u32) {
+        let period = Period::containing(at);
+        let count = self.erasures.entry(period).or_default();
+        if *count >= ERASURES_PER_MONTH_MAX {
+            self.stats.erasure_wishes_over_cap += 1;
+            return;
+        }
+        *count += 1;
+        let member = self.members[number as usize].as_mut().expect("signed up");
+        member.erased = true;
+        let subject = member.id;
+        let request_id = self.rng.uuid();
+        self.emit(
+            at,
+            SimCommand::RequestErasure {
+                subject,
+                request_id,
+            },
+        );
+        let after = Duration::days(self.rng.between(2, 25) as i64);
+        self.schedule(
+            at + after,
+            Action::Erase {
+                subject,
+                request_id,
+            },
+        );
     }
 
     /// A subscription payment and its month's allowance.

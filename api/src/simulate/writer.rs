@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 
 use ledger::domain::events::DomainEvent;
+use ledger::privacy::retention::RetentionPolicy;
 use ledger::service::{CommandMeta, Ledger, LedgerError};
 use ledger::store::file::Clock;
 use ledger::store::EventStore;
@@ -112,6 +113,23 @@ impl<S: EventStore> Target for LedgerTarget<'_, S> {
             SimCommand::RunPayouts(command) => ledger.run_payouts(meta, command).await,
             SimCommand::SettlePayout(command) => ledger.settle_payout(meta, command).await,
             SimCommand::AllocateDonation(command) => ledger.allocate_donation(meta, command).await,
+            SimCommand::RequestErasure {
+                subject,
+                request_id,
+            } => {
+                ledger
+                    .request_erasure(meta, *subject, *request_id, step.at)
+                    .await
+            }
+            SimCommand::EraseSubject {
+                subject,
+                request_id,
+            } => {
+                let policy = RetentionPolicy::default();
+                ledger
+                    .erase_subject(meta, *subject, *request_id, step.at, &policy)
+                    .await
+            }
         };
         let command = step.command.name();
         match outcome {

@@ -234,3 +234,111 @@ fn append_refuses_what_the_ledger_could_not_read() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not an event the ledger reads"), "{stderr}");
 }
+
+const BILLING: &str = "billing:kill-test-billing-01";
+const AUDITOR: &str = "auditor:kill-test-auditor-01";
+
+fn secret(token: &str) -> &str {
+    token.split_once(':').unwrap().1
+}
+
+/// Kills the server with SIGKILL while payments are in flight; after a restart on the same
+/// data directory every acknowledged payment is there exactly once, and its retry is
+/// answered as a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_payment_survives_sigkill_exactly_once() {
+    let data = tempfile::tempdir().unwrap();
+    let tokens = ["--token", BILLING, "--token", AUDITOR];
+    let mut running = start(data.path(), &tokens);
+    let client = reqwest::Client::new();
+    let payer = "6a0c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3";
+    let response = client
+        .post(format!("{}/v1/accounts", running.base))
+        .bearer_auth(secret(BILLING))
+        .json(&serde_json::json!({"account_id": payer, "name": "Kay", "email": "kay@example.org"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for writer in 0..16 {
+        let (client, base, acknowledged) =
+            (client.clone(), running.base.clone(), acknowledged.clone());
+        writers.push(tokio::spawn(async move {
+            for index in 0.. {
+                let payment_id = format!("pi_kill_{writer}_{index}");
+                let sent = client
+                    .post(format!("{base}/v1/payments"))
+                    .bearer_auth(secret(BILLING))
+                    .json(&serde_json::json!({
+                        "payment_id": payment_id, "account_id": payer, "kind": "subscription",
+                        "amount": "10.00", "currency": "EUR", "paid_at": "2026-10-05T12:00:00Z",
+                    }))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status() == StatusCode::CREATED => {
+                        acknowledged.lock().unwrap().push(payment_id);
+                    }
+                    // The server died under this request: it was never acknowledged.
+                    _ => return,
+                }
+            }
+        }));
+    }
+    // Let some payments through, then kill without warning.
+    while acknowledged.lock().unwrap().len() < 50 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    running.child.kill().unwrap();
+    running.child.wait().unwrap();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    let mut running = start(data.path(), &tokens);
+    for payment_id in &acknowledged {
+        let stream: serde_json::Value = client
+            .get(format!("{}/v1/streams/payment-{payment_id}", running.base))
+            .bearer_auth(secret(AUDITOR))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let received = stream["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|event| event["event_type"] == "PaymentReceived")
+            .count();
+        assert_eq!(received, 1, "{payment_id} is recorded exactly once");
+    }
+    let retry = client
+        .post(format!("{}/v1/payments", running.base))
+        .bearer_auth(secret(BILLING))
+        .json(&serde_json::json!({
+            "payment_id": acknowledged[0], "account_id": payer, "kind": "subscription",
+            "amount": "10.00", "currency": "EUR", "paid_at": "2026-10-05T12:00:00Z",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), StatusCode::OK, "a retry is a repeat");
+    let report: serde_json::Value = client
+        .get(format!("{}/v1/verify", running.base))
+        .bearer_auth(secret(AUDITOR))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    let (exit, stderr) = terminate(&mut running);
+    assert!(exit.success(), "{stderr}");
+}

@@ -10,7 +10,7 @@ use ledger::store::EventStore;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{problem, TestServer};
+use crate::support::{new_vault, problem, TestServer};
 
 const ACCOUNT: &str = "0b7c6f4e-5d1a-4b8e-9a3f-2c1d0e9f8a7b";
 
@@ -193,15 +193,20 @@ async fn internal_paths_never_leak_and_unknown_routes_are_problems() {
 #[tokio::test]
 async fn a_retry_after_a_restart_replays_the_first_answer() {
     let data = tempfile::tempdir().unwrap();
-    // The store outlives both servers, as the embedded file store would.
+    // The store and the keys outlive both servers, as a data directory's would.
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let vault = new_vault();
     let open = json!({"account_id": ACCOUNT, "name": "Ida", "email": "ida@example.org"});
     let grant = json!({"grant_id": "g", "credits": 10, "reason": "goodwill"});
     let spend = json!({"spend_id": "s-restart", "credits": 4, "persona": "chef"});
     let credits = format!("/v1/accounts/{ACCOUNT}/credits");
 
-    let server =
-        TestServer::start_with(store.clone(), Idempotency::open(data.path()).unwrap()).await;
+    let server = TestServer::start_with(
+        store.clone(),
+        Idempotency::open(data.path()).unwrap(),
+        vault.clone(),
+    )
+    .await;
     assert_eq!(
         server.command("/v1/accounts", Role::Billing, &open).await.0,
         StatusCode::CREATED
@@ -227,8 +232,12 @@ async fn a_retry_after_a_restart_replays_the_first_answer() {
     assert_eq!(status, StatusCode::OK);
     server.stop().await;
 
-    let server =
-        TestServer::start_with(store.clone(), Idempotency::open(data.path()).unwrap()).await;
+    let server = TestServer::start_with(
+        store.clone(),
+        Idempotency::open(data.path()).unwrap(),
+        vault.clone(),
+    )
+    .await;
     let events = server.event_count().await;
     let (status, again) = server
         .command(&format!("{credits}/spend"), Role::Billing, &spend)
@@ -263,10 +272,12 @@ async fn a_retry_the_table_missed_is_still_caught_by_the_ledger() {
     // A crash after the events were durable but before the idempotency record was: the
     // new server has an empty table, and the retry must not spend twice.
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let vault = new_vault();
     let open = json!({"account_id": ACCOUNT, "name": "Jo", "email": "jo@example.org"});
     let credits = format!("/v1/accounts/{ACCOUNT}/credits");
     let spend = json!({"spend_id": "s-crash", "credits": 3, "persona": "chef"});
-    let server = TestServer::start_on(store.clone()).await;
+    let server =
+        TestServer::start_with(store.clone(), Idempotency::in_memory(), vault.clone()).await;
     server.command("/v1/accounts", Role::Billing, &open).await;
     server
         .command(
@@ -281,7 +292,7 @@ async fn a_retry_the_table_missed_is_still_caught_by_the_ledger() {
     assert_eq!(status, StatusCode::OK);
     server.stop().await;
 
-    let server = TestServer::start_on(store).await;
+    let server = TestServer::start_with(store, Idempotency::in_memory(), vault).await;
     let events = server.event_count().await;
     let (status, body) = server
         .command(&format!("{credits}/spend"), Role::Billing, &spend)

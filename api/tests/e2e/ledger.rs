@@ -79,6 +79,27 @@ async fn signups_record_referrers_and_repeat_idempotently() {
     assert_eq!(response.status(), StatusCode::CONFLICT);
     assert_eq!(problem(response).await["type"], "idempotency_conflict");
 
+    // Signing up with one's own code from the same IP is flagged, not refused.
+    let (status, sock) = server
+        .command(
+            "/v1/accounts",
+            Role::Billing,
+            &json!({"account_id": new_id(), "name": "Ada Again", "email": "ada.again@example.org",
+                    "signup_ip": "203.0.113.7", "referral_code": a["referral_code"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(sock["flagged"], true, "{sock}");
+    let flagged: Value = server
+        .get(&format!("/v1/accounts/{}", id(&sock)), Some(Role::Billing))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(flagged["fraud_flags"], json!(["self_referral_ip"]));
+
     // Without an account id, the Idempotency-Key header makes the retry safe.
     let anonymous = json!({"name": "Eve", "email": "eve@example.org"});
     let send = || {
@@ -101,7 +122,7 @@ async fn signups_record_referrers_and_repeat_idempotently() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(problem(response).await["type"], "referrer_not_found");
 
     // Auditors see every event, never the personal data in them.
@@ -564,7 +585,7 @@ async fn the_admin_publishes_plan_versions_in_order() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(response.status(), StatusCode::CONFLICT);
     assert_eq!(problem(response).await["type"], "plan_version_not_next");
 
     let mut greedy = plan.clone();

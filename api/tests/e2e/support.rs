@@ -6,12 +6,20 @@ use api::idempotency::Idempotency;
 use api::keys::Fingerprinter;
 use api::tokens::{Role, TokenSpec, Tokens};
 use api::AppState;
+use ledger::privacy::vault::memory::MemoryVault;
+use ledger::privacy::KeyVault;
+use ledger::service::LedgerConfig;
 use ledger::store::memory::MemoryStore;
 use ledger::store::EventStore;
 use reqwest::header::AUTHORIZATION;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// A key vault in memory, for a server and its restarts.
+pub fn new_vault() -> Arc<dyn KeyVault> {
+    Arc::new(MemoryVault::new().unwrap())
+}
 
 pub fn secret(role: Role) -> String {
     format!("{role}-e2e-secret-0123456789")
@@ -30,17 +38,23 @@ impl TestServer {
     }
 
     pub async fn start_on(store: Arc<dyn EventStore>) -> TestServer {
-        TestServer::start_with(store, Idempotency::in_memory()).await
+        TestServer::start_with(store, Idempotency::in_memory(), new_vault()).await
     }
 
-    pub async fn start_with(store: Arc<dyn EventStore>, idempotency: Idempotency) -> TestServer {
+    /// A server over `store` and `vault`: a restart keeps both, as a data directory does.
+    pub async fn start_with(
+        store: Arc<dyn EventStore>,
+        idempotency: Idempotency,
+        vault: Arc<dyn KeyVault>,
+    ) -> TestServer {
         let specs: Vec<TokenSpec> = Role::ALL
             .into_iter()
             .map(|role| TokenSpec::new(role, secret(role)).unwrap())
             .collect();
         let state = AppState::new(store, Tokens::new(&specs).unwrap(), idempotency)
             // One key for every test server, as a data directory keeps one across restarts.
-            .with_fingerprinter(Fingerprinter::new([7; 32]));
+            .with_fingerprinter(Fingerprinter::new([7; 32]))
+            .with_ledger(LedgerConfig::default(), vault);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, signal) = oneshot::channel::<()>();
