@@ -14,4 +14,5 @@ pub use checkpoint::{Checkpoint, CheckpointDir};
 pub use projection::{state_bytes, Projection, ProjectionError};
 pub use runner::{rebuild_from_store, CheckpointPolicy, Progress, ProjectionRunner};
 pub mod determinism;
+pub mod forest;
 pub mod rng;
