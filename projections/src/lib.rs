@@ -15,4 +15,5 @@ pub use projection::{state_bytes, Projection, ProjectionError};
 pub use runner::{rebuild_from_store, CheckpointPolicy, Progress, ProjectionRunner};
 pub mod determinism;
 pub mod forest;
+pub mod journal;
 pub mod rng;
