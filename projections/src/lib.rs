@@ -6,6 +6,7 @@
 //! - [`checkpoint`]: atomic, checksummed checkpoint files.
 //! - [`runner`]: [`ProjectionRunner`], catch-up from a checkpoint, live follow, rebuild.
 
+pub mod chain;
 pub mod checkpoint;
 pub mod projection;
 pub mod runner;
