@@ -4,4 +4,5 @@
 //! `ledger` knows nothing about HTTP, JSON request shapes or projections: it records facts
 //! and decides commands, and every layer above reads what it wrote.
 
+pub mod domain;
 pub mod store;

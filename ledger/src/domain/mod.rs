@@ -1,0 +1,200 @@
+//! The business of the ledger as events and pure deciders.
+//!
+//! Each stream kind has a state, folded from its events by `evolve`, and a `decide` that
+//! turns a command into new events or a [`Rejection`]. Deciders are pure and synchronous:
+//! the clock and every new id come in with the command, and facts from other streams (the
+//! upline of a payer, the plan in force, payable balances) come in as part of the state
+//! the caller gathered. `docs/DOMAIN.md` describes the stream layout and the rules.
+//!
+//! - [`money`], [`ids`], [`period`], [`credits`], [`plan`]: value types that cannot hold a
+//!   bad value, parsed at the edge with a [`ValueError`] naming the field.
+//! - [`events`]: the versioned events and [`events::upcast`].
+//! - [`account`]: signup, referral and fraud flags, personal data, subscriptions and the
+//!   credit wallet (stream `account-{id}`), and referral codes (`referral-code-{code}`).
+//! - [`payment`]: a payment, the commissions it funds, its refunds and clawbacks
+//!   (`payment-{id}`).
+//! - [`plan`]: commission plan versions (`plan`).
+//! - [`payout`]: payable balances and payout runs (`payout-{period}`).
+//! - [`donation`]: donation allocations (`donation-{period}`).
+//! - [`postings`]: the double-entry mapping of every money event.
+
+pub mod account;
+pub mod credits;
+pub mod donation;
+pub mod events;
+pub mod ids;
+pub mod money;
+pub mod payment;
+pub mod payout;
+pub mod period;
+pub mod plan;
+pub mod postings;
+pub mod streams;
+
+#[cfg(test)]
+mod scenario;
+
+pub use credits::Credits;
+pub use events::DomainEvent;
+pub use ids::{AccountId, ReferralCode};
+pub use money::{Currency, Money, Rate};
+pub use period::Period;
+pub use plan::PlanVersion;
+
+use std::fmt;
+
+/// Input that is not a valid value: which field, and what is wrong with it.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {problem}")]
+pub struct ValueError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl ValueError {
+    pub fn new(field: &'static str, problem: impl Into<String>) -> ValueError {
+        ValueError {
+            field,
+            problem: problem.into(),
+        }
+    }
+
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        "invalid_value"
+    }
+}
+
+impl fmt::Debug for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ValueError({}: {})", self.field, self.problem)
+    }
+}
+
+/// A command the rules refuse. Nothing is recorded. Each variant has a stable
+/// snake_case [`code`](Rejection::code), never reused for another meaning.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("invalid input: {0}")]
+    InvalidValue(ValueError),
+    #[error("account {account_id} already exists with different details")]
+    AccountExists { account_id: AccountId },
+    #[error("account {account_id} does not exist")]
+    AccountNotFound { account_id: AccountId },
+    #[error("no account has referral code {referral_code}; sign up without it or with another")]
+    ReferrerNotFound { referral_code: ReferralCode },
+    #[error("referral code {referral_code} belongs to another account; choose another code")]
+    ReferralCodeTaken { referral_code: ReferralCode },
+    #[error("{key} was already used for a command with different content")]
+    IdempotencyConflict { key: String },
+    #[error("the balance is {balance}, less than the {requested} requested")]
+    InsufficientCredits {
+        balance: credits::Credits,
+        requested: credits::Credits,
+    },
+    #[error("credits must be more than zero")]
+    CreditsNotPositive,
+    #[error("the expiry {expires_at} is not after the grant time")]
+    ExpiryNotAfterGrant {
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    #[error("the account already holds {active_max} grants with credits left")]
+    TooManyActiveGrants { active_max: usize },
+    #[error("the wallet would exceed the most credits it may hold")]
+    CreditsLimitExceeded,
+    #[error("subscription {subscription_id} is already active")]
+    SubscriptionActive {
+        subscription_id: ids::SubscriptionId,
+    },
+    #[error("subscription {subscription_id} is not active")]
+    SubscriptionNotActive {
+        subscription_id: ids::SubscriptionId,
+    },
+    #[error("expected an amount in {expected}, got {actual}")]
+    CurrencyMismatch {
+        expected: Currency,
+        actual: Currency,
+    },
+    #[error("the amount must be more than zero")]
+    AmountNotPositive,
+    #[error("payment {payment_id} was already recorded with different details")]
+    PaymentExists { payment_id: ids::PaymentId },
+    #[error("payment {payment_id} does not exist")]
+    PaymentNotFound { payment_id: ids::PaymentId },
+    #[error("refunding {requested} would exceed the payment: {refundable} is left to refund")]
+    RefundExceedsPayment { requested: Money, refundable: Money },
+    #[error("a payment takes at most {refunds_max} refunds and chargebacks")]
+    TooManyRefunds { refunds_max: usize },
+    #[error("the next plan version is {expected}, not {actual}")]
+    PlanVersionNotNext {
+        expected: PlanVersion,
+        actual: PlanVersion,
+    },
+    #[error("a plan takes effect at or after its publication, never in the past")]
+    PlanEffectiveInPast,
+    #[error("a plan takes effect after the plan before it")]
+    PlanEffectiveBeforePrevious,
+    #[error("invalid plan: {reason}")]
+    PlanInvalid { reason: String },
+    #[error("the payout run for {period} already happened")]
+    PayoutRunExists { period: Period },
+    #[error("a payout run for {period} must be taken at or after the period ends")]
+    PayoutRunTooEarly { period: Period },
+    #[error("no payout to {affiliate} is scheduled for {period}")]
+    PayoutNotFound {
+        period: Period,
+        affiliate: AccountId,
+    },
+    #[error("the payout to {affiliate} for {period} was already settled")]
+    PayoutAlreadySettled {
+        period: Period,
+        affiliate: AccountId,
+    },
+    #[error("the donation for {period} was already allocated")]
+    DonationExists { period: Period },
+    #[error("a donation for {period} is allocated after the period ends")]
+    DonationTooEarly { period: Period },
+}
+
+impl Rejection {
+    /// The stable code: the API's problem `type`, the rule that failed.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::InvalidValue(_) => "invalid_value",
+            Rejection::AccountExists { .. } => "account_exists",
+            Rejection::AccountNotFound { .. } => "account_not_found",
+            Rejection::ReferrerNotFound { .. } => "referrer_not_found",
+            Rejection::ReferralCodeTaken { .. } => "referral_code_taken",
+            Rejection::IdempotencyConflict { .. } => "idempotency_conflict",
+            Rejection::InsufficientCredits { .. } => "insufficient_credits",
+            Rejection::CreditsNotPositive => "credits_not_positive",
+            Rejection::ExpiryNotAfterGrant { .. } => "expiry_not_after_grant",
+            Rejection::TooManyActiveGrants { .. } => "too_many_active_grants",
+            Rejection::CreditsLimitExceeded => "credits_limit_exceeded",
+            Rejection::SubscriptionActive { .. } => "subscription_active",
+            Rejection::SubscriptionNotActive { .. } => "subscription_not_active",
+            Rejection::CurrencyMismatch { .. } => "currency_mismatch",
+            Rejection::AmountNotPositive => "amount_not_positive",
+            Rejection::PaymentExists { .. } => "payment_exists",
+            Rejection::PaymentNotFound { .. } => "payment_not_found",
+            Rejection::RefundExceedsPayment { .. } => "refund_exceeds_payment",
+            Rejection::TooManyRefunds { .. } => "too_many_refunds",
+            Rejection::PlanVersionNotNext { .. } => "plan_version_not_next",
+            Rejection::PlanEffectiveInPast => "plan_effective_in_past",
+            Rejection::PlanEffectiveBeforePrevious => "plan_effective_before_previous",
+            Rejection::PlanInvalid { .. } => "plan_invalid",
+            Rejection::PayoutRunExists { .. } => "payout_run_exists",
+            Rejection::PayoutRunTooEarly { .. } => "payout_run_too_early",
+            Rejection::PayoutNotFound { .. } => "payout_not_found",
+            Rejection::PayoutAlreadySettled { .. } => "payout_already_settled",
+            Rejection::DonationExists { .. } => "donation_exists",
+            Rejection::DonationTooEarly { .. } => "donation_too_early",
+        }
+    }
+}
+
+impl From<ValueError> for Rejection {
+    fn from(error: ValueError) -> Self {
+        Rejection::InvalidValue(error)
+    }
+}
