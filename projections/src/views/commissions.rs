@@ -1,0 +1,715 @@
+//! Commissions, payouts and donations.
+//!
+//! Each commission is kept with what produced it (payment, payer, level, rate, plan
+//! version, base amount) and what happened to it since: the refunds and chargebacks that
+//! reversed part or all of it, and the payouts that paid it. Payouts are matched to the
+//! commissions they pay first in, first out: the oldest payable commission of the
+//! affiliate is paid first. A reversal of money already paid out leaves the affiliate
+//! owing it (a negative carry), settled from the next commissions before they pay out.
+//!
+//! Statuses depend on time (a commission becomes payable when its hold ends), so every
+//! status query takes the instant it is asked about; the state itself only holds facts.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use ledger::domain::events::{
+    CommissionEarned, CommissionPlanPublished, CommissionReversed, DonationAllocated, FraudFlag,
+    PaymentChargedBack, PaymentReceived, PaymentRefunded, PayoutFailed, PayoutScheduled,
+    PayoutSent,
+};
+use ledger::domain::ids::{OrganisationId, PaymentId, PayoutReference, RefundId};
+use ledger::domain::{AccountId, Currency, Money, Period, PlanVersion, Rate};
+use ledger::store::Position;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// A payment as the commission views need it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub payment_id: PaymentId,
+    pub payer: AccountId,
+    pub amount: Money,
+    pub received_at: DateTime<Utc>,
+    pub refunds: Vec<RefundRecord>,
+    /// Indexes into the commission list, in the order earned.
+    pub commissions: Vec<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    pub refund_id: RefundId,
+    pub amount: Money,
+    pub chargeback: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// One reversal of (part of) a commission.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reversal {
+    pub refund_id: RefundId,
+    pub amount: Decimal,
+    pub at: DateTime<Utc>,
+}
+
+/// One commission and its history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commission {
+    /// Index into the payment list.
+    pub payment: u32,
+    pub beneficiary: AccountId,
+    pub payer: AccountId,
+    pub level: u8,
+    pub rate: Rate,
+    pub plan_version: PlanVersion,
+    pub base_amount: Decimal,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub earned_at: DateTime<Utc>,
+    pub earned_position: Position,
+    pub hold_until: DateTime<Utc>,
+    pub held_for_review: bool,
+    pub review_reasons: Vec<FraudFlag>,
+    pub reversals: Vec<Reversal>,
+    /// Parts of the commission matched to payouts: (period, amount).
+    pub paid_by: Vec<(Period, Decimal)>,
+}
+
+impl Commission {
+    pub fn reversed(&self) -> Decimal {
+        self.reversals.iter().map(|reversal| reversal.amount).sum()
+    }
+
+    /// What is left after reversals.
+    pub fn net(&self) -> Decimal {
+        self.amount - self.reversed()
+    }
+
+    /// The part matched to payouts (scheduled or sent).
+    pub fn matched(&self) -> Decimal {
+        self.paid_by.iter().map(|(_, amount)| *amount).sum()
+    }
+
+    /// The part neither reversed nor matched to a payout.
+    pub fn open(&self) -> Decimal {
+        (self.net() - self.matched()).max(Decimal::ZERO)
+    }
+
+    /// Whether the commission can be paid at `at` (its hold over, not under review).
+    pub fn is_payable_at(&self, at: DateTime<Utc>) -> bool {
+        !self.held_for_review && self.hold_until <= at
+    }
+
+    /// Its status at `at`, by where most of its amount stands.
+    pub fn status_at(&self, at: DateTime<Utc>) -> CommissionStatus {
+        if self.net().is_zero() {
+            CommissionStatus::Reversed
+        } else if self.open().is_zero() {
+            CommissionStatus::Paid
+        } else if self.is_payable_at(at) {
+            CommissionStatus::Payable
+        } else {
+            CommissionStatus::Held
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommissionStatus {
+    Held,
+    Payable,
+    Paid,
+    Reversed,
+}
+
+impl CommissionStatus {
+    pub fn code(self) -> &'static str {
+        match self {
+            CommissionStatus::Held => "held",
+            CommissionStatus::Payable => "payable",
+            CommissionStatus::Paid => "paid",
+            CommissionStatus::Reversed => "reversed",
+        }
+    }
+}
+
+/// An affiliate's commissions summed by state, in one currency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AffiliateTotals {
+    pub earned: Decimal,
+    pub held: Decimal,
+    pub payable: Decimal,
+    /// Matched to payouts that were scheduled or sent.
+    pub paid: Decimal,
+    pub reversed: Decimal,
+    /// Reversed after being paid out, not yet settled from later commissions.
+    pub owed: Decimal,
+    pub count: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutStatus {
+    Scheduled,
+    Sent,
+    Failed,
+}
+
+impl PayoutStatus {
+    pub fn code(self) -> &'static str {
+        match self {
+            PayoutStatus::Scheduled => "scheduled",
+            PayoutStatus::Sent => "sent",
+            PayoutStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One affiliate's payout in a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payout {
+    pub affiliate: AccountId,
+    pub amount: Money,
+    pub as_of: DateTime<Utc>,
+    pub scheduled_at: DateTime<Utc>,
+    pub status: PayoutStatus,
+    pub reference: Option<PayoutReference>,
+    pub failure: Option<String>,
+    /// The commissions it pays: (commission index, amount).
+    pub commissions: Vec<(u32, Decimal)>,
+    /// Owed reversals it settled (netted against commissions before paying out).
+    pub settled_owed: Decimal,
+}
+
+/// A donation allocation (aggregates only: no user data).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Donation {
+    pub organisation: OrganisationId,
+    pub net_revenue: Money,
+    pub share: Rate,
+    pub amount: Money,
+    pub allocated_at: DateTime<Utc>,
+}
+
+/// A commission plan version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    pub level_rates: Vec<Rate>,
+    pub hold_days: u32,
+    pub minimum_payout: Money,
+    pub effective_from: DateTime<Utc>,
+}
+
+/// An event that contradicts what came before it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommissionError {
+    #[error("payment {payment} is not recorded")]
+    PaymentNotFound { payment: PaymentId },
+    #[error("payment {payment} was recorded twice")]
+    DuplicatePayment { payment: PaymentId },
+    #[error("no commission of payment {payment} at level {level} for {beneficiary}")]
+    CommissionNotFound {
+        payment: PaymentId,
+        beneficiary: AccountId,
+        level: u8,
+    },
+    #[error("reversal of {amount} exceeds what is left of the commission ({net})")]
+    ReversalExceedsCommission { amount: Decimal, net: Decimal },
+    #[error("no payout to {affiliate} in {period}")]
+    PayoutNotFound {
+        period: Period,
+        affiliate: AccountId,
+    },
+    #[error("payout to {affiliate} in {period} was scheduled twice")]
+    DuplicatePayout {
+        period: Period,
+        affiliate: AccountId,
+    },
+    #[error("payout to {affiliate} in {period} is already {status:?}")]
+    PayoutSettled {
+        period: Period,
+        affiliate: AccountId,
+        status: PayoutStatus,
+    },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Affiliate {
+    /// Indexes into the commission list, in the order earned.
+    pub commissions: Vec<u32>,
+    /// Reversals of paid-out money not yet settled, per currency.
+    pub owed: BTreeMap<Currency, Decimal>,
+    /// Index of the first commission that may still have an open part (FIFO cursor).
+    pub cursor: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Commissions {
+    payments: Vec<PaymentRecord>,
+    payment_index: HashMap<PaymentId, u32>,
+    commissions: Vec<Commission>,
+    affiliates: HashMap<AccountId, Affiliate>,
+    runs: BTreeMap<Period, BTreeMap<AccountId, Payout>>,
+    donations: BTreeMap<Period, Vec<Donation>>,
+    plans: BTreeMap<PlanVersion, PlanRecord>,
+}
+
+impl Commissions {
+    pub fn payment_received(&mut self, event: &PaymentReceived) -> Result<(), CommissionError> {
+        if self.payment_index.contains_key(&event.payment_id) {
+            return Err(CommissionError::DuplicatePayment {
+                payment: event.payment_id.clone(),
+            });
+        }
+        let index = u32::try_from(self.payments.len()).expect("fewer than 2^32 payments");
+        self.payments.push(PaymentRecord {
+            payment_id: event.payment_id.clone(),
+            payer: event.account_id,
+            amount: event.amount,
+            received_at: event.received_at,
+            refunds: Vec::new(),
+            commissions: Vec::new(),
+        });
+        self.payment_index.insert(event.payment_id.clone(), index);
+        Ok(())
+    }
+
+    pub fn refunded(&mut self, event: &PaymentRefunded) -> Result<&PaymentRecord, CommissionError> {
+        self.add_refund(
+            &event.payment_id,
+            RefundRecord {
+                refund_id: event.refund_id.clone(),
+                amount: event.amount,
+                chargeback: false,
+                at: event.refunded_at,
+            },
+        )
+    }
+
+    pub fn charged_back(
+        &mut self,
+        event: &PaymentChargedBack,
+    ) -> Result<&PaymentRecord, CommissionError> {
+        self.add_refund(
+            &event.payment_id,
+            RefundRecord {
+                refund_id: event.chargeback_id.clone(),
+                amount: event.amount,
+                chargeback: true,
+                at: event.charged_back_at,
+            },
+        )
+    }
+
+    fn add_refund(
+        &mut self,
+        payment: &PaymentId,
+        refund: RefundRecord,
+    ) -> Result<&PaymentRecord, CommissionError> {
+        let index = self.payment(payment)?;
+        let record = &mut self.payments[index as usize];
+        record.refunds.push(refund);
+        Ok(record)
+    }
+
+    pub fn earned(
+        &mut self,
+        position: Position,
+        event: &CommissionEarned,
+    ) -> Result<(), CommissionError> {
+        let payment = self.payment(&event.payment_id)?;
+        let index = u32::try_from(self.commissions.len()).expect("fewer than 2^32 commissions");
+        self.commissions.push(Commission {
+            payment,
+            beneficiary: event.beneficiary,
+            payer: event.payer,
+            level: event.level,
+            rate: event.rate,
+            plan_version: event.plan_version,
+            base_amount: event.base_amount.amount(),
+            amount: event.amount.amount(),
+            currency: event.amount.currency(),
+            earned_at: event.earned_at,
+            earned_position: position,
+            hold_until: event.hold_until,
+            held_for_review: event.held_for_review,
+            review_reasons: event.review_reasons.clone(),
+            reversals: Vec::new(),
+            paid_by: Vec::new(),
+        });
+        self.payments[payment as usize].commissions.push(index);
+        self.affiliates
+            .entry(event.beneficiary)
+            .or_default()
+            .commissions
+            .push(index);
+        Ok(())
+    }
+
+    pub fn reversed(&mut self, event: &CommissionReversed) -> Result<(), CommissionError> {
+        let payment = self.payment(&event.payment_id)?;
+        let not_found = || CommissionError::CommissionNotFound {
+            payment: event.payment_id.clone(),
+            beneficiary: event.beneficiary,
+            level: event.level,
+        };
+        let index = *self.payments[payment as usize]
+            .commissions
+            .iter()
+            .find(|index| {
+                let commission = &self.commissions[**index as usize];
+                commission.beneficiary == event.beneficiary && commission.level == event.level
+            })
+            .ok_or_else(not_found)?;
+        let commission = &mut self.commissions[index as usize];
+        let amount = event.amount.amount();
+        let net = commission.net();
+        if amount > net {
+            return Err(CommissionError::ReversalExceedsCommission { amount, net });
+        }
+        let open = commission.open();
+        commission.reversals.push(Reversal {
+            refund_id: event.refund_id.clone(),
+            amount,
+            at: event.reversed_at,
+        });
+        // Whatever the reversal takes beyond the unpaid part was already paid out: the
+        // affiliate owes it back.
+        let owed = amount - open.min(amount);
+        if !owed.is_zero() {
+            let currency = commission.currency;
+            *self
+                .affiliates
+                .entry(event.beneficiary)
+                .or_default()
+                .owed
+                .entry(currency)
+                .or_default() += owed;
+        }
+        Ok(())
+    }
+
+    pub fn plan_published(&mut self, event: &CommissionPlanPublished) {
+        self.plans.insert(
+            event.version,
+            PlanRecord {
+                level_rates: event.level_rates.clone(),
+                hold_days: event.hold_days,
+                minimum_payout: event.minimum_payout,
+                effective_from: event.effective_from,
+            },
+        );
+    }
+
+    /// Matches the payout to the affiliate's oldest payable open commissions, first
+    /// settling what the affiliate owes.
+    pub fn payout_scheduled(&mut self, event: &PayoutScheduled) -> Result<(), CommissionError> {
+        let run = self.runs.entry(event.period).or_default();
+        if run.contains_key(&event.affiliate) {
+            return Err(CommissionError::DuplicatePayout {
+                period: event.period,
+                affiliate: event.affiliate,
+            });
+        }
+        let currency = event.amount.currency();
+        let affiliate = self.affiliates.entry(event.affiliate).or_default();
+        let mut to_match = event.amount.amount();
+        let mut owed = affiliate.owed.get(&currency).copied().unwrap_or_default();
+        let settled_before = owed;
+        let mut matched = Vec::new();
+        let mut cursor = affiliate.cursor as usize;
+        let mut advance_cursor = true;
+        for position in cursor..affiliate.commissions.len() {
+            if to_match.is_zero() {
+                break;
+            }
+            let index = affiliate.commissions[position];
+            let commission = &mut self.commissions[index as usize];
+            let open = commission.open();
+            if open.is_zero() {
+                if advance_cursor {
+                    cursor = position + 1;
+                }
+                continue;
+            }
+            if commission.currency != currency || !commission.is_payable_at(event.as_of) {
+                advance_cursor = false;
+                continue;
+            }
+            // Owed reversals are netted first: that part pays the debt, not the payout.
+            let settle = owed.min(open);
+            owed -= settle;
+            let take = (open - settle).min(to_match);
+            let part = settle + take;
+            commission.paid_by.push((event.period, part));
+            to_match -= take;
+            if take > Decimal::ZERO || settle > Decimal::ZERO {
+                matched.push((index, part));
+            }
+            if commission.open().is_zero() && advance_cursor {
+                cursor = position + 1;
+            } else {
+                advance_cursor = false;
+            }
+        }
+        affiliate.cursor = cursor as u32;
+        if owed.is_zero() {
+            affiliate.owed.remove(&currency);
+        } else {
+            affiliate.owed.insert(currency, owed);
+        }
+        run.insert(
+            event.affiliate,
+            Payout {
+                affiliate: event.affiliate,
+                amount: event.amount,
+                as_of: event.as_of,
+                scheduled_at: event.scheduled_at,
+                status: PayoutStatus::Scheduled,
+                reference: None,
+                failure: None,
+                commissions: matched,
+                settled_owed: settled_before - owed,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn payout_sent(&mut self, event: &PayoutSent) -> Result<(), CommissionError> {
+        let payout = self.scheduled_payout(event.period, event.affiliate)?;
+        payout.status = PayoutStatus::Sent;
+        payout.reference = Some(event.reference.clone());
+        Ok(())
+    }
+
+    /// A failed payout's commissions become payable again (and its settled debt owed).
+    pub fn payout_failed(&mut self, event: &PayoutFailed) -> Result<(), CommissionError> {
+        let payout = self.scheduled_payout(event.period, event.affiliate)?;
+        payout.status = PayoutStatus::Failed;
+        payout.failure = Some(event.reason.clone());
+        let matched = std::mem::take(&mut payout.commissions);
+        let settled = payout.settled_owed;
+        let currency = payout.amount.currency();
+        let affiliate = self.affiliates.entry(event.affiliate).or_default();
+        let mut first = affiliate.commissions.len();
+        for (index, _) in &matched {
+            let commission = &mut self.commissions[*index as usize];
+            commission
+                .paid_by
+                .retain(|(period, _)| *period != event.period);
+            if let Some(position) = affiliate.commissions.iter().position(|i| i == index) {
+                first = first.min(position);
+            }
+        }
+        affiliate.cursor = affiliate.cursor.min(first as u32);
+        if !settled.is_zero() {
+            *affiliate.owed.entry(currency).or_default() += settled;
+        }
+        Ok(())
+    }
+
+    fn scheduled_payout(
+        &mut self,
+        period: Period,
+        affiliate: AccountId,
+    ) -> Result<&mut Payout, CommissionError> {
+        let payout = self
+            .runs
+            .get_mut(&period)
+            .and_then(|run| run.get_mut(&affiliate))
+            .ok_or(CommissionError::PayoutNotFound { period, affiliate })?;
+        if payout.status != PayoutStatus::Scheduled {
+            return Err(CommissionError::PayoutSettled {
+                period,
+                affiliate,
+                status: payout.status,
+            });
+        }
+        Ok(payout)
+    }
+
+    pub fn donation_allocated(&mut self, event: &DonationAllocated) {
+        self.donations
+            .entry(event.period)
+            .or_default()
+            .push(Donation {
+                organisation: event.organisation.clone(),
+                net_revenue: event.net_revenue,
+                share: event.share,
+                amount: event.amount,
+                allocated_at: event.allocated_at,
+            });
+    }
+
+    fn payment(&self, payment: &PaymentId) -> Result<u32, CommissionError> {
+        self.payment_index
+            .get(payment)
+            .copied()
+            .ok_or_else(|| CommissionError::PaymentNotFound {
+                payment: payment.clone(),
+            })
+    }
+
+    // Queries.
+
+    pub fn payment_record(&self, index: u32) -> &PaymentRecord {
+        &self.payments[index as usize]
+    }
+
+    pub fn payment_by_id(&self, payment: &PaymentId) -> Option<&PaymentRecord> {
+        self.payment_index
+            .get(payment)
+            .map(|index| &self.payments[*index as usize])
+    }
+
+    pub fn payments(&self) -> &[PaymentRecord] {
+        &self.payments
+    }
+
+    pub fn commission(&self, index: u32) -> &Commission {
+        &self.commissions[index as usize]
+    }
+
+    pub fn commission_count(&self) -> usize {
+        self.commissions.len()
+    }
+
+    /// The commissions of one affiliate, in the order earned.
+    pub fn of_affiliate(&self, affiliate: &AccountId) -> impl Iterator<Item = (u32, &Commission)> {
+        self.affiliates
+            .get(affiliate)
+            .map(|affiliate| affiliate.commissions.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|index| (*index, &self.commissions[*index as usize]))
+    }
+
+    /// One affiliate's totals per currency at `at`.
+    pub fn affiliate_totals(
+        &self,
+        affiliate: &AccountId,
+        at: DateTime<Utc>,
+    ) -> BTreeMap<Currency, AffiliateTotals> {
+        let mut totals: BTreeMap<Currency, AffiliateTotals> = BTreeMap::new();
+        for (_, commission) in self.of_affiliate(affiliate) {
+            let entry = totals.entry(commission.currency).or_default();
+            add_commission(entry, commission, at);
+        }
+        if let Some(book) = self.affiliates.get(affiliate) {
+            for (currency, owed) in &book.owed {
+                totals.entry(*currency).or_default().owed += *owed;
+            }
+        }
+        totals
+    }
+
+    /// Every affiliate's totals per currency at `at`, in affiliate order: what a payout run
+    /// for a period ending at `at` starts from.
+    pub fn all_affiliate_totals(
+        &self,
+        at: DateTime<Utc>,
+    ) -> BTreeMap<(AccountId, Currency), AffiliateTotals> {
+        let mut totals: BTreeMap<(AccountId, Currency), AffiliateTotals> = BTreeMap::new();
+        let mut per_affiliate: HashMap<(AccountId, Currency), AffiliateTotals> = HashMap::new();
+        for commission in &self.commissions {
+            let entry = per_affiliate
+                .entry((commission.beneficiary, commission.currency))
+                .or_default();
+            add_commission(entry, commission, at);
+        }
+        for (affiliate, book) in &self.affiliates {
+            for (currency, owed) in &book.owed {
+                per_affiliate
+                    .entry((*affiliate, *currency))
+                    .or_default()
+                    .owed += *owed;
+            }
+        }
+        totals.extend(per_affiliate);
+        totals
+    }
+
+    pub fn runs(&self) -> &BTreeMap<Period, BTreeMap<AccountId, Payout>> {
+        &self.runs
+    }
+
+    pub fn run(&self, period: Period) -> Option<&BTreeMap<AccountId, Payout>> {
+        self.runs.get(&period)
+    }
+
+    pub fn donations(&self) -> &BTreeMap<Period, Vec<Donation>> {
+        &self.donations
+    }
+
+    pub fn plans(&self) -> &BTreeMap<PlanVersion, PlanRecord> {
+        &self.plans
+    }
+
+    /// The plan in force at `at`: the latest version whose effective date has come.
+    pub fn plan_at(&self, at: DateTime<Utc>) -> Option<(PlanVersion, &PlanRecord)> {
+        self.plans
+            .iter()
+            .filter(|(_, plan)| plan.effective_from <= at)
+            .max_by_key(|(version, plan)| (plan.effective_from, **version))
+            .map(|(version, plan)| (*version, plan))
+    }
+
+    pub fn to_state(&self) -> CommissionsState {
+        let mut affiliates: Vec<(AccountId, Affiliate)> = self
+            .affiliates
+            .iter()
+            .map(|(account, affiliate)| (*account, affiliate.clone()))
+            .collect();
+        affiliates.sort_unstable_by_key(|(account, _)| *account);
+        CommissionsState {
+            payments: self.payments.clone(),
+            commissions: self.commissions.clone(),
+            affiliates,
+            runs: self.runs.clone(),
+            donations: self.donations.clone(),
+            plans: self.plans.clone(),
+        }
+    }
+
+    pub fn from_state(state: CommissionsState) -> Commissions {
+        let payment_index = state
+            .payments
+            .iter()
+            .enumerate()
+            .map(|(index, payment)| (payment.payment_id.clone(), index as u32))
+            .collect();
+        Commissions {
+            payments: state.payments,
+            payment_index,
+            commissions: state.commissions,
+            affiliates: state.affiliates.into_iter().collect(),
+            runs: state.runs,
+            donations: state.donations,
+            plans: state.plans,
+        }
+    }
+}
+
+fn add_commission(totals: &mut AffiliateTotals, commission: &Commission, at: DateTime<Utc>) {
+    totals.count += 1;
+    totals.earned += commission.amount;
+    totals.reversed += commission.reversed();
+    totals.paid += commission.matched();
+    let open = commission.open();
+    if commission.is_payable_at(at) {
+        totals.payable += open;
+    } else {
+        totals.held += open;
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct CommissionsState {
+    payments: Vec<PaymentRecord>,
+    commissions: Vec<Commission>,
+    affiliates: Vec<(AccountId, Affiliate)>,
+    runs: BTreeMap<Period, BTreeMap<AccountId, Payout>>,
+    donations: BTreeMap<Period, Vec<Donation>>,
+    plans: BTreeMap<PlanVersion, PlanRecord>,
+}

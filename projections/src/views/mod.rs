@@ -1,0 +1,194 @@
+//! The domain's read models, fed from one decode per event:
+//!
+//! - [`network::Network`]: the referral forest, revenue per member, analytics.
+//! - [`wallets::Wallets`]: credit balances, open grants, credit totals per period.
+//! - [`crate::journal::Journal`]: double-entry balances from the domain's postings table.
+//! - [`commissions::Commissions`]: commissions, payouts, donations, plans.
+//!
+//! [`LedgerViews`] is one [`Projection`] holding them all, so a rebuild reads and decodes
+//! the log once.
+
+pub mod commissions;
+pub mod decode;
+pub mod network;
+pub mod wallets;
+
+use chrono::{DateTime, Utc};
+use ledger::domain::events::DomainEvent;
+use ledger::domain::Currency;
+use ledger::store::{Position, RecordedEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{Journal, JournalState};
+use crate::projection::{Projection, ProjectionError};
+use commissions::{Commissions, CommissionsState};
+use decode::{decode, Fact};
+use network::{Network, NetworkState};
+use wallets::{Wallets, WalletsState};
+
+pub use postings::{ledger_postings, LedgerAccount};
+
+mod postings;
+
+/// Every domain read model, maintained together.
+#[derive(Clone, Debug, Default)]
+pub struct LedgerViews {
+    pub network: Network,
+    pub wallets: Wallets,
+    pub journal: Journal<LedgerAccount, Currency>,
+    pub commissions: Commissions,
+    /// The last event applied and when it was recorded.
+    pub last: Option<(Position, DateTime<Utc>)>,
+    /// Events applied, and how many of them no view reads.
+    pub events: u64,
+    pub ignored: u64,
+}
+
+impl LedgerViews {
+    pub fn new() -> LedgerViews {
+        LedgerViews::default()
+    }
+
+    fn apply_fact(&mut self, event: &RecordedEvent, fact: Fact) -> Result<(), ProjectionError> {
+        let position = event.position;
+        let broken = |reason: String| ProjectionError::InvariantBroken { position, reason };
+        let domain = match fact {
+            Fact::Opened(opened) => {
+                return self
+                    .network
+                    .opened(opened.account_id, opened.referrer, opened.opened_at)
+                    .map_err(|error| broken(error.to_string()));
+            }
+            Fact::Domain(domain) => domain,
+        };
+        // Postings first: an unbalanced event must stop the replay before any view
+        // reflects it.
+        let postings = ledger_postings(&domain).map_err(broken)?;
+        self.journal
+            .post(position, event.recorded_at, &postings)
+            .map_err(|error| broken(error.to_string()))?;
+        match &domain {
+            DomainEvent::CreditsGranted(granted) => self.wallets.granted(granted),
+            DomainEvent::CreditsPurchased(purchased) => self.wallets.purchased(purchased),
+            DomainEvent::CreditsSpent(spent) => self.wallets.spent(spent),
+            DomainEvent::CreditsExpired(expired) => self.wallets.expired(expired),
+            _ => Ok(()),
+        }
+        .map_err(|error| broken(error.to_string()))?;
+        let commissions = match &domain {
+            DomainEvent::PaymentReceived(payment) => {
+                self.network.revenue(
+                    payment.account_id,
+                    payment.amount.currency(),
+                    payment.amount.amount(),
+                    payment.received_at,
+                );
+                self.commissions.payment_received(payment)
+            }
+            DomainEvent::PaymentRefunded(refund) => self
+                .commissions
+                .refunded(refund)
+                .map(|payment| (payment.payer, refund.amount, refund.refunded_at))
+                .map(|(payer, amount, at)| {
+                    self.network
+                        .revenue(payer, amount.currency(), -amount.amount(), at)
+                }),
+            DomainEvent::PaymentChargedBack(chargeback) => self
+                .commissions
+                .charged_back(chargeback)
+                .map(|payment| (payment.payer, chargeback.amount, chargeback.charged_back_at))
+                .map(|(payer, amount, at)| {
+                    self.network
+                        .revenue(payer, amount.currency(), -amount.amount(), at)
+                }),
+            DomainEvent::CommissionEarned(earned) => self.commissions.earned(position, earned),
+            DomainEvent::CommissionReversed(reversed) => self.commissions.reversed(reversed),
+            DomainEvent::CommissionPlanPublished(plan) => {
+                self.commissions.plan_published(plan);
+                Ok(())
+            }
+            DomainEvent::PayoutScheduled(payout) => self.commissions.payout_scheduled(payout),
+            DomainEvent::PayoutSent(payout) => self.commissions.payout_sent(payout),
+            DomainEvent::PayoutFailed(payout) => self.commissions.payout_failed(payout),
+            DomainEvent::DonationAllocated(donation) => {
+                self.commissions.donation_allocated(donation);
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        commissions.map_err(|error| broken(error.to_string()))
+    }
+
+    pub fn to_state(&self) -> LedgerViewsState {
+        LedgerViewsState {
+            network: self.network.to_state(),
+            wallets: self.wallets.to_state(),
+            journal: self.journal.to_state(),
+            commissions: self.commissions.to_state(),
+            last: self.last,
+            events: self.events,
+            ignored: self.ignored,
+        }
+    }
+
+    pub fn from_state(state: LedgerViewsState) -> Result<LedgerViews, String> {
+        Ok(LedgerViews {
+            network: Network::from_state(state.network).map_err(|error| error.to_string())?,
+            wallets: Wallets::from_state(state.wallets),
+            journal: Journal::from_state(state.journal),
+            commissions: Commissions::from_state(state.commissions),
+            last: state.last,
+            events: state.events,
+            ignored: state.ignored,
+        })
+    }
+}
+
+/// The whole state of [`LedgerViews`], every map in key order.
+#[derive(Serialize, Deserialize)]
+pub struct LedgerViewsState {
+    network: NetworkState,
+    wallets: WalletsState,
+    journal: JournalState<LedgerAccount, Currency>,
+    commissions: CommissionsState,
+    last: Option<(Position, DateTime<Utc>)>,
+    events: u64,
+    ignored: u64,
+}
+
+impl Projection for LedgerViews {
+    fn name(&self) -> &str {
+        "ledger-views"
+    }
+
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        self.events += 1;
+        self.last = Some((event.position, event.recorded_at));
+        match decode(event)? {
+            Some(fact) => self.apply_fact(event, fact),
+            None => {
+                self.ignored += 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn encode_state(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, &self.to_state()).expect("view state serialises");
+    }
+
+    fn decode_state(&mut self, bytes: &[u8]) -> Result<(), ProjectionError> {
+        let bad = |reason: String| ProjectionError::BadState {
+            projection: "ledger-views".to_owned(),
+            reason,
+        };
+        let state: LedgerViewsState =
+            serde_json::from_slice(bytes).map_err(|error| bad(error.to_string()))?;
+        *self = LedgerViews::from_state(state).map_err(bad)?;
+        Ok(())
+    }
+
+    fn fresh(&self) -> Self {
+        LedgerViews::new()
+    }
+}
