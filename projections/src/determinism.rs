@@ -23,25 +23,34 @@ pub struct LiveAndRebuilt {
     pub restarts: usize,
 }
 
+/// How often the live path restarts and checkpoints.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    /// Stop the runner and reopen it from its checkpoint after this many appends.
+    pub restart_every: usize,
+    /// Checkpoint after this many events (and every 50 ms). Small values make restarts
+    /// resume from a checkpoint behind the head, exercising the skip logic.
+    pub checkpoint_every: u64,
+}
+
 /// Appends `batches` to `store` one append at a time while a runner follows the log live,
-/// stopping it and reopening it from its checkpoint every `restart_every` batches; then
-/// rebuilds the projection from zero and returns both states.
+/// restarting it from its checkpoint on `schedule`; then rebuilds the projection from zero
+/// and returns both states.
 pub async fn live_and_rebuilt<S, P>(
     store: S,
     projection: P,
     batches: Vec<(StreamName, Vec<NewEvent>)>,
     checkpoints: CheckpointDir,
-    restart_every: usize,
+    schedule: Schedule,
 ) -> Result<LiveAndRebuilt, ProjectionError>
 where
     S: EventStore + Clone,
     P: Projection,
 {
+    let restart_every = schedule.restart_every;
     assert!(restart_every > 0, "restart_every must be positive");
-    // Checkpoint often, so restarts resume from a checkpoint that is behind the head and
-    // the skip-at-or-before logic is exercised.
     let policy = CheckpointPolicy {
-        events_max: 7,
+        events_max: schedule.checkpoint_every,
         interval: Duration::from_millis(50),
     };
     let scratch = projection.fresh();

@@ -16,6 +16,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod determinism;
 pub mod forest;
+pub mod history;
 pub mod journal;
 pub mod projection;
 pub mod report;

@@ -303,7 +303,7 @@ mod tests {
     use ledger::store::{EventMetadata, EventType, ExpectedRevision, NewEvent, StreamName};
 
     use super::*;
-    use crate::determinism::live_and_rebuilt;
+    use crate::determinism::{live_and_rebuilt, Schedule};
     use crate::rng::SplitMix64;
 
     /// Per stream: how many events, and an order-sensitive fold of their payloads, so any
@@ -378,7 +378,10 @@ mod tests {
                 Tally::default(),
                 random_history(seed, 600),
                 CheckpointDir::open(dir.path()).expect("dir"),
-                97,
+                Schedule {
+                    restart_every: 97,
+                    checkpoint_every: 7,
+                },
             )
             .await
             .expect("both paths run");

@@ -192,3 +192,6 @@ impl Projection for LedgerViews {
         LedgerViews::new()
     }
 }
+
+#[cfg(test)]
+mod tests;
