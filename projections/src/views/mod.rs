@@ -13,10 +13,13 @@ pub mod decode;
 pub mod network;
 pub mod wallets;
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use ledger::domain::events::DomainEvent;
-use ledger::domain::Currency;
+use ledger::domain::{Currency, Period};
 use ledger::store::{Position, RecordedEvent};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{Journal, JournalState};
@@ -42,6 +45,17 @@ pub struct LedgerViews {
     /// Events applied, and how many of them no view reads.
     pub events: u64,
     pub ignored: u64,
+    /// Per period and currency, what the journal entries of payout events moved (the
+    /// debit side of each entry): what payout reports reconcile to.
+    pub payout_journal: BTreeMap<Period, PayoutJournal>,
+}
+
+/// Journal amounts of one period's payout events, per currency.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutJournal {
+    pub scheduled: BTreeMap<Currency, Decimal>,
+    pub sent: BTreeMap<Currency, Decimal>,
+    pub failed: BTreeMap<Currency, Decimal>,
 }
 
 impl LedgerViews {
@@ -67,6 +81,26 @@ impl LedgerViews {
         self.journal
             .post(position, event.recorded_at, &postings)
             .map_err(|error| broken(error.to_string()))?;
+        let payout_entry = match &domain {
+            DomainEvent::PayoutScheduled(payout) => Some((payout.period, 0)),
+            DomainEvent::PayoutSent(payout) => Some((payout.period, 1)),
+            DomainEvent::PayoutFailed(payout) => Some((payout.period, 2)),
+            _ => None,
+        };
+        if let Some((period, kind)) = payout_entry {
+            let journal = self.payout_journal.entry(period).or_default();
+            let totals = match kind {
+                0 => &mut journal.scheduled,
+                1 => &mut journal.sent,
+                _ => &mut journal.failed,
+            };
+            for posting in postings
+                .iter()
+                .filter(|posting| posting.amount.is_sign_positive())
+            {
+                *totals.entry(posting.currency).or_default() += posting.amount;
+            }
+        }
         match &domain {
             DomainEvent::CreditsGranted(granted) => self.wallets.granted(granted),
             DomainEvent::CreditsPurchased(purchased) => self.wallets.purchased(purchased),
@@ -128,6 +162,7 @@ impl LedgerViews {
             last: self.last,
             events: self.events,
             ignored: self.ignored,
+            payout_journal: self.payout_journal.clone(),
         }
     }
 
@@ -140,6 +175,7 @@ impl LedgerViews {
             last: state.last,
             events: state.events,
             ignored: state.ignored,
+            payout_journal: state.payout_journal,
         })
     }
 }
@@ -154,6 +190,7 @@ pub struct LedgerViewsState {
     last: Option<(Position, DateTime<Utc>)>,
     events: u64,
     ignored: u64,
+    payout_journal: BTreeMap<Period, PayoutJournal>,
 }
 
 impl Projection for LedgerViews {
