@@ -22,6 +22,7 @@ pub mod projection;
 pub mod report;
 pub mod rng;
 pub mod runner;
+pub mod verify;
 pub mod views;
 
 pub use checkpoint::{Checkpoint, CheckpointDir};
