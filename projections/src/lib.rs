@@ -12,6 +12,7 @@
 //! - [`report`]: finance reports as CSV and JSON.
 //! - [`chain`]: order and hash-chain checks of a log read through the store contract.
 
+pub mod bench;
 pub mod chain;
 pub mod checkpoint;
 pub mod determinism;
