@@ -5,7 +5,8 @@
 //! Every walk is iterative (an explicit queue or a parent pointer loop) and bounded by
 //! [`WALK_DEPTH_MAX`]: a chain a million deep is ordinary data, not a stack overflow.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::hash::FastMap;
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use chrono::{DateTime, Datelike, Utc};
@@ -92,7 +93,7 @@ pub struct MembersPage<K> {
 #[derive(Clone, Debug)]
 pub struct ReferralForest<K> {
     graph: DiGraph<Member<K>, ()>,
-    index: HashMap<K, NodeIndex>,
+    index: FastMap<K, NodeIndex>,
     /// The referrer of each node, by node index; `u32::MAX` for roots. Kept beside the
     /// graph because the upline walk is the hottest query and a flat array is fastest.
     parent: Vec<u32>,
@@ -104,7 +105,7 @@ impl<K> Default for ReferralForest<K> {
     fn default() -> Self {
         ReferralForest {
             graph: DiGraph::default(),
-            index: HashMap::new(),
+            index: FastMap::default(),
             parent: Vec::new(),
         }
     }

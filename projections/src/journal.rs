@@ -6,7 +6,8 @@
 //! to zero per currency, so the sum over all accounts (the trial balance) is zero after
 //! every event; [`Journal::post`] refuses, naming the position, anything else.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::hash::FastMap;
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use chrono::{DateTime, Utc};
@@ -93,7 +94,7 @@ pub struct Journal<A, C> {
     moments: Vec<Moment>,
     /// Per account and currency: (index into `moments`, balance after it), one entry per
     /// event that touched it. The last entry is the live balance.
-    history: HashMap<(A, C), Vec<(u32, Decimal)>>,
+    history: FastMap<(A, C), Vec<(u32, Decimal)>>,
     /// Sum of all balances per currency; zero after every event.
     totals: BTreeMap<C, Decimal>,
 }
@@ -102,7 +103,7 @@ impl<A, C> Default for Journal<A, C> {
     fn default() -> Self {
         Journal {
             moments: Vec::new(),
-            history: HashMap::new(),
+            history: FastMap::default(),
             totals: BTreeMap::new(),
         }
     }

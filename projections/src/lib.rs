@@ -17,6 +17,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod determinism;
 pub mod forest;
+pub mod hash;
 pub mod history;
 pub mod journal;
 pub mod projection;

@@ -43,6 +43,17 @@ pub trait Projection: Send + Sync + 'static {
     /// Folds one event in. Events the projection does not care about are ignored.
     fn apply(&mut self, event: &ledger::store::RecordedEvent) -> Result<(), ProjectionError>;
 
+    /// Folds a run of consecutive events in, in order. The default applies them one by
+    /// one; a projection may override it to prepare events in parallel (decoding) while
+    /// the fold itself stays sequential. After an error the state is undefined: the
+    /// projection must be rebuilt (the runner stops).
+    fn apply_batch(
+        &mut self,
+        events: &[ledger::store::RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        events.iter().try_for_each(|event| self.apply(event))
+    }
+
     /// Writes the whole state as bytes that depend only on the events applied (maps in
     /// key order, no addresses, no hash-map iteration order).
     fn encode_state(&self, out: &mut Vec<u8>);

@@ -124,17 +124,12 @@ impl<S: EventStore + Clone, P: Projection> ProjectionRunner<S, P> {
         loop {
             let from = self.position.unwrap_or(Position::START);
             let page = self.store.read_all(from, PAGE_SIZE_MAX).await?;
-            let mut fresh = 0usize;
-            {
+            let new = &page[page.partition_point(|event| !self.is_new(event))..];
+            let fresh = new.len();
+            if let Some(last) = new.last() {
                 let mut projection = self.projection.write().expect("projection lock poisoned");
-                for event in &page {
-                    if !self.is_new(event) {
-                        continue;
-                    }
-                    projection.apply(event)?;
-                    self.position = Some(event.position);
-                    fresh += 1;
-                }
+                projection.apply_batch(new)?;
+                self.position = Some(last.position);
             }
             applied += fresh as u64;
             self.since_checkpoint += fresh as u64;
@@ -273,14 +268,13 @@ pub async fn rebuild_from_store<S: EventStore, P: Projection>(
         let page = store
             .read_all(position.unwrap_or(Position::START), PAGE_SIZE_MAX)
             .await?;
-        let mut fresh = 0u64;
-        for event in &page {
-            if position.is_some_and(|applied| event.position <= applied) {
-                continue;
-            }
-            projection.apply(event)?;
-            position = Some(event.position);
-            fresh += 1;
+        // Pages start at the last applied position (inclusive): skip what was applied.
+        let new = &page[page
+            .partition_point(|event| position.is_some_and(|applied| event.position <= applied))..];
+        let fresh = new.len() as u64;
+        if let Some(last) = new.last() {
+            projection.apply_batch(new)?;
+            position = Some(last.position);
         }
         applied += fresh;
         progress(&Progress {

@@ -10,7 +10,8 @@
 //! Statuses depend on time (a commission becomes payable when its hold ends), so every
 //! status query takes the instant it is asked about; the state itself only holds facts.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::hash::FastMap;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use ledger::domain::events::{
@@ -247,9 +248,9 @@ pub struct Affiliate {
 #[derive(Clone, Debug, Default)]
 pub struct Commissions {
     payments: Vec<PaymentRecord>,
-    payment_index: HashMap<PaymentId, u32>,
+    payment_index: FastMap<PaymentId, u32>,
     commissions: Vec<Commission>,
-    affiliates: HashMap<AccountId, Affiliate>,
+    affiliates: FastMap<AccountId, Affiliate>,
     runs: BTreeMap<Period, BTreeMap<AccountId, Payout>>,
     donations: BTreeMap<Period, Vec<Donation>>,
     plans: BTreeMap<PlanVersion, PlanRecord>,
@@ -611,7 +612,7 @@ impl Commissions {
         at: DateTime<Utc>,
     ) -> BTreeMap<(AccountId, Currency), AffiliateTotals> {
         let mut totals: BTreeMap<(AccountId, Currency), AffiliateTotals> = BTreeMap::new();
-        let mut per_affiliate: HashMap<(AccountId, Currency), AffiliateTotals> = HashMap::new();
+        let mut per_affiliate: FastMap<(AccountId, Currency), AffiliateTotals> = FastMap::default();
         for commission in &self.commissions {
             let entry = per_affiliate
                 .entry((commission.beneficiary, commission.currency))

@@ -33,6 +33,13 @@ pub use postings::{ledger_postings, LedgerAccount};
 
 mod postings;
 
+/// Batches shorter than this are decoded on the folding thread.
+const PARALLEL_DECODE_EVENTS_MIN: usize = 2048;
+/// Events a decoder thread decodes at a time.
+const DECODE_CHUNK_EVENTS: usize = 512;
+/// Most decoder threads one batch uses.
+const DECODE_THREADS_MAX: usize = 3;
+
 /// Every domain read model, maintained together.
 #[derive(Clone, Debug, Default)]
 pub struct LedgerViews {
@@ -61,6 +68,22 @@ pub struct PayoutJournal {
 impl LedgerViews {
     pub fn new() -> LedgerViews {
         LedgerViews::default()
+    }
+
+    fn apply_decoded(
+        &mut self,
+        event: &RecordedEvent,
+        fact: Option<Fact>,
+    ) -> Result<(), ProjectionError> {
+        self.events += 1;
+        self.last = Some((event.position, event.recorded_at));
+        match fact {
+            Some(fact) => self.apply_fact(event, fact),
+            None => {
+                self.ignored += 1;
+                Ok(())
+            }
+        }
     }
 
     fn apply_fact(&mut self, event: &RecordedEvent, fact: Fact) -> Result<(), ProjectionError> {
@@ -199,15 +222,46 @@ impl Projection for LedgerViews {
     }
 
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        self.events += 1;
-        self.last = Some((event.position, event.recorded_at));
-        match decode(event)? {
-            Some(fact) => self.apply_fact(event, fact),
-            None => {
-                self.ignored += 1;
-                Ok(())
-            }
+        let fact = decode(event)?;
+        self.apply_decoded(event, fact)
+    }
+
+    /// Decodes on helper threads while this thread folds, in order: decoding JSON is
+    /// most of a rebuild's work and needs no state.
+    fn apply_batch(&mut self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let decoders = std::thread::available_parallelism()
+            .map_or(1, |cores| cores.get().saturating_sub(1))
+            .clamp(1, DECODE_THREADS_MAX);
+        if events.len() < PARALLEL_DECODE_EVENTS_MIN {
+            return events.iter().try_for_each(|event| self.apply(event));
         }
+        let chunks: Vec<&[RecordedEvent]> = events.chunks(DECODE_CHUNK_EVENTS).collect();
+        std::thread::scope(|scope| {
+            let mut receivers = Vec::with_capacity(decoders);
+            for decoder in 0..decoders {
+                // Bounded, so decoders run at most a few chunks ahead of the fold.
+                let (sender, receiver) = std::sync::mpsc::sync_channel(2);
+                receivers.push(receiver);
+                let chunks = &chunks;
+                scope.spawn(move || {
+                    for chunk in chunks.iter().skip(decoder).step_by(decoders) {
+                        let decoded: Vec<_> = chunk.iter().map(decode).collect();
+                        if sender.send(decoded).is_err() {
+                            return; // the fold stopped on an error
+                        }
+                    }
+                });
+            }
+            for (index, chunk) in chunks.iter().enumerate() {
+                let decoded = receivers[index % decoders]
+                    .recv()
+                    .expect("a decoder sends every chunk it owns");
+                for (event, fact) in chunk.iter().zip(decoded) {
+                    self.apply_decoded(event, fact?)?;
+                }
+            }
+            Ok(())
+        })
     }
 
     fn encode_state(&self, out: &mut Vec<u8>) {

@@ -7,7 +7,8 @@
 //! takes its signup and its revenue out of every analytics total, past periods included;
 //! lifting the restriction puts them back.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::hash::FastMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use ledger::domain::{AccountId, Currency, Period};
@@ -33,11 +34,11 @@ pub struct PeriodAnalytics {
 #[derive(Clone, Debug, Default)]
 pub struct Network {
     forest: ReferralForest<AccountId>,
-    opened: HashMap<AccountId, DateTime<Utc>>,
-    revenue: HashMap<AccountId, Revenue>,
+    opened: FastMap<AccountId, DateTime<Utc>>,
+    revenue: FastMap<AccountId, Revenue>,
     /// Per payer, net revenue per period, kept so a restriction can take a subject's past
     /// contributions out of the analytics.
-    revenue_by_period: HashMap<AccountId, Vec<(Period, Currency, Decimal)>>,
+    revenue_by_period: FastMap<AccountId, Vec<(Period, Currency, Decimal)>>,
     analytics: BTreeMap<Period, PeriodAnalytics>,
     restricted: BTreeSet<AccountId>,
 }

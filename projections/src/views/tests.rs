@@ -266,3 +266,17 @@ fn an_unbalanced_or_contradictory_event_stops_the_replay_naming_its_position() {
         "{failure}"
     );
 }
+
+#[test]
+fn batches_decoded_in_parallel_fold_exactly_like_one_by_one() {
+    let events = generated(HistoryConfig::small(8));
+    let one_by_one = views_of(&events);
+    let mut batched = LedgerViews::new();
+    for batch in events.chunks(3000) {
+        batched.apply_batch(batch).expect("applies");
+    }
+    assert_eq!(
+        crate::projection::state_bytes(&batched),
+        crate::projection::state_bytes(&one_by_one)
+    );
+}

@@ -1,7 +1,8 @@
 //! Credit wallets: per account, the balance and the open grants (what is left of each and
 //! when it expires); per period, the credits issued, spent and expired.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::hash::FastMap;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use ledger::domain::events::{
@@ -82,7 +83,7 @@ pub enum WalletError {
 
 #[derive(Clone, Debug, Default)]
 pub struct Wallets {
-    wallets: HashMap<AccountId, Wallet>,
+    wallets: FastMap<AccountId, Wallet>,
     totals: BTreeMap<Period, CreditTotals>,
 }
 
