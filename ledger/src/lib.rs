@@ -5,4 +5,5 @@
 //! and decides commands, and every layer above reads what it wrote.
 
 pub mod domain;
+pub mod service;
 pub mod store;

@@ -100,8 +100,11 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// Whether the grant can be drawn at `at`: granted by then, not yet expired, not empty.
     fn usable_at(&self, at: DateTime<Utc>) -> bool {
-        !self.remaining.is_zero() && self.expires_at.is_none_or(|expiry| at < expiry)
+        !self.remaining.is_zero()
+            && self.granted_at <= at
+            && self.expires_at.is_none_or(|expiry| at < expiry)
     }
 }
 
@@ -1054,6 +1057,10 @@ mod tests {
                 requested: credits(11)
             }
         );
+        // A grant made after the spend's time is not there yet.
+        given(events.clone())
+            .when(|s| decide(s, &spend("s1", 1, "2026-09-30T23:59:59Z")))
+            .then_rejected("insufficient_credits");
         // An expired grant no longer counts, even before its expiry is recorded.
         given(events)
             .when(|s| decide(s, &spend("s1", 1, "2026-12-01T00:00:00Z")))

@@ -270,7 +270,7 @@ pub struct SubscriptionCancelled {
 
 /// What a payment paid for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum PaymentKind {
     Subscription { subscription_id: SubscriptionId },
     CreditPack { credits: Credits },
@@ -386,6 +386,17 @@ pub struct PayoutFailed {
     pub failed_at: DateTime<Utc>,
 }
 
+/// A payout run finished: every payout it scheduled precedes this in the same append.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutRunCompleted {
+    pub period: Period,
+    pub as_of: DateTime<Utc>,
+    pub minimum_payout: Money,
+    pub payouts: u32,
+    pub total: Money,
+    pub completed_at: DateTime<Utc>,
+}
+
 /// A share of a period's net revenue set aside for an organisation. No user data.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DonationAllocated {
@@ -488,6 +499,7 @@ domain_events! {
     PayoutScheduled = 1,
     PayoutSent = 1,
     PayoutFailed = 1,
+    PayoutRunCompleted = 1,
     DonationAllocated = 1,
 }
 

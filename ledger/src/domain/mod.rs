@@ -32,7 +32,9 @@ pub mod postings;
 pub mod streams;
 
 #[cfg(test)]
-mod scenario;
+mod properties;
+#[cfg(test)]
+pub(crate) mod scenario;
 
 pub use credits::Credits;
 pub use events::DomainEvent;
@@ -125,6 +127,8 @@ pub enum Rejection {
     RefundExceedsPayment { requested: Money, refundable: Money },
     #[error("a payment takes at most {refunds_max} refunds and chargebacks")]
     TooManyRefunds { refunds_max: usize },
+    #[error("a refund cannot be dated before its payment")]
+    RefundBeforePayment,
     #[error("the next plan version is {expected}, not {actual}")]
     PlanVersionNotNext {
         expected: PlanVersion,
@@ -138,8 +142,20 @@ pub enum Rejection {
     PlanInvalid { reason: String },
     #[error("the payout run for {period} already happened")]
     PayoutRunExists { period: Period },
-    #[error("a payout run for {period} must be taken at or after the period ends")]
+    #[error(
+        "a payout run for {period} is taken as of the period's end or later, and not as of \
+         a time after the run itself"
+    )]
     PayoutRunTooEarly { period: Period },
+    #[error(
+        "payout runs go in period order: the last run was for {last_period} as of {last_as_of}"
+    )]
+    PayoutRunOutOfOrder {
+        last_period: Period,
+        last_as_of: chrono::DateTime<chrono::Utc>,
+    },
+    #[error("a payout run pays at most {payouts_max} affiliates")]
+    TooManyPayouts { payouts_max: usize },
     #[error("no payout to {affiliate} is scheduled for {period}")]
     PayoutNotFound {
         period: Period,
@@ -179,12 +195,15 @@ impl Rejection {
             Rejection::PaymentNotFound { .. } => "payment_not_found",
             Rejection::RefundExceedsPayment { .. } => "refund_exceeds_payment",
             Rejection::TooManyRefunds { .. } => "too_many_refunds",
+            Rejection::RefundBeforePayment => "refund_before_payment",
             Rejection::PlanVersionNotNext { .. } => "plan_version_not_next",
             Rejection::PlanEffectiveInPast => "plan_effective_in_past",
             Rejection::PlanEffectiveBeforePrevious => "plan_effective_before_previous",
             Rejection::PlanInvalid { .. } => "plan_invalid",
             Rejection::PayoutRunExists { .. } => "payout_run_exists",
             Rejection::PayoutRunTooEarly { .. } => "payout_run_too_early",
+            Rejection::PayoutRunOutOfOrder { .. } => "payout_run_out_of_order",
+            Rejection::TooManyPayouts { .. } => "too_many_payouts",
             Rejection::PayoutNotFound { .. } => "payout_not_found",
             Rejection::PayoutAlreadySettled { .. } => "payout_already_settled",
             Rejection::DonationExists { .. } => "donation_exists",

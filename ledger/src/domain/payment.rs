@@ -221,6 +221,9 @@ pub fn decide_refund(
         };
     }
     check_amount(command.amount, payment.received.amount.currency())?;
+    if command.refunded_at < payment.received.received_at {
+        return Err(Rejection::RefundBeforePayment);
+    }
     let refundable = payment.refundable();
     if command
         .amount
@@ -432,6 +435,10 @@ mod tests {
             amount: eur(amount),
             refunded_at: at("2026-10-20T12:00:00Z"),
         }
+    }
+
+    fn history_for_early() -> Vec<DomainEvent> {
+        decide_payment(&PaymentState::default(), &context(&[1]), &pay("10.00")).unwrap()
     }
 
     fn given(events: Vec<DomainEvent>) -> Given<PaymentState> {
@@ -701,5 +708,10 @@ mod tests {
         given(vec![])
             .when(|s| decide_refund(s, &refund("re_1", "1.00", RefundKind::Refund)))
             .then_rejected("payment_not_found");
+        let mut early = refund("re_9", "1.00", RefundKind::Refund);
+        early.refunded_at = at("2026-10-10T11:59:59Z");
+        given(history_for_early())
+            .when(|s| decide_refund(s, &early))
+            .then_rejected("refund_before_payment");
     }
 }

@@ -26,9 +26,9 @@ pub fn plan() -> StreamName {
     named("plan".to_owned())
 }
 
-/// `payout-{YYYY-MM}`: one payout run per period, and how each payout settled.
-pub fn payout(period: Period) -> StreamName {
-    named(format!("payout-{period}"))
+/// `payouts`: every payout run, one per period in period order, and how each payout settled.
+pub fn payouts() -> StreamName {
+    named("payouts".to_owned())
 }
 
 /// `donation-{YYYY-MM}`: one donation allocation per period.
