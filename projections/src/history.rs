@@ -13,10 +13,10 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use ledger::domain::donation::{self, AllocateDonation, DonationState, RevenueBook};
 use ledger::domain::events::{
     AccountOpened, CommissionPlanPublished, CreditsExpired, CreditsGranted, CreditsPurchased,
-    CreditsSpent, DomainEvent, DonationAllocated, FraudFlag, GrantDraw, GrantReason, PaymentKind,
-    PayoutFailed, PayoutScheduled, PayoutSent, PersonalData,
+    CreditsSpent, DomainEvent, FraudFlag, GrantDraw, GrantReason, PaymentKind, PersonalData,
 };
 use ledger::domain::ids::{
     Fingerprint, GrantId, OrganisationId, PaymentId, PayoutReference, PersonaId, RefundId, SpendId,
@@ -24,6 +24,9 @@ use ledger::domain::ids::{
 };
 use ledger::domain::payment::{
     self, PaymentContext, PaymentState, RecordPayment, RefundKind, RefundPayment, UplineMember,
+};
+use ledger::domain::payout::{
+    self, PayableBook, PayoutContext, PayoutsState, RunPayouts, SettlePayout, Settlement,
 };
 use ledger::domain::plan::CommissionPlan;
 use ledger::domain::{streams, AccountId, Credits, Currency, Money, Period, Rate, ReferralCode};
@@ -34,7 +37,6 @@ use ledger::store::{
 use rust_decimal::Decimal;
 
 use crate::rng::SplitMix64;
-use crate::views::commissions::Commissions;
 
 /// The shape of a generated history.
 #[derive(Clone, Debug)]
@@ -118,10 +120,12 @@ pub struct Generator {
     refund_sequence: u64,
     /// Grants to expire: (expiry, member, grant id).
     expiries: BinaryHeap<Reverse<(DateTime<Utc>, u32, String)>>,
-    /// The payable balances a payout run pays, kept by the same view the reports use.
-    book: Commissions,
+    /// The domain's own books: payable balances for payout runs, net revenue for
+    /// donations, and the payouts stream's state; so runs are what production decides.
+    book: PayableBook,
+    revenue: RevenueBook,
+    payouts: PayoutsState,
     period: Period,
-    net_revenue: Decimal,
     payment_sequence: u64,
     finished: bool,
 }
@@ -149,8 +153,9 @@ impl Generator {
             refund_states: BTreeMap::new(),
             refund_sequence: 0,
             expiries: BinaryHeap::new(),
-            book: Commissions::default(),
-            net_revenue: Decimal::ZERO,
+            book: PayableBook::new(Currency::EUR),
+            revenue: RevenueBook::new(Currency::EUR),
+            payouts: PayoutsState::default(),
             payment_sequence: 0,
             finished: false,
             config,
@@ -208,21 +213,17 @@ impl Generator {
     }
 
     fn feed_book(&mut self, event: &DomainEvent) {
-        let position = Position::sequence(self.emitted);
-        let fed = match event {
-            DomainEvent::PaymentReceived(payment) => self.book.payment_received(payment),
-            DomainEvent::CommissionEarned(earned) => self.book.earned(position, earned),
-            DomainEvent::CommissionReversed(reversed) => self.book.reversed(reversed),
-            DomainEvent::PaymentRefunded(refund) => self.book.refunded(refund).map(|_| ()),
-            DomainEvent::PaymentChargedBack(chargeback) => {
-                self.book.charged_back(chargeback).map(|_| ())
-            }
-            DomainEvent::PayoutScheduled(payout) => self.book.payout_scheduled(payout),
-            DomainEvent::PayoutSent(payout) => self.book.payout_sent(payout),
-            DomainEvent::PayoutFailed(payout) => self.book.payout_failed(payout),
-            _ => Ok(()),
-        };
-        fed.expect("the generator writes a consistent history");
+        self.book.apply(event);
+        self.revenue.apply(event);
+        if matches!(
+            event,
+            DomainEvent::PayoutScheduled(_)
+                | DomainEvent::PayoutRunCompleted(_)
+                | DomainEvent::PayoutSent(_)
+                | DomainEvent::PayoutFailed(_)
+        ) {
+            self.payouts = payout::evolve(std::mem::take(&mut self.payouts), event);
+        }
     }
 
     fn step(&mut self) {
@@ -391,7 +392,6 @@ impl Generator {
         };
         let events = payment::decide_payment(&PaymentState::default(), &context, &command)
             .expect("generated payments are valid");
-        self.net_revenue += amount.amount();
         // A few payments are refunded (some in part, some charged back) within 40 days.
         if self.rng.chance(3, 100) {
             let state = events.iter().fold(PaymentState::default(), |state, event| {
@@ -453,7 +453,6 @@ impl Generator {
             refunded_at: now,
         };
         let events = payment::decide_refund(&state, &command).expect("generated refunds are valid");
-        self.net_revenue -= amount.amount();
         let stream = streams::payment(&payment.received.payment_id);
         self.emit(stream, events, now);
     }
@@ -594,74 +593,67 @@ impl Generator {
         );
     }
 
-    /// The payout run and the donation of a month that just ended.
+    /// The payout run and the donation of a month that just ended, decided by the
+    /// domain's deciders from its own books.
     fn close_month(&mut self, period: Period) {
         let now = self.now().max(period.end());
-        let as_of = period.end();
-        let minimum = self.plan.minimum_payout.amount();
-        let mut scheduled = Vec::new();
-        for ((affiliate, currency), totals) in self.book.all_affiliate_totals(as_of) {
-            let payable = totals.payable - totals.owed;
-            if currency == Currency::EUR && payable >= minimum {
-                scheduled.push(DomainEvent::PayoutScheduled(PayoutScheduled {
-                    period,
-                    affiliate,
-                    amount: Money::new(payable, currency).expect("money"),
-                    as_of,
-                    scheduled_at: now,
-                }));
-            }
-        }
-        let settled: Vec<DomainEvent> = scheduled
+        let context = PayoutContext {
+            balances: self.book.balances_at(period.end()),
+            minimum_payout: self.plan.minimum_payout,
+        };
+        let run = payout::decide_run(
+            &self.payouts,
+            &context,
+            &RunPayouts {
+                period,
+                as_of: period.end(),
+                run_at: now,
+            },
+        )
+        .expect("generated payout runs are valid");
+        let scheduled: Vec<AccountId> = run
             .iter()
-            .map(|event| {
-                let DomainEvent::PayoutScheduled(payout) = event else {
-                    unreachable!("only payouts were scheduled")
-                };
-                if self.rng.chance(1, 20) {
-                    DomainEvent::PayoutFailed(PayoutFailed {
-                        period,
-                        affiliate: payout.affiliate,
-                        amount: payout.amount,
-                        reason: "the bank account is closed".to_owned(),
-                        failed_at: now,
-                    })
-                } else {
-                    DomainEvent::PayoutSent(PayoutSent {
-                        period,
-                        affiliate: payout.affiliate,
-                        amount: payout.amount,
-                        reference: PayoutReference::parse(&format!(
-                            "po_{period}_{}",
-                            payout.affiliate
-                        ))
-                        .expect("token"),
-                        sent_at: now,
-                    })
-                }
+            .filter_map(|event| match event {
+                DomainEvent::PayoutScheduled(payout) => Some(payout.affiliate),
+                _ => None,
             })
             .collect();
-        self.emit(streams::payout(period), scheduled, now);
-        self.emit(streams::payout(period), settled, now);
-        if self.net_revenue > Decimal::ZERO {
-            let net_revenue = Money::new(self.net_revenue, Currency::EUR).expect("money");
-            let share = Rate::parse("0.05").expect("rate");
-            let rounded = net_revenue.times_rate(share);
-            self.emit(
-                streams::donation(period),
-                vec![DomainEvent::DonationAllocated(DonationAllocated {
+        self.emit(streams::payouts(), run, now);
+        for affiliate in scheduled {
+            let settlement = if self.rng.chance(1, 10) {
+                Settlement::Failed {
+                    reason: "the bank account is closed".to_owned(),
+                }
+            } else {
+                Settlement::Sent {
+                    reference: PayoutReference::parse(&format!("po_{period}_{affiliate}"))
+                        .expect("token"),
+                }
+            };
+            let settled = payout::decide_settle(
+                &self.payouts,
+                &SettlePayout {
                     period,
-                    organisation: OrganisationId::parse("ocean-cleanup").expect("token"),
-                    net_revenue,
-                    share,
-                    amount: rounded.amount,
-                    rounding: rounded.rounding,
-                    allocated_at: now,
-                })],
-                now,
-            );
+                    affiliate,
+                    settlement,
+                    settled_at: now,
+                },
+            )
+            .expect("generated settlements are valid");
+            self.emit(streams::payouts(), settled, now);
         }
-        self.net_revenue = Decimal::ZERO;
+        let donation = donation::decide(
+            &DonationState::default(),
+            self.revenue.net_revenue(period),
+            &AllocateDonation {
+                period,
+                organisation: OrganisationId::parse("ocean-cleanup").expect("token"),
+                share: Rate::parse("0.05").expect("rate"),
+                allocated_at: now,
+            },
+        )
+        .expect("generated donations are valid");
+        self.emit(streams::donation(period), donation, now);
     }
 }
 

@@ -242,9 +242,10 @@ fn currency_totals(views: &LedgerViews) -> BTreeMap<String, CurrencyTotals> {
     }
     sums.into_iter()
         .map(|(currency, sum)| {
-            let cash = views
-                .journal
-                .balance(&crate::views::LedgerAccount::Cash, currency);
+            let cash = views.journal.balance(
+                &crate::views::AccountKey::of(ledger::domain::postings::AccountKind::Cash, None),
+                currency,
+            );
             (
                 currency.code().to_owned(),
                 CurrencyTotals {

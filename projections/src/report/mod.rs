@@ -40,6 +40,12 @@ pub enum ReportError {
         report_total: String,
         journal_total: String,
     },
+    #[error("payout report for {period} lists {report}, but the run completed with {summary}")]
+    RunSummaryDisagrees {
+        period: Period,
+        report: String,
+        summary: String,
+    },
 }
 
 /// An amount at its currency's minor unit.
@@ -106,8 +112,10 @@ pub fn payout_report(
 ) -> Result<PayoutReport, ReportError> {
     let commissions = &views.commissions;
     let run = commissions.run(period);
-    let as_of = run
-        .and_then(|run| run.values().map(|payout| payout.as_of).max())
+    let summary = commissions.run_summary(period);
+    let as_of = summary
+        .map(|summary| summary.as_of)
+        .or_else(|| run.and_then(|run| run.values().map(|payout| payout.as_of).max()))
         .unwrap_or_else(|| period.end());
     // What each affiliate carries over: commissions earned by the run's instant that no
     // payout of this period or before matched, held or below the minimum.
@@ -208,6 +216,22 @@ pub fn payout_report(
                     journal_total: money_text(journal_total, *currency),
                 });
             }
+        }
+    }
+    // And with the run's own summary: how many it paid and how much.
+    if let Some(summary) = summary {
+        let currency = summary.total.currency();
+        let total = totals.get(&currency).copied().unwrap_or_default();
+        if total.0 != summary.total.amount() || total.4 != u64::from(summary.payouts) {
+            return Err(ReportError::RunSummaryDisagrees {
+                period,
+                report: format!("{} payouts, {}", total.4, money_text(total.0, currency)),
+                summary: format!(
+                    "{} payouts, {}",
+                    summary.payouts,
+                    money_text(summary.total.amount(), currency)
+                ),
+            });
         }
     }
     Ok(PayoutReport {

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use ledger::domain::events::{
     CommissionEarned, CommissionPlanPublished, CommissionReversed, DonationAllocated, FraudFlag,
-    PaymentChargedBack, PaymentReceived, PaymentRefunded, PayoutFailed, PayoutScheduled,
-    PayoutSent,
+    PaymentChargedBack, PaymentReceived, PaymentRefunded, PayoutFailed, PayoutRunCompleted,
+    PayoutScheduled, PayoutSent,
 };
 use ledger::domain::ids::{OrganisationId, PaymentId, PayoutReference, RefundId};
 use ledger::domain::{AccountId, Currency, Money, Period, PlanVersion, Rate};
@@ -183,6 +183,16 @@ pub struct Payout {
     pub settled_owed: Decimal,
 }
 
+/// A completed payout run, as the domain summed it up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub as_of: DateTime<Utc>,
+    pub minimum_payout: Money,
+    pub payouts: u32,
+    pub total: Money,
+    pub completed_at: DateTime<Utc>,
+}
+
 /// A donation allocation (aggregates only: no user data).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Donation {
@@ -252,11 +262,30 @@ pub struct Commissions {
     commissions: Vec<Commission>,
     affiliates: FastMap<AccountId, Affiliate>,
     runs: BTreeMap<Period, BTreeMap<AccountId, Payout>>,
+    summaries: BTreeMap<Period, RunSummary>,
     donations: BTreeMap<Period, Vec<Donation>>,
     plans: BTreeMap<PlanVersion, PlanRecord>,
 }
 
 impl Commissions {
+    pub fn run_completed(&mut self, event: &PayoutRunCompleted) {
+        self.summaries.insert(
+            event.period,
+            RunSummary {
+                as_of: event.as_of,
+                minimum_payout: event.minimum_payout,
+                payouts: event.payouts,
+                total: event.total,
+                completed_at: event.completed_at,
+            },
+        );
+    }
+
+    /// The domain's summary of the run of `period`, once it completed.
+    pub fn run_summary(&self, period: Period) -> Option<&RunSummary> {
+        self.summaries.get(&period)
+    }
+
     pub fn payment_received(&mut self, event: &PaymentReceived) -> Result<(), CommissionError> {
         if self.payment_index.contains_key(&event.payment_id) {
             return Err(CommissionError::DuplicatePayment {
@@ -668,6 +697,7 @@ impl Commissions {
             commissions: self.commissions.clone(),
             affiliates,
             runs: self.runs.clone(),
+            summaries: self.summaries.clone(),
             donations: self.donations.clone(),
             plans: self.plans.clone(),
         }
@@ -686,6 +716,7 @@ impl Commissions {
             commissions: state.commissions,
             affiliates: state.affiliates.into_iter().collect(),
             runs: state.runs,
+            summaries: state.summaries,
             donations: state.donations,
             plans: state.plans,
         }
@@ -711,6 +742,7 @@ pub struct CommissionsState {
     commissions: Vec<Commission>,
     affiliates: Vec<(AccountId, Affiliate)>,
     runs: BTreeMap<Period, BTreeMap<AccountId, Payout>>,
+    summaries: BTreeMap<Period, RunSummary>,
     donations: BTreeMap<Period, Vec<Donation>>,
     plans: BTreeMap<PlanVersion, PlanRecord>,
 }

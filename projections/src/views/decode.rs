@@ -52,9 +52,10 @@ enum Kind {
     PayoutSent,
     PayoutFailed,
     DonationAllocated,
+    PayoutRunCompleted,
 }
 
-const KINDS: [(&str, Kind); 15] = [
+const KINDS: [(&str, Kind); 16] = [
     ("AccountOpened", Kind::AccountOpened),
     ("CreditsGranted", Kind::CreditsGranted),
     ("CreditsPurchased", Kind::CreditsPurchased),
@@ -70,6 +71,7 @@ const KINDS: [(&str, Kind); 15] = [
     ("PayoutSent", Kind::PayoutSent),
     ("PayoutFailed", Kind::PayoutFailed),
     ("DonationAllocated", Kind::DonationAllocated),
+    ("PayoutRunCompleted", Kind::PayoutRunCompleted),
 ];
 
 /// Event types that no view reads: skipped without parsing.
@@ -173,6 +175,9 @@ pub fn decode(event: &RecordedEvent) -> Result<Option<Fact>, ProjectionError> {
         Kind::PayoutFailed => DomainEvent::PayoutFailed(parse(payload).map_err(undecodable)?),
         Kind::DonationAllocated => {
             DomainEvent::DonationAllocated(parse(payload).map_err(undecodable)?)
+        }
+        Kind::PayoutRunCompleted => {
+            DomainEvent::PayoutRunCompleted(parse(payload).map_err(undecodable)?)
         }
     };
     Ok(Some(Fact::Domain(domain)))

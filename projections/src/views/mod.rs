@@ -29,7 +29,7 @@ use decode::{decode, Fact};
 use network::{Network, NetworkState};
 use wallets::{Wallets, WalletsState};
 
-pub use postings::{ledger_postings, LedgerAccount};
+pub use postings::{ledger_postings, AccountKey};
 
 mod postings;
 
@@ -45,7 +45,7 @@ const DECODE_THREADS_MAX: usize = 3;
 pub struct LedgerViews {
     pub network: Network,
     pub wallets: Wallets,
-    pub journal: Journal<LedgerAccount, Currency>,
+    pub journal: Journal<AccountKey, Currency>,
     pub commissions: Commissions,
     /// The last event applied and when it was recorded.
     pub last: Option<(Position, DateTime<Utc>)>,
@@ -167,6 +167,10 @@ impl LedgerViews {
             DomainEvent::PayoutScheduled(payout) => self.commissions.payout_scheduled(payout),
             DomainEvent::PayoutSent(payout) => self.commissions.payout_sent(payout),
             DomainEvent::PayoutFailed(payout) => self.commissions.payout_failed(payout),
+            DomainEvent::PayoutRunCompleted(run) => {
+                self.commissions.run_completed(run);
+                Ok(())
+            }
             DomainEvent::DonationAllocated(donation) => {
                 self.commissions.donation_allocated(donation);
                 Ok(())
@@ -208,7 +212,7 @@ impl LedgerViews {
 pub struct LedgerViewsState {
     network: NetworkState,
     wallets: WalletsState,
-    journal: JournalState<LedgerAccount, Currency>,
+    journal: JournalState<AccountKey, Currency>,
     commissions: CommissionsState,
     last: Option<(Position, DateTime<Utc>)>,
     events: u64,

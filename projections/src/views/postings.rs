@@ -1,118 +1,120 @@
-//! The chart of accounts and the postings of each money event.
+//! The journal's postings, from the domain's one double-entry mapping
+//! (`ledger::domain::postings`), as signed amounts: a debit positive, a credit negative.
 //!
-//! Stand-in: the domain's double-entry mapping (`ledger::domain::postings`) is not written
-//! yet; when it lands, [`ledger_postings`] becomes a conversion from it and this table is
-//! deleted, so the books follow one mapping only.
-//!
-//! | event | debit | credit |
-//! |---|---|---|
-//! | PaymentReceived (subscription) | cash | revenue |
-//! | PaymentReceived (credit pack) | cash | deferred_revenue |
-//! | PaymentRefunded, PaymentChargedBack | refunds | cash |
-//! | CommissionEarned | commission_expense | commissions_payable:{beneficiary} |
-//! | CommissionReversed | commissions_payable:{beneficiary} | commission_expense |
-//! | PayoutScheduled | commissions_payable:{affiliate} | payouts |
-//! | PayoutSent | payouts | cash |
-//! | PayoutFailed | payouts | commissions_payable:{affiliate} |
-//! | DonationAllocated | donation_expense | donations_payable |
+//! [`AccountKey`] wraps the domain's ledger account so the journal's checkpoint can hold
+//! it: it reads and writes as the account's name, `cash` or `commissions_payable:{id}`.
 
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use ledger::domain::events::{DomainEvent, PaymentKind};
-use ledger::domain::{AccountId, Currency, Money};
-use serde::{Deserialize, Serialize};
+use ledger::domain::events::DomainEvent;
+use ledger::domain::postings::{postings, AccountKind, LedgerAccount, Side};
+use ledger::domain::{AccountId, Currency};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::journal::Posting;
 
-/// An account of the chart of accounts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(tag = "account", content = "affiliate", rename_all = "snake_case")]
-pub enum LedgerAccount {
-    Cash,
-    Revenue,
-    DeferredRevenue,
-    Refunds,
-    CommissionExpense,
-    CommissionsPayable(AccountId),
-    Payouts,
-    DonationExpense,
-    DonationsPayable,
-}
+/// Every kind of the domain's chart of accounts; a test checks the list is complete.
+pub const ACCOUNT_KINDS: [AccountKind; 8] = [
+    AccountKind::Cash,
+    AccountKind::Revenue,
+    AccountKind::Refunds,
+    AccountKind::CommissionExpense,
+    AccountKind::CommissionsPayable,
+    AccountKind::Payouts,
+    AccountKind::DonationExpense,
+    AccountKind::DonationsPayable,
+];
 
-impl fmt::Display for LedgerAccount {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LedgerAccount::Cash => f.write_str("cash"),
-            LedgerAccount::Revenue => f.write_str("revenue"),
-            LedgerAccount::DeferredRevenue => f.write_str("deferred_revenue"),
-            LedgerAccount::Refunds => f.write_str("refunds"),
-            LedgerAccount::CommissionExpense => f.write_str("commission_expense"),
-            LedgerAccount::CommissionsPayable(affiliate) => {
-                write!(f, "commissions_payable:{affiliate}")
-            }
-            LedgerAccount::Payouts => f.write_str("payouts"),
-            LedgerAccount::DonationExpense => f.write_str("donation_expense"),
-            LedgerAccount::DonationsPayable => f.write_str("donations_payable"),
-        }
+/// A ledger account of the domain's chart, ordered like it (kind, then affiliate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountKey(pub LedgerAccount);
+
+impl AccountKey {
+    pub fn of(kind: AccountKind, affiliate: Option<AccountId>) -> AccountKey {
+        AccountKey(LedgerAccount { kind, affiliate })
+    }
+
+    /// Reads a name written by `Display`.
+    pub fn parse(text: &str) -> Option<AccountKey> {
+        let (name, affiliate) = match text.split_once(':') {
+            Some((name, affiliate)) => (name, Some(AccountId::parse(affiliate).ok()?)),
+            None => (text, None),
+        };
+        let kind = ACCOUNT_KINDS.into_iter().find(|kind| kind.name() == name)?;
+        (kind.per_affiliate() == affiliate.is_some()).then_some(AccountKey::of(kind, affiliate))
     }
 }
 
-/// The postings of `event`; empty for events that move no money.
-pub fn ledger_postings(
-    event: &DomainEvent,
-) -> Result<Vec<Posting<LedgerAccount, Currency>>, String> {
-    use LedgerAccount::*;
-    let entry = |debit: LedgerAccount, credit: LedgerAccount, amount: &Money| {
-        if amount.is_negative() {
-            return Err(format!(
-                "{} carries a negative amount {amount}",
-                event.event_type()
-            ));
-        }
-        Ok(vec![
-            Posting {
-                account: debit,
-                currency: amount.currency(),
-                amount: amount.amount(),
+impl fmt::Display for AccountKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for AccountKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        AccountKey::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a ledger account")))
+    }
+}
+
+/// The postings of `event` as signed amounts; empty for events that move no money. The
+/// domain's mapping panics on a posting set that does not balance (a bug, or a forged
+/// log); that is turned into an error here so a replay can name the position.
+pub fn ledger_postings(event: &DomainEvent) -> Result<Vec<Posting<AccountKey, Currency>>, String> {
+    let mapped = catch_unwind(AssertUnwindSafe(|| postings(event))).map_err(|panic| {
+        let reason = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+            .unwrap_or_else(|| "the postings mapping panicked".to_owned());
+        format!("{} has no valid postings: {reason}", event.event_type())
+    })?;
+    Ok(mapped
+        .into_iter()
+        .map(|posting| Posting {
+            account: AccountKey(posting.account),
+            currency: posting.amount.currency(),
+            amount: match posting.side {
+                Side::Debit => posting.amount.amount(),
+                Side::Credit => -posting.amount.amount(),
             },
-            Posting {
-                account: credit,
-                currency: amount.currency(),
-                amount: -amount.amount(),
-            },
-        ])
-    };
-    match event {
-        DomainEvent::PaymentReceived(payment) => match payment.kind {
-            PaymentKind::Subscription { .. } => entry(Cash, Revenue, &payment.amount),
-            PaymentKind::CreditPack { .. } => entry(Cash, DeferredRevenue, &payment.amount),
-        },
-        DomainEvent::PaymentRefunded(refund) => entry(Refunds, Cash, &refund.amount),
-        DomainEvent::PaymentChargedBack(chargeback) => entry(Refunds, Cash, &chargeback.amount),
-        DomainEvent::CommissionEarned(earned) => entry(
-            CommissionExpense,
-            CommissionsPayable(earned.beneficiary),
-            &earned.amount,
-        ),
-        DomainEvent::CommissionReversed(reversed) => entry(
-            CommissionsPayable(reversed.beneficiary),
-            CommissionExpense,
-            &reversed.amount,
-        ),
-        DomainEvent::PayoutScheduled(payout) => entry(
-            CommissionsPayable(payout.affiliate),
-            Payouts,
-            &payout.amount,
-        ),
-        DomainEvent::PayoutSent(payout) => entry(Payouts, Cash, &payout.amount),
-        DomainEvent::PayoutFailed(payout) => entry(
-            Payouts,
-            CommissionsPayable(payout.affiliate),
-            &payout.amount,
-        ),
-        DomainEvent::DonationAllocated(donation) => {
-            entry(DonationExpense, DonationsPayable, &donation.amount)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use ledger::domain::postings::POSTING_RULES;
+
+    use super::*;
+
+    #[test]
+    fn every_account_kind_is_listed_and_names_round_trip() {
+        for rule in POSTING_RULES {
+            assert!(ACCOUNT_KINDS.contains(&rule.debit), "{:?}", rule.debit);
+            assert!(ACCOUNT_KINDS.contains(&rule.credit), "{:?}", rule.credit);
         }
-        _ => Ok(Vec::new()),
+        let affiliate = AccountId::new(crate::rng::SplitMix64::new(7).uuid()).unwrap();
+        for kind in ACCOUNT_KINDS {
+            let key = AccountKey::of(kind, kind.per_affiliate().then_some(affiliate));
+            assert_eq!(AccountKey::parse(&key.to_string()), Some(key));
+            let json = serde_json::to_string(&key).unwrap();
+            assert_eq!(serde_json::from_str::<AccountKey>(&json).unwrap(), key);
+        }
+        assert_eq!(
+            AccountKey::parse("cash:00000000-0000-0000-0000-000000000007"),
+            None
+        );
+        assert_eq!(AccountKey::parse("commissions_payable"), None);
+        assert_eq!(AccountKey::parse("petty_cash"), None);
     }
 }
