@@ -94,7 +94,7 @@ pub struct Journal<A, C> {
     moments: Vec<Moment>,
     /// Per account and currency: (index into `moments`, balance after it), one entry per
     /// event that touched it. The last entry is the live balance.
-    history: FastMap<(A, C), Vec<(u32, Decimal)>>,
+    history: FastMap<(A, C), BalanceHistory>,
     /// Sum of all balances per currency; zero after every event.
     totals: BTreeMap<C, Decimal>,
 }
@@ -300,11 +300,14 @@ fn trial_balance_of<A: Clone, C: Copy + Ord>(
     TrialBalance { rows, totals }
 }
 
+/// One account's balances: (moment index, balance after it).
+type BalanceHistory = Vec<(u32, Decimal)>;
+
 /// The journal's whole state, in a deterministic order, for checkpoints.
 #[derive(Serialize, Deserialize)]
 pub struct JournalState<A, C: Ord> {
     moments: Vec<(Position, i64)>,
-    history: Vec<((A, C), Vec<(u32, Decimal)>)>,
+    history: Vec<((A, C), BalanceHistory)>,
     totals: BTreeMap<C, Decimal>,
 }
 

@@ -448,9 +448,10 @@ impl Commissions {
         let mut owed = affiliate.owed.get(&currency).copied().unwrap_or_default();
         let settled_before = owed;
         let mut matched = Vec::new();
-        let mut cursor = affiliate.cursor as usize;
+        let start = affiliate.cursor as usize;
+        let mut cursor = start;
         let mut advance_cursor = true;
-        for position in cursor..affiliate.commissions.len() {
+        for position in start..affiliate.commissions.len() {
             if to_match.is_zero() {
                 break;
             }

@@ -22,6 +22,10 @@ pub const MEMBER_CURRENCIES_MAX: usize = 8;
 
 /// One member's net revenue (payments less refunds) per currency.
 type Revenue = Vec<(Currency, Decimal)>;
+/// One member's net revenue per period and currency.
+type PeriodRevenue = Vec<(Period, Currency, Decimal)>;
+/// Revenue of a payer that is not in the forest.
+type OrphanState = (AccountId, Revenue, PeriodRevenue);
 
 /// Signups and net revenue of one period, restricted subjects left out.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +42,7 @@ pub struct Network {
     revenue: FastMap<AccountId, Revenue>,
     /// Per payer, net revenue per period, kept so a restriction can take a subject's past
     /// contributions out of the analytics.
-    revenue_by_period: FastMap<AccountId, Vec<(Period, Currency, Decimal)>>,
+    revenue_by_period: FastMap<AccountId, PeriodRevenue>,
     analytics: BTreeMap<Period, PeriodAnalytics>,
     restricted: BTreeSet<AccountId>,
 }
@@ -209,7 +213,7 @@ impl Network {
             })
             .collect();
         // Revenue of payers who never opened an account (not expected, but kept).
-        let mut orphans: Vec<(AccountId, Revenue, Vec<(Period, Currency, Decimal)>)> = self
+        let mut orphans: Vec<OrphanState> = self
             .revenue
             .iter()
             .filter(|(account, _)| !self.forest.contains(account))
@@ -263,13 +267,13 @@ type MemberState = (
     Option<AccountId>,
     DateTime<Utc>,
     Revenue,
-    Vec<(Period, Currency, Decimal)>,
+    PeriodRevenue,
 );
 
 #[derive(Serialize, Deserialize)]
 pub struct NetworkState {
     members: Vec<MemberState>,
-    orphans: Vec<(AccountId, Revenue, Vec<(Period, Currency, Decimal)>)>,
+    orphans: Vec<OrphanState>,
     analytics: BTreeMap<Period, PeriodAnalytics>,
     restricted: BTreeSet<AccountId>,
 }
