@@ -747,3 +747,164 @@ pub struct CommissionsState {
     donations: BTreeMap<Period, Vec<Donation>>,
     plans: BTreeMap<PlanVersion, PlanRecord>,
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use ledger::domain::events::PaymentKind;
+    use ledger::domain::Credits;
+
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    fn at(month: u32, day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, month, day, 0, 0, 0).unwrap()
+    }
+
+    fn eur(cents: i64) -> Money {
+        Money::new(Decimal::new(cents, 2), Currency::EUR).unwrap()
+    }
+
+    struct Book {
+        commissions: Commissions,
+        affiliate: AccountId,
+        payer: AccountId,
+    }
+
+    impl Book {
+        fn new() -> Book {
+            let mut rng = SplitMix64::new(9);
+            Book {
+                commissions: Commissions::default(),
+                affiliate: AccountId::new(rng.uuid()).unwrap(),
+                payer: AccountId::new(rng.uuid()).unwrap(),
+            }
+        }
+
+        /// A payment of ten times `cents` earning a 10% commission of `cents`.
+        fn earn(&mut self, payment: &str, cents: i64, day: DateTime<Utc>) {
+            let payment_id = PaymentId::parse(payment).unwrap();
+            self.commissions
+                .payment_received(&PaymentReceived {
+                    payment_id: payment_id.clone(),
+                    account_id: self.payer,
+                    kind: PaymentKind::CreditPack {
+                        credits: Credits::new(1).unwrap(),
+                    },
+                    amount: eur(cents * 10),
+                    payment_fingerprint: None,
+                    received_at: day,
+                })
+                .unwrap();
+            self.commissions
+                .earned(
+                    Position::sequence(0),
+                    &CommissionEarned {
+                        payment_id,
+                        beneficiary: self.affiliate,
+                        payer: self.payer,
+                        level: 1,
+                        rate: Rate::parse("0.1").unwrap(),
+                        plan_version: PlanVersion::FIRST,
+                        base_amount: eur(cents * 10),
+                        amount: eur(cents),
+                        rounding: Decimal::ZERO,
+                        earned_at: day,
+                        hold_until: day + chrono::Duration::days(30),
+                        held_for_review: false,
+                        review_reasons: Vec::new(),
+                    },
+                )
+                .unwrap();
+        }
+
+        fn schedule(&mut self, period: Period, cents: i64) {
+            self.commissions
+                .payout_scheduled(&PayoutScheduled {
+                    period,
+                    affiliate: self.affiliate,
+                    amount: eur(cents),
+                    as_of: period.end(),
+                    scheduled_at: period.end(),
+                })
+                .unwrap();
+        }
+
+        fn totals(&self, at: DateTime<Utc>) -> AffiliateTotals {
+            self.commissions.affiliate_totals(&self.affiliate, at)[&Currency::EUR]
+        }
+    }
+
+    #[test]
+    fn payouts_pay_the_oldest_payable_commissions_and_clawbacks_of_paid_money_are_owed() {
+        let mut book = Book::new();
+        let (january, march) = (Period::new(2026, 1).unwrap(), Period::new(2026, 3).unwrap());
+        book.earn("pi_1", 2000, at(1, 1));
+        book.earn("pi_2", 3000, at(1, 20));
+        // At the end of January only the first has matured.
+        let totals = book.totals(january.end());
+        assert_eq!(
+            (totals.payable, totals.held),
+            (eur(2000).amount(), eur(3000).amount())
+        );
+        book.schedule(january, 2000);
+        let first = book.commissions.commission(0);
+        assert_eq!(first.status_at(january.end()), CommissionStatus::Paid);
+        assert_eq!(
+            book.commissions.commission(1).status_at(january.end()),
+            CommissionStatus::Held
+        );
+
+        // The first payment is refunded in full after it was paid out: 20.00 owed.
+        book.commissions
+            .reversed(&CommissionReversed {
+                payment_id: PaymentId::parse("pi_1").unwrap(),
+                beneficiary: book.affiliate,
+                level: 1,
+                refund_id: RefundId::parse("re_1").unwrap(),
+                amount: eur(2000),
+                rounding: Decimal::ZERO,
+                reversed_at: at(2, 10),
+            })
+            .unwrap();
+        let totals = book.totals(at(3, 1));
+        assert_eq!(totals.owed, eur(2000).amount());
+        assert_eq!(
+            book.commissions.commission(0).status_at(at(3, 1)),
+            CommissionStatus::Reversed
+        );
+
+        // March's run pays 10.00: the 30.00 commission settles the 20.00 owed first.
+        book.schedule(march, 1000);
+        let payout = &book.commissions.run(march).unwrap()[&book.affiliate];
+        assert_eq!(payout.settled_owed, eur(2000).amount());
+        assert_eq!(payout.commissions, vec![(1, eur(3000).amount())]);
+        assert_eq!(book.totals(march.end()).owed, Decimal::ZERO);
+
+        // The payout fails: the commission is payable again and the debt is back.
+        book.commissions
+            .payout_failed(&PayoutFailed {
+                period: march,
+                affiliate: book.affiliate,
+                amount: eur(1000),
+                reason: "closed".to_owned(),
+                failed_at: march.end(),
+            })
+            .unwrap();
+        let totals = book.totals(march.end());
+        assert_eq!(
+            (totals.payable, totals.owed),
+            (eur(3000).amount(), eur(2000).amount())
+        );
+        assert!(matches!(
+            book.commissions.payout_sent(&PayoutSent {
+                period: march,
+                affiliate: book.affiliate,
+                amount: eur(1000),
+                reference: PayoutReference::parse("po_1").unwrap(),
+                sent_at: march.end(),
+            }),
+            Err(CommissionError::PayoutSettled { .. })
+        ));
+    }
+}

@@ -277,3 +277,64 @@ pub struct NetworkState {
     analytics: BTreeMap<Period, PeriodAnalytics>,
     restricted: BTreeSet<AccountId>,
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    fn at(month: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, month, 3, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn restricted_subjects_leave_every_analytics_total_and_can_come_back() {
+        let mut rng = SplitMix64::new(3);
+        let mut id = || AccountId::new(rng.uuid()).unwrap();
+        let (root, restricted, other) = (id(), id(), id());
+        let mut network = Network::default();
+        network.opened(root, None, at(1)).unwrap();
+        network.opened(restricted, Some(root), at(2)).unwrap();
+        network.opened(other, Some(root), at(2)).unwrap();
+        let eur = Currency::EUR;
+        network.revenue(restricted, eur, Decimal::new(1999, 2), at(2));
+        network.revenue(other, eur, Decimal::new(999, 2), at(2));
+        let february = Period::containing(at(2));
+        let before = network.analytics()[&february].clone();
+        assert_eq!((before.signups, before.referred_signups), (2, 2));
+        assert_eq!(before.net_revenue[&eur], Decimal::new(2998, 2));
+
+        network.set_restricted(restricted, true);
+        let during = network.analytics()[&february].clone();
+        assert_eq!((during.signups, during.referred_signups), (1, 1));
+        assert_eq!(during.net_revenue[&eur], Decimal::new(999, 2));
+        let growth = network.growth_per_month(&root).unwrap();
+        assert_eq!(growth.values().sum::<u64>(), 1);
+        // Revenue recorded while restricted stays out too.
+        network.revenue(restricted, eur, Decimal::new(500, 2), at(2));
+        assert_eq!(
+            network.analytics()[&february].net_revenue[&eur],
+            Decimal::new(999, 2)
+        );
+        // The books are not analytics: the member's own revenue is still known.
+        assert_eq!(
+            network.own_revenue(&restricted)[&eur],
+            Decimal::new(2499, 2)
+        );
+
+        network.set_restricted(restricted, false);
+        let after = network.analytics()[&february].clone();
+        assert_eq!((after.signups, after.referred_signups), (2, 2));
+        assert_eq!(after.net_revenue[&eur], Decimal::new(3498, 2));
+        assert_eq!(
+            network
+                .growth_per_month(&root)
+                .unwrap()
+                .values()
+                .sum::<u64>(),
+            2
+        );
+    }
+}

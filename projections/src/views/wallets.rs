@@ -259,3 +259,104 @@ pub struct WalletsState {
     wallets: Vec<(AccountId, Wallet)>,
     totals: BTreeMap<Period, CreditTotals>,
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use ledger::domain::events::GrantDraw;
+    use ledger::domain::ids::{PersonaId, SpendId};
+    use ledger::domain::Credits;
+
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, day, 0, 0, 0).unwrap()
+    }
+
+    fn grant(account: AccountId, id: &str, credits: u64, day: u32) -> CreditsGranted {
+        CreditsGranted {
+            account_id: account,
+            grant_id: GrantId::parse(id).unwrap(),
+            credits: Credits::new(credits).unwrap(),
+            reason: GrantReason::Promotion,
+            expires_at: Some(at(day + 10)),
+            granted_at: at(day),
+        }
+    }
+
+    fn spend(account: AccountId, draws: &[(&str, u64)], credits: u64) -> CreditsSpent {
+        CreditsSpent {
+            account_id: account,
+            spend_id: SpendId::parse("s-1").unwrap(),
+            persona: PersonaId::parse("diver").unwrap(),
+            credits: Credits::new(credits).unwrap(),
+            drawn: draws
+                .iter()
+                .map(|(grant, credits)| GrantDraw {
+                    grant_id: GrantId::parse(grant).unwrap(),
+                    credits: Credits::new(*credits).unwrap(),
+                })
+                .collect(),
+            spent_at: at(5),
+        }
+    }
+
+    #[test]
+    fn balances_open_grants_and_totals_follow_the_events() {
+        let account = AccountId::new(SplitMix64::new(1).uuid()).unwrap();
+        let mut wallets = Wallets::default();
+        wallets.granted(&grant(account, "a", 100, 1)).unwrap();
+        wallets.granted(&grant(account, "b", 50, 2)).unwrap();
+        wallets
+            .spent(&spend(account, &[("a", 100), ("b", 20)], 120))
+            .unwrap();
+        let wallet = wallets.wallet(&account).unwrap();
+        assert_eq!(wallet.balance, 30);
+        assert_eq!(
+            wallet.open_grants.len(),
+            1,
+            "a used-up grant leaves the list"
+        );
+        assert_eq!(wallet.open_grants[0].remaining, 30);
+        wallets
+            .expired(&CreditsExpired {
+                account_id: account,
+                grant_id: GrantId::parse("b").unwrap(),
+                credits: Credits::new(30).unwrap(),
+                expired_at: at(12),
+            })
+            .unwrap();
+        assert_eq!(wallets.wallet(&account).unwrap().balance, 0);
+        let totals = wallets.totals();
+        assert_eq!(
+            (totals.issued(), totals.spent, totals.expired),
+            (150, 120, 30)
+        );
+    }
+
+    #[test]
+    fn contradictory_wallet_events_are_refused_and_change_nothing() {
+        let account = AccountId::new(SplitMix64::new(2).uuid()).unwrap();
+        let mut wallets = Wallets::default();
+        wallets.granted(&grant(account, "a", 10, 1)).unwrap();
+        let before = wallets.wallet(&account).unwrap().clone();
+        assert!(matches!(
+            wallets.spent(&spend(account, &[("a", 11)], 11)),
+            Err(WalletError::Overdrawn { .. })
+        ));
+        assert!(matches!(
+            wallets.spent(&spend(account, &[("a", 5)], 6)),
+            Err(WalletError::DrawMismatch { .. })
+        ));
+        assert!(matches!(
+            wallets.spent(&spend(account, &[("zz", 1)], 1)),
+            Err(WalletError::GrantNotOpen { .. })
+        ));
+        assert!(matches!(
+            wallets.granted(&grant(account, "a", 10, 1)),
+            Err(WalletError::DuplicateGrant { .. })
+        ));
+        assert_eq!(wallets.wallet(&account).unwrap(), &before);
+    }
+}
