@@ -597,20 +597,31 @@ impl Generator {
     /// domain's deciders from its own books.
     fn close_month(&mut self, period: Period) {
         let now = self.now().max(period.end());
-        let context = PayoutContext {
-            balances: self.book.balances_at(period.end()),
-            minimum_payout: self.plan.minimum_payout,
-        };
-        let run = payout::decide_run(
-            &self.payouts,
-            &context,
-            &RunPayouts {
+        let balances = self.book.balances_at(period.end());
+        let mut minimum_payout = self.plan.minimum_payout;
+        // One run is one append, so it pays at most PAYOUTS_PER_RUN_MAX affiliates. A large
+        // generated network can exceed that; the generator then raises the minimum for
+        // that run (recorded in PayoutRunCompleted), as an operator would have to.
+        let run = loop {
+            let context = PayoutContext {
+                balances: balances.clone(),
+                minimum_payout,
+            };
+            let command = RunPayouts {
                 period,
                 as_of: period.end(),
                 run_at: now,
-            },
-        )
-        .expect("generated payout runs are valid");
+            };
+            match payout::decide_run(&self.payouts, &context, &command) {
+                Ok(run) => break run,
+                Err(ledger::domain::Rejection::TooManyPayouts { .. }) => {
+                    minimum_payout =
+                        Money::new(minimum_payout.amount() * Decimal::TWO, Currency::EUR)
+                            .expect("a doubled minimum stays in range");
+                }
+                Err(rejection) => panic!("generated payout runs are valid: {rejection}"),
+            }
+        };
         let scheduled: Vec<AccountId> = run
             .iter()
             .filter_map(|event| match event {

@@ -236,6 +236,11 @@ where
         trial_balance_of(self.balances_as_of(as_of))
     }
 
+    /// How many events posted anything (each was checked to balance).
+    pub fn entries(&self) -> usize {
+        self.moments.len()
+    }
+
     /// Position of the last event that posted anything.
     pub fn last_position(&self) -> Option<Position> {
         self.moments.last().map(|moment| moment.position)

@@ -439,6 +439,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rebuild_in_place_replaces_the_state_and_checkpoints_it() {
+        let store = MemoryStore::new();
+        for (stream, events) in random_history(10, 30) {
+            store
+                .append(&stream, ExpectedRevision::Any, events)
+                .await
+                .expect("append");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let checkpoints = CheckpointDir::open(dir.path()).expect("dir");
+        let mut runner = ProjectionRunner::open(
+            store.clone(),
+            Tally::default(),
+            Some(checkpoints.clone()),
+            CheckpointPolicy::default(),
+        )
+        .expect("open");
+        runner.catch_up(&mut |_| {}).await.expect("catch up");
+        let live = state_bytes(&*runner.read());
+        // Corrupt the live state, as a bug would; a rebuild in place repairs it.
+        runner
+            .shared()
+            .write()
+            .expect("lock")
+            .streams
+            .insert("bogus".to_owned(), (1, 1));
+        assert_ne!(state_bytes(&*runner.read()), live);
+        runner.rebuild_in_place(&mut |_| {}).await.expect("rebuild");
+        assert_eq!(state_bytes(&*runner.read()), live);
+        assert_eq!(runner.position(), store.head().await.expect("head"));
+        let saved = checkpoints
+            .load("tally")
+            .expect("load")
+            .expect("checkpointed");
+        assert_eq!(saved.state, live);
+    }
+
+    #[tokio::test]
     async fn a_damaged_checkpoint_is_refused_not_ignored() {
         let dir = tempfile::tempdir().expect("temp dir");
         let checkpoints = CheckpointDir::open(dir.path()).expect("dir");
