@@ -205,9 +205,9 @@ pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&Progress)) -> BenchRe
     let run = Instant::now();
     let payouts_due = views
         .commissions
-        .all_affiliate_totals(payout_period.end())
+        .payables_at(payout_period.end())
         .values()
-        .filter(|totals| totals.payable - totals.owed >= minimum)
+        .filter(|payable| payable.payable >= minimum)
         .count();
     let payout_run_ms = millis(run.elapsed());
     let report = Instant::now();

@@ -149,6 +149,15 @@ pub struct AffiliateTotals {
     pub count: u64,
 }
 
+/// What a payout run could pay an affiliate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Payable {
+    /// Open matured commissions less what the affiliate owes; may be negative.
+    pub payable: Decimal,
+    /// Open commissions still in their hold or under review.
+    pub held: Decimal,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PayoutStatus {
@@ -616,7 +625,8 @@ impl Commissions {
             .map(|index| (*index, &self.commissions[*index as usize]))
     }
 
-    /// One affiliate's totals per currency at `at`.
+    /// One affiliate's totals per currency at `at`, of the commissions earned by then
+    /// (with reversals and payouts as known now).
     pub fn affiliate_totals(
         &self,
         affiliate: &AccountId,
@@ -659,6 +669,36 @@ impl Commissions {
         }
         totals.extend(per_affiliate);
         totals
+    }
+
+    /// What each affiliate could be paid at `at`: per affiliate and currency, the open
+    /// part of its matured commissions less what it owes, and the open part still held.
+    /// This is a payout run's input; it reads only commissions that may still be open
+    /// (from each affiliate's FIFO cursor on), not the whole history.
+    pub fn payables_at(&self, at: DateTime<Utc>) -> BTreeMap<(AccountId, Currency), Payable> {
+        let mut payables: BTreeMap<(AccountId, Currency), Payable> = BTreeMap::new();
+        for (account, affiliate) in &self.affiliates {
+            for index in &affiliate.commissions[affiliate.cursor as usize..] {
+                let commission = &self.commissions[*index as usize];
+                if commission.earned_at > at {
+                    continue;
+                }
+                let open = commission.open();
+                if open.is_zero() {
+                    continue;
+                }
+                let entry = payables.entry((*account, commission.currency)).or_default();
+                if commission.is_payable_at(at) {
+                    entry.payable += open;
+                } else {
+                    entry.held += open;
+                }
+            }
+            for (currency, owed) in &affiliate.owed {
+                payables.entry((*account, *currency)).or_default().payable -= *owed;
+            }
+        }
+        payables
     }
 
     pub fn runs(&self) -> &BTreeMap<Period, BTreeMap<AccountId, Payout>> {
@@ -724,7 +764,11 @@ impl Commissions {
     }
 }
 
+/// Adds a commission earned by `at` (later ones are left out) to `totals`.
 fn add_commission(totals: &mut AffiliateTotals, commission: &Commission, at: DateTime<Utc>) {
+    if commission.earned_at > at {
+        return;
+    }
     totals.count += 1;
     totals.earned += commission.amount;
     totals.reversed += commission.reversed();
@@ -880,6 +924,15 @@ mod tests {
         assert_eq!(payout.settled_owed, eur(2000).amount());
         assert_eq!(payout.commissions, vec![(1, eur(3000).amount())]);
         assert_eq!(book.totals(march.end()).owed, Decimal::ZERO);
+
+        let payables = book.commissions.payables_at(march.end());
+        let totals = book.totals(march.end());
+        let payable = payables
+            .get(&(book.affiliate, Currency::EUR))
+            .copied()
+            .unwrap_or_default();
+        assert_eq!(payable.payable, totals.payable - totals.owed);
+        assert_eq!(payable.held, totals.held);
 
         // The payout fails: the commission is payable again and the debt is back.
         book.commissions
