@@ -23,7 +23,8 @@ use ledger::domain::ids::{
     SubscriptionId,
 };
 use ledger::domain::payment::{
-    self, PaymentContext, PaymentState, RecordPayment, RefundKind, RefundPayment, UplineMember,
+    self, PaymentContext, PaymentState, RecordPayment, RefundKind, RefundPayment, ReviewCommission,
+    ReviewDecision, UplineMember,
 };
 use ledger::domain::payout::{
     self, PayableBook, PayoutContext, PayoutsState, RunPayouts, SettlePayout, Settlement,
@@ -96,6 +97,13 @@ struct Member {
 }
 
 const NO_PARENT: u32 = u32::MAX;
+
+/// What happens to a payment after it was received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum FollowUp {
+    Refund,
+    Review,
+}
 /// Credits given by a subscription allowance, and bought with a pack.
 const ALLOWANCE: u64 = 500;
 const PACK: u64 = 1_000;
@@ -114,10 +122,13 @@ pub struct Generator {
     chain_length: usize,
     emitted: u64,
     pending: VecDeque<Batch>,
-    /// Refunds to make: (due, payment state).
-    refunds: BinaryHeap<Reverse<(DateTime<Utc>, u64)>>,
-    refund_states: BTreeMap<u64, PaymentState>,
-    refund_sequence: u64,
+    /// Follow-ups of payments: (due, payment key, what). A payment is refunded or has
+    /// its held commissions reviewed later, against one shared state.
+    followups: BinaryHeap<Reverse<(DateTime<Utc>, u64, FollowUp)>>,
+    /// Payments with follow-ups still due: their state and how many are due.
+    tracked: BTreeMap<u64, (PaymentState, u32)>,
+    tracked_sequence: u64,
+    settlements: u64,
     /// Grants to expire: (expiry, member, grant id).
     expiries: BinaryHeap<Reverse<(DateTime<Utc>, u32, String)>>,
     /// The domain's own books: payable balances for payout runs, net revenue for
@@ -149,9 +160,10 @@ impl Generator {
             chain_length: 0,
             emitted: 0,
             pending: VecDeque::new(),
-            refunds: BinaryHeap::new(),
-            refund_states: BTreeMap::new(),
-            refund_sequence: 0,
+            followups: BinaryHeap::new(),
+            tracked: BTreeMap::new(),
+            tracked_sequence: 0,
+            settlements: 0,
             expiries: BinaryHeap::new(),
             book: PayableBook::new(Currency::EUR),
             revenue: RevenueBook::new(Currency::EUR),
@@ -247,10 +259,10 @@ impl Generator {
                 return;
             }
         }
-        if let Some(Reverse((due, _))) = self.refunds.peek() {
+        if let Some(Reverse((due, _, _))) = self.followups.peek() {
             if *due <= now {
-                let Reverse((_, key)) = self.refunds.pop().expect("peeked");
-                self.refund(key, now);
+                let Reverse((_, key, followup)) = self.followups.pop().expect("peeked");
+                self.follow_up(key, followup, now);
                 return;
             }
         }
@@ -392,16 +404,30 @@ impl Generator {
         };
         let events = payment::decide_payment(&PaymentState::default(), &context, &command)
             .expect("generated payments are valid");
-        // A few payments are refunded (some in part, some charged back) within 40 days.
-        if self.rng.chance(3, 100) {
+        // A few payments are refunded (some in part, some charged back) within 40 days;
+        // commissions held for review are released or forfeited within 45.
+        let refund = self.rng.chance(3, 100);
+        let review = events.iter().any(|event| {
+            matches!(event, DomainEvent::CommissionEarned(earned) if earned.held_for_review)
+        });
+        if refund || review {
             let state = events.iter().fold(PaymentState::default(), |state, event| {
                 payment::evolve(state, event)
             });
-            let key = self.refund_sequence;
-            self.refund_sequence += 1;
-            let due = now + Duration::days(1 + self.rng.below(40) as i64);
-            self.refund_states.insert(key, state);
-            self.refunds.push(Reverse((due, key)));
+            let key = self.tracked_sequence;
+            self.tracked_sequence += 1;
+            let mut due = 0;
+            if refund {
+                let at = now + Duration::days(1 + self.rng.below(40) as i64);
+                self.followups.push(Reverse((at, key, FollowUp::Refund)));
+                due += 1;
+            }
+            if review {
+                let at = now + Duration::days(5 + self.rng.below(40) as i64);
+                self.followups.push(Reverse((at, key, FollowUp::Review)));
+                due += 1;
+            }
+            self.tracked.insert(key, (state, due));
         }
         let account = self.members[payer as usize].id;
         self.emit(streams::payment(&payment_id), events, now);
@@ -424,37 +450,80 @@ impl Generator {
         }
     }
 
-    fn refund(&mut self, key: u64, now: DateTime<Utc>) {
-        let state = self.refund_states.remove(&key).expect("refund state kept");
+    fn follow_up(&mut self, key: u64, followup: FollowUp, now: DateTime<Utc>) {
+        let (state, due) = self.tracked.remove(&key).expect("tracked payment");
         let payment = state.payment.as_ref().expect("a received payment");
-        let full = payment.received.amount;
-        let partial = self.rng.chance(1, 2);
-        let amount = if partial {
-            Money::new(
-                (full.amount() / Decimal::from(3))
-                    .round_dp(2)
-                    .max(Decimal::new(1, 2)),
-                full.currency(),
-            )
-            .expect("money")
-        } else {
-            full
+        let payment_id = payment.received.payment_id.clone();
+        let events = match followup {
+            FollowUp::Refund => {
+                let refundable = payment.refundable();
+                if !refundable.is_positive() {
+                    Vec::new()
+                } else {
+                    let amount = if self.rng.chance(1, 2) {
+                        Money::new(
+                            (refundable.amount() / Decimal::from(3))
+                                .round_dp(2)
+                                .max(Decimal::new(1, 2)),
+                            refundable.currency(),
+                        )
+                        .expect("money")
+                    } else {
+                        refundable
+                    };
+                    let kind = if self.rng.chance(1, 4) {
+                        RefundKind::Chargeback
+                    } else {
+                        RefundKind::Refund
+                    };
+                    let command = RefundPayment {
+                        payment_id: payment_id.clone(),
+                        refund_id: RefundId::parse(&format!("re_{key}")).expect("token"),
+                        kind,
+                        amount,
+                        refunded_at: now,
+                    };
+                    payment::decide_refund(&state, &command).expect("generated refunds are valid")
+                }
+            }
+            FollowUp::Review => {
+                let held: Vec<u8> = payment
+                    .commissions
+                    .iter()
+                    .filter(|commission| commission.earned.held_for_review)
+                    .map(|commission| commission.earned.level)
+                    .collect();
+                let mut events = Vec::new();
+                let mut reviewed = state.clone();
+                for level in held {
+                    let decision = if self.rng.chance(1, 2) {
+                        ReviewDecision::Release
+                    } else {
+                        ReviewDecision::Forfeit
+                    };
+                    let command = ReviewCommission {
+                        payment_id: payment_id.clone(),
+                        level,
+                        decision,
+                        reviewed_at: now,
+                    };
+                    let decided = payment::decide_review(&reviewed, &command)
+                        .expect("generated reviews are valid");
+                    reviewed = decided
+                        .iter()
+                        .fold(reviewed, |state, event| payment::evolve(state, event));
+                    events.extend(decided);
+                }
+                events
+            }
         };
-        let kind = if self.rng.chance(1, 4) {
-            RefundKind::Chargeback
-        } else {
-            RefundKind::Refund
-        };
-        let command = RefundPayment {
-            payment_id: payment.received.payment_id.clone(),
-            refund_id: RefundId::parse(&format!("re_{key}")).expect("token"),
-            kind,
-            amount,
-            refunded_at: now,
-        };
-        let events = payment::decide_refund(&state, &command).expect("generated refunds are valid");
-        let stream = streams::payment(&payment.received.payment_id);
-        self.emit(stream, events, now);
+        let state = events
+            .iter()
+            .fold(state, |state, event| payment::evolve(state, event));
+        if due > 1 {
+            self.tracked.insert(key, (state, due - 1));
+        }
+        self.emit(streams::payment(&payment_id), events, now);
     }
 
     fn next_grant_id(&mut self, member: u32) -> GrantId {
@@ -631,7 +700,10 @@ impl Generator {
             .collect();
         self.emit(streams::payouts(), run, now);
         for affiliate in scheduled {
-            let settlement = if self.rng.chance(1, 10) {
+            // Every tenth payout fails (the second, the twelfth, ...), so even a small
+            // history has a failure.
+            self.settlements += 1;
+            let settlement = if self.settlements % 10 == 2 {
                 Settlement::Failed {
                     reason: "the bank account is closed".to_owned(),
                 }

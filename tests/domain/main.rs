@@ -111,7 +111,14 @@ async fn concurrent_signups_under_one_referrer_are_all_recorded() {
     for n in 2..12u8 {
         let ledger = ledger.clone();
         tasks.push(tokio::spawn(async move {
-            ledger.open_account(meta(), &open(n, Some(1))).await
+            // A caller retries on contention, with the same command id.
+            let command_meta = meta();
+            loop {
+                match ledger.open_account(command_meta, &open(n, Some(1))).await {
+                    Err(error) if error.code() == "contention" => continue,
+                    other => return other,
+                }
+            }
         }));
     }
     for task in tasks {
@@ -119,6 +126,10 @@ async fn concurrent_signups_under_one_referrer_are_all_recorded() {
     }
     let referrer = ledger.account(account(1)).await.unwrap().unwrap();
     assert_eq!(referrer.referrals.len(), 10);
+    for n in 2..12u8 {
+        let referee = ledger.account(account(n)).await.unwrap().unwrap();
+        assert_eq!(referee.referrer(), Some(account(1)));
+    }
 }
 
 #[tokio::test]

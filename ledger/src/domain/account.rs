@@ -1167,6 +1167,32 @@ mod tests {
     }
 
     #[test]
+    fn an_account_holds_a_bounded_number_of_active_grants() {
+        let mut events = opened_events(&open(1, None, "2026-10-01T00:00:00Z"));
+        events.extend((0..ACTIVE_GRANTS_MAX).map(|n| {
+            DomainEvent::CreditsGranted(CreditsGranted {
+                account_id: account_id(1),
+                grant_id: GrantId::parse(&format!("g{n}")).unwrap(),
+                credits: credits(1),
+                reason: GrantReason::Promotion,
+                expires_at: None,
+                granted_at: at("2026-10-01T00:00:00Z"),
+            })
+        }));
+        given(events.clone())
+            .when(|s| decide(s, &grant("one-more", 1, None, "2026-10-02T00:00:00Z")))
+            .then_rejected("too_many_active_grants");
+        // Spending one grant empty makes room again.
+        let spent = given(events.clone())
+            .when(|s| decide(s, &spend("s", 1, "2026-10-02T00:00:00Z")))
+            .then_ok();
+        events.extend(spent);
+        given(events)
+            .when(|s| decide(s, &grant("one-more", 1, None, "2026-10-02T00:00:00Z")))
+            .then_ok();
+    }
+
+    #[test]
     fn purchased_credits_are_a_grant_keyed_by_the_payment() {
         let purchase = ForAccount {
             account_id: account_id(1),

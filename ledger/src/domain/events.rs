@@ -346,6 +346,26 @@ pub struct CommissionReversed {
     pub reversed_at: DateTime<Utc>,
 }
 
+/// A commission held for review was cleared: it becomes payable once its hold ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommissionReleased {
+    pub payment_id: PaymentId,
+    pub beneficiary: AccountId,
+    pub level: u8,
+    pub released_at: DateTime<Utc>,
+}
+
+/// A commission held for review was refused: what was left of it is taken back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommissionForfeited {
+    pub payment_id: PaymentId,
+    pub beneficiary: AccountId,
+    pub level: u8,
+    /// What was left of the commission after clawbacks.
+    pub amount: Money,
+    pub forfeited_at: DateTime<Utc>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommissionPlanPublished {
     pub version: PlanVersion,
@@ -495,6 +515,8 @@ domain_events! {
     PaymentChargedBack = 1,
     CommissionEarned = 1,
     CommissionReversed = 1,
+    CommissionReleased = 1,
+    CommissionForfeited = 1,
     CommissionPlanPublished = 1,
     PayoutScheduled = 1,
     PayoutSent = 1,

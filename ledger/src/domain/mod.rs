@@ -123,6 +123,23 @@ pub enum Rejection {
     PaymentExists { payment_id: ids::PaymentId },
     #[error("payment {payment_id} does not exist")]
     PaymentNotFound { payment_id: ids::PaymentId },
+    #[error("payment {payment_id} has no commission at level {level}")]
+    CommissionNotFound {
+        payment_id: ids::PaymentId,
+        level: u8,
+    },
+    #[error("the commission of payment {payment_id} at level {level} is not held for review")]
+    CommissionNotHeld {
+        payment_id: ids::PaymentId,
+        level: u8,
+    },
+    #[error(
+        "the commission of payment {payment_id} at level {level} was already reviewed otherwise"
+    )]
+    CommissionAlreadyReviewed {
+        payment_id: ids::PaymentId,
+        level: u8,
+    },
     #[error("refunding {requested} would exceed the payment: {refundable} is left to refund")]
     RefundExceedsPayment { requested: Money, refundable: Money },
     #[error("a payment takes at most {refunds_max} refunds and chargebacks")]
@@ -172,7 +189,62 @@ pub enum Rejection {
     DonationTooEarly { period: Period },
 }
 
+/// What kind of refusal a rejection is, for callers that map rejections to their own
+/// vocabulary (the API to HTTP statuses) without listing every code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectionCategory {
+    /// The input is not a valid value.
+    InvalidInput,
+    /// The command names something that does not exist.
+    NotFound,
+    /// The command collides with something already recorded under the same id, or the
+    /// state it expects (a code already owned, a run already made).
+    Conflict,
+    /// The command is well formed but a business rule refuses it.
+    RuleViolated,
+}
+
 impl Rejection {
+    pub fn category(&self) -> RejectionCategory {
+        match self {
+            Rejection::InvalidValue(_) => RejectionCategory::InvalidInput,
+            Rejection::AccountNotFound { .. }
+            | Rejection::ReferrerNotFound { .. }
+            | Rejection::PaymentNotFound { .. }
+            | Rejection::PayoutNotFound { .. }
+            | Rejection::CommissionNotFound { .. } => RejectionCategory::NotFound,
+            Rejection::AccountExists { .. }
+            | Rejection::ReferralCodeTaken { .. }
+            | Rejection::IdempotencyConflict { .. }
+            | Rejection::PaymentExists { .. }
+            | Rejection::PayoutRunExists { .. }
+            | Rejection::PayoutAlreadySettled { .. }
+            | Rejection::DonationExists { .. }
+            | Rejection::SubscriptionActive { .. }
+            | Rejection::PlanVersionNotNext { .. }
+            | Rejection::CommissionNotHeld { .. }
+            | Rejection::CommissionAlreadyReviewed { .. } => RejectionCategory::Conflict,
+            Rejection::InsufficientCredits { .. }
+            | Rejection::CreditsNotPositive
+            | Rejection::ExpiryNotAfterGrant { .. }
+            | Rejection::TooManyActiveGrants { .. }
+            | Rejection::CreditsLimitExceeded
+            | Rejection::SubscriptionNotActive { .. }
+            | Rejection::CurrencyMismatch { .. }
+            | Rejection::AmountNotPositive
+            | Rejection::RefundExceedsPayment { .. }
+            | Rejection::RefundBeforePayment
+            | Rejection::TooManyRefunds { .. }
+            | Rejection::PlanEffectiveInPast
+            | Rejection::PlanEffectiveBeforePrevious
+            | Rejection::PlanInvalid { .. }
+            | Rejection::PayoutRunTooEarly { .. }
+            | Rejection::PayoutRunOutOfOrder { .. }
+            | Rejection::TooManyPayouts { .. }
+            | Rejection::DonationTooEarly { .. } => RejectionCategory::RuleViolated,
+        }
+    }
+
     /// The stable code: the API's problem `type`, the rule that failed.
     pub fn code(&self) -> &'static str {
         match self {
@@ -193,6 +265,9 @@ impl Rejection {
             Rejection::AmountNotPositive => "amount_not_positive",
             Rejection::PaymentExists { .. } => "payment_exists",
             Rejection::PaymentNotFound { .. } => "payment_not_found",
+            Rejection::CommissionNotFound { .. } => "commission_not_found",
+            Rejection::CommissionNotHeld { .. } => "commission_not_held",
+            Rejection::CommissionAlreadyReviewed { .. } => "commission_already_reviewed",
             Rejection::RefundExceedsPayment { .. } => "refund_exceeds_payment",
             Rejection::TooManyRefunds { .. } => "too_many_refunds",
             Rejection::RefundBeforePayment => "refund_before_payment",

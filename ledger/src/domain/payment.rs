@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::account::Account;
 use super::events::{
-    CommissionEarned, CommissionReversed, DomainEvent, FraudFlag, PaymentChargedBack, PaymentKind,
-    PaymentReceived, PaymentRefunded,
+    CommissionEarned, CommissionForfeited, CommissionReleased, CommissionReversed, DomainEvent,
+    FraudFlag, PaymentChargedBack, PaymentKind, PaymentReceived, PaymentRefunded,
 };
 use super::ids::{AccountId, Fingerprint, PaymentId, RefundId};
 use super::money::{Currency, Money};
@@ -45,11 +45,30 @@ impl Payment {
     }
 }
 
-/// A commission and how much of it was clawed back.
+/// A commission, how much of it was clawed back, and how its review ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Commission {
     pub earned: CommissionEarned,
     pub reversed: Money,
+    pub review: Option<ReviewDecision>,
+    /// What a forfeit took back (zero unless forfeited).
+    pub forfeited: Money,
+}
+
+/// How the review of a held commission ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReviewDecision {
+    Release,
+    Forfeit,
+}
+
+/// Decide on a commission held for review.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewCommission {
+    pub payment_id: PaymentId,
+    pub level: u8,
+    pub decision: ReviewDecision,
+    pub reviewed_at: DateTime<Utc>,
 }
 
 /// One account up the payer's referral chain, as the payment decision needs it.
@@ -265,6 +284,10 @@ pub fn decide_refund(
     // once from the cumulative total: partial refunds never drift from the proportion, and
     // a full refund takes back exactly what was earned.
     for commission in &payment.commissions {
+        // A forfeited commission has nothing left to claw back.
+        if commission.review == Some(ReviewDecision::Forfeit) {
+            continue;
+        }
         let target = commission
             .earned
             .amount
@@ -292,6 +315,62 @@ pub fn decide_refund(
         }));
     }
     Ok(events)
+}
+
+pub fn decide_review(
+    state: &PaymentState,
+    command: &ReviewCommission,
+) -> Result<Vec<DomainEvent>, Rejection> {
+    let Some(payment) = &state.payment else {
+        return Err(Rejection::PaymentNotFound {
+            payment_id: command.payment_id.clone(),
+        });
+    };
+    let Some(commission) = payment
+        .commissions
+        .iter()
+        .find(|commission| commission.earned.level == command.level)
+    else {
+        return Err(Rejection::CommissionNotFound {
+            payment_id: command.payment_id.clone(),
+            level: command.level,
+        });
+    };
+    if !commission.earned.held_for_review {
+        return Err(Rejection::CommissionNotHeld {
+            payment_id: command.payment_id.clone(),
+            level: command.level,
+        });
+    }
+    match commission.review {
+        Some(decision) if decision == command.decision => return Ok(Vec::new()),
+        Some(_) => {
+            return Err(Rejection::CommissionAlreadyReviewed {
+                payment_id: command.payment_id.clone(),
+                level: command.level,
+            })
+        }
+        None => {}
+    }
+    let earned = &commission.earned;
+    Ok(vec![match command.decision {
+        ReviewDecision::Release => DomainEvent::CommissionReleased(CommissionReleased {
+            payment_id: command.payment_id.clone(),
+            beneficiary: earned.beneficiary,
+            level: earned.level,
+            released_at: command.reviewed_at,
+        }),
+        ReviewDecision::Forfeit => DomainEvent::CommissionForfeited(CommissionForfeited {
+            payment_id: command.payment_id.clone(),
+            beneficiary: earned.beneficiary,
+            level: earned.level,
+            amount: earned
+                .amount
+                .checked_sub(&commission.reversed)
+                .expect("one currency"),
+            forfeited_at: command.reviewed_at,
+        }),
+    }])
 }
 
 fn check_amount(amount: Money, currency: Currency) -> Result<(), Rejection> {
@@ -330,12 +409,12 @@ pub fn evolve(mut state: PaymentState, event: &DomainEvent) -> PaymentState {
                 earned.base_amount, payment.received.amount,
                 "commissions apply to the payment's amount"
             );
+            let zero = Money::zero(earned.amount.currency());
             payment.commissions.push(Commission {
                 earned: earned.clone(),
-                reversed: earned
-                    .amount
-                    .checked_sub(&earned.amount)
-                    .expect("same currency"),
+                reversed: zero,
+                review: None,
+                forfeited: zero,
             });
         }
         DomainEvent::PaymentRefunded(PaymentRefunded {
@@ -364,12 +443,44 @@ pub fn evolve(mut state: PaymentState, event: &DomainEvent) -> PaymentState {
             );
             payment.refunds.insert(refund_id.clone(), event.clone());
         }
+        DomainEvent::CommissionReleased(CommissionReleased { level, .. })
+        | DomainEvent::CommissionForfeited(CommissionForfeited { level, .. }) => {
+            let commission = payment
+                .commissions
+                .iter_mut()
+                .find(|commission| commission.earned.level == *level)
+                .expect("a review names a commission of its payment");
+            assert!(
+                commission.earned.held_for_review,
+                "only held commissions are reviewed"
+            );
+            assert!(commission.review.is_none(), "a commission is reviewed once");
+            if let DomainEvent::CommissionForfeited(forfeited) = event {
+                commission.review = Some(ReviewDecision::Forfeit);
+                commission.forfeited = forfeited.amount;
+                let taken = commission
+                    .reversed
+                    .checked_add(&forfeited.amount)
+                    .expect("one currency");
+                assert_eq!(
+                    taken, commission.earned.amount,
+                    "a forfeit takes exactly what was left"
+                );
+            } else {
+                commission.review = Some(ReviewDecision::Release);
+            }
+        }
         DomainEvent::CommissionReversed(reversed) => {
             let commission = payment
                 .commissions
                 .iter_mut()
                 .find(|commission| commission.earned.level == reversed.level)
                 .expect("a reversal names a commission of its payment");
+            assert_ne!(
+                commission.review,
+                Some(ReviewDecision::Forfeit),
+                "a forfeited commission is not clawed back"
+            );
             commission.reversed = commission
                 .reversed
                 .checked_add(&reversed.amount)
@@ -668,6 +779,102 @@ mod tests {
             assert_eq!(commission.reversed, commission.earned.amount);
         }
         assert_eq!(of_type(&history, "PaymentChargedBack").len(), 1);
+    }
+
+    #[test]
+    fn a_payment_takes_a_bounded_number_of_refunds() {
+        let mut history =
+            decide_payment(&PaymentState::default(), &context(&[1]), &pay("10.00")).unwrap();
+        for n in 0..REFUNDS_PER_PAYMENT_MAX {
+            let state = given(history.clone()).state;
+            history.extend(
+                decide_refund(
+                    &state,
+                    &refund(&format!("re_{n}"), "0.01", RefundKind::Refund),
+                )
+                .unwrap(),
+            );
+        }
+        given(history)
+            .when(|s| decide_refund(s, &refund("re_last", "0.01", RefundKind::Refund)))
+            .then_rejected("too_many_refunds");
+    }
+
+    fn review(level: u8, decision: ReviewDecision) -> ReviewCommission {
+        ReviewCommission {
+            payment_id: PaymentId::parse("pi_1").unwrap(),
+            level,
+            decision,
+            reviewed_at: at("2026-10-15T00:00:00Z"),
+        }
+    }
+
+    /// A payment whose level-2 commission (only) is held for review.
+    fn held_history() -> Vec<DomainEvent> {
+        let mut ctx = context(&[1, 2]);
+        ctx.upline[0].referral_flags = vec![FraudFlag::SelfReferralEmail];
+        decide_payment(&PaymentState::default(), &ctx, &pay("100.00")).unwrap()
+    }
+
+    #[test]
+    fn a_held_commission_is_released_or_forfeited_once() {
+        let released = given(held_history())
+            .when(|s| decide_review(s, &review(2, ReviewDecision::Release)))
+            .then_ok();
+        assert_eq!(released[0].event_type(), "CommissionReleased");
+        let mut history = held_history();
+        history.extend(released);
+        given(history.clone())
+            .when(|s| decide_review(s, &review(2, ReviewDecision::Release)))
+            .then_events(vec![]);
+        given(history)
+            .when(|s| decide_review(s, &review(2, ReviewDecision::Forfeit)))
+            .then_rejected("commission_already_reviewed");
+        given(held_history())
+            .when(|s| decide_review(s, &review(1, ReviewDecision::Release)))
+            .then_rejected("commission_not_held");
+        given(held_history())
+            .when(|s| decide_review(s, &review(3, ReviewDecision::Release)))
+            .then_rejected("commission_not_found");
+        given(vec![])
+            .when(|s| decide_review(s, &review(1, ReviewDecision::Release)))
+            .then_rejected("payment_not_found");
+    }
+
+    #[test]
+    fn a_forfeit_takes_what_is_left_and_later_refunds_leave_it_alone() {
+        let mut history = held_history();
+        let refunded = decide_refund(
+            &given(history.clone()).state,
+            &refund("re_1", "50.00", RefundKind::Refund),
+        )
+        .unwrap();
+        assert_eq!(
+            reversals(&refunded),
+            vec![(1, eur("10.00")), (2, eur("5.00"))]
+        );
+        history.extend(refunded);
+        let forfeited = given(history.clone())
+            .when(|s| decide_review(s, &review(2, ReviewDecision::Forfeit)))
+            .then_ok();
+        let [DomainEvent::CommissionForfeited(forfeit)] = &forfeited[..] else {
+            panic!("{forfeited:?}")
+        };
+        assert_eq!(forfeit.amount, eur("5.00"));
+        history.extend(forfeited);
+        let rest = decide_refund(
+            &given(history.clone()).state,
+            &refund("re_2", "50.00", RefundKind::Refund),
+        )
+        .unwrap();
+        assert_eq!(reversals(&rest), vec![(1, eur("10.00"))]);
+        history.extend(rest);
+        let state = given(history).state;
+        let level2 = &state.payment.unwrap().commissions[1];
+        assert_eq!(
+            level2.reversed.checked_add(&level2.forfeited).unwrap(),
+            level2.earned.amount
+        );
     }
 
     #[test]

@@ -47,7 +47,9 @@ struct CommissionEntry {
     earned_at: DateTime<Utc>,
     hold_until: DateTime<Utc>,
     held_for_review: bool,
-    /// Clawbacks, with when they happened.
+    /// When a review released it.
+    released_at: Option<DateTime<Utc>>,
+    /// Clawbacks and a forfeit, with when they happened.
     reversals: Vec<(DateTime<Utc>, Money)>,
 }
 
@@ -92,6 +94,7 @@ impl PayableBook {
                         earned_at: earned.earned_at,
                         hold_until: earned.hold_until,
                         held_for_review: earned.held_for_review,
+                        released_at: None,
                         reversals: Vec::new(),
                     },
                 );
@@ -106,6 +109,19 @@ impl PayableBook {
                     .expect("a clawback follows its commission in the log")
                     .reversals
                     .push((reversed.reversed_at, reversed.amount));
+            }
+            DomainEvent::CommissionReleased(released) => {
+                self.commissions
+                    .get_mut(&(released.payment_id.clone(), released.level))
+                    .expect("a release follows its commission in the log")
+                    .released_at = Some(released.released_at);
+            }
+            DomainEvent::CommissionForfeited(forfeited) => {
+                self.commissions
+                    .get_mut(&(forfeited.payment_id.clone(), forfeited.level))
+                    .expect("a forfeit follows its commission in the log")
+                    .reversals
+                    .push((forfeited.forfeited_at, forfeited.amount));
             }
             DomainEvent::PayoutScheduled(scheduled) => {
                 let previous = self.payouts.insert(
@@ -157,7 +173,8 @@ impl PayableBook {
                     pending: zero,
                     held_for_review: zero,
                 });
-            if entry.held_for_review {
+            let released = entry.released_at.is_some_and(|at| at <= as_of);
+            if entry.held_for_review && !released {
                 add(&mut balance.held_for_review, net);
             } else if entry.hold_until <= as_of {
                 add(&mut balance.payable, net);
@@ -514,6 +531,54 @@ mod tests {
     }
 
     #[test]
+    fn a_released_commission_is_payable_and_a_forfeited_one_is_gone() {
+        let release = DomainEvent::CommissionReleased(crate::domain::events::CommissionReleased {
+            payment_id: PaymentId::parse("pi_1").unwrap(),
+            beneficiary: account_id(1),
+            level: 1,
+            released_at: at("2026-11-05T00:00:00Z"),
+        });
+        let forfeit =
+            DomainEvent::CommissionForfeited(crate::domain::events::CommissionForfeited {
+                payment_id: PaymentId::parse("pi_2").unwrap(),
+                beneficiary: account_id(1),
+                level: 1,
+                amount: eur("30.00"),
+                forfeited_at: at("2026-11-05T00:00:00Z"),
+            });
+        let book = book(&[
+            earned(
+                "pi_1",
+                1,
+                "70.00",
+                "2026-10-01T00:00:00Z",
+                "2026-10-31T00:00:00Z",
+                true,
+            ),
+            earned(
+                "pi_2",
+                1,
+                "30.00",
+                "2026-10-01T00:00:00Z",
+                "2026-10-31T00:00:00Z",
+                true,
+            ),
+            release,
+            forfeit,
+        ]);
+        let before = book.balances_at(at("2026-11-04T00:00:00Z"))[&account_id(1)];
+        assert_eq!(
+            (before.payable, before.held_for_review),
+            (eur("0.00"), eur("100.00"))
+        );
+        let after = book.balances_at(at("2026-11-05T00:00:00Z"))[&account_id(1)];
+        assert_eq!(
+            (after.payable, after.held_for_review),
+            (eur("70.00"), eur("0.00"))
+        );
+    }
+
+    #[test]
     fn a_run_pays_balances_that_reach_the_minimum_and_carries_the_rest_over() {
         let history = [
             earned(
@@ -571,6 +636,36 @@ mod tests {
             })
             .then_ok();
         assert_eq!(scheduled(&next), vec![(account_id(2), eur("50.00"))]);
+    }
+
+    #[test]
+    fn a_run_pays_a_bounded_number_of_affiliates() {
+        let balance = AffiliateBalance {
+            payable: eur("50.00"),
+            pending: eur("0.00"),
+            held_for_review: eur("0.00"),
+        };
+        let affiliate =
+            |n: usize| AccountId::parse(&format!("00000000-0000-4000-8000-{n:012x}")).unwrap();
+        let mut context = PayoutContext {
+            balances: (0..PAYOUTS_PER_RUN_MAX)
+                .map(|n| (affiliate(n), balance))
+                .collect(),
+            minimum_payout: eur("50.00"),
+        };
+        let events = decide_run(
+            &PayoutsState::default(),
+            &context,
+            &run("2026-10", "2026-11-01T00:00:00Z"),
+        )
+        .unwrap();
+        assert_eq!(events.len(), PAYOUTS_PER_RUN_MAX + 1);
+        context
+            .balances
+            .insert(affiliate(PAYOUTS_PER_RUN_MAX), balance);
+        given(vec![])
+            .when(|s| decide_run(s, &context, &run("2026-10", "2026-11-01T00:00:00Z")))
+            .then_rejected("too_many_payouts");
     }
 
     #[test]

@@ -99,6 +99,11 @@ pub const POSTING_RULES: &[PostingRule] = &[
         AccountKind::CommissionExpense,
     ),
     rule(
+        "CommissionForfeited",
+        AccountKind::CommissionsPayable,
+        AccountKind::CommissionExpense,
+    ),
+    rule(
         "PayoutScheduled",
         AccountKind::CommissionsPayable,
         AccountKind::Payouts,
@@ -214,6 +219,55 @@ pub fn assert_balanced(context: &str, postings: &[Posting]) {
     );
 }
 
+/// Balances of every account of the chart, debit-positive, folded from events in log
+/// order. The sum over all accounts is zero after every event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrialBalance {
+    balances: std::collections::BTreeMap<LedgerAccount, Money>,
+}
+
+impl TrialBalance {
+    /// Posts an event; panics if its postings do not balance or the total is not zero.
+    pub fn apply(&mut self, event: &DomainEvent) {
+        for posting in postings(event) {
+            let signed = match posting.side {
+                Side::Debit => posting.amount,
+                Side::Credit => posting.amount.negated(),
+            };
+            let balance = self
+                .balances
+                .entry(posting.account)
+                .or_insert(Money::zero(posting.amount.currency()));
+            *balance = balance
+                .checked_add(&signed)
+                .unwrap_or_else(|error| panic!("{}: {error}", posting.account));
+        }
+        assert!(
+            self.total().is_none_or(|total| total.is_zero()),
+            "the trial balance sums to zero"
+        );
+    }
+
+    /// Every account's balance, zero balances included once touched.
+    pub fn balances(&self) -> &std::collections::BTreeMap<LedgerAccount, Money> {
+        &self.balances
+    }
+
+    pub fn balance(&self, account: &LedgerAccount) -> Option<Money> {
+        self.balances.get(account).copied()
+    }
+
+    /// The sum over all accounts, `None` before any posting.
+    pub fn total(&self) -> Option<Money> {
+        let mut balances = self.balances.values();
+        let first = *balances.next()?;
+        Some(balances.fold(first, |sum, balance| {
+            sum.checked_add(balance)
+                .expect("the ledger posts in one currency")
+        }))
+    }
+}
+
 /// The amount an event moves and the affiliate it concerns, for money events.
 fn money_of(event: &DomainEvent) -> Option<(Money, Option<AccountId>)> {
     Some(match event {
@@ -222,6 +276,7 @@ fn money_of(event: &DomainEvent) -> Option<(Money, Option<AccountId>)> {
         DomainEvent::PaymentChargedBack(e) => (e.amount, None),
         DomainEvent::CommissionEarned(e) => (e.amount, Some(e.beneficiary)),
         DomainEvent::CommissionReversed(e) => (e.amount, Some(e.beneficiary)),
+        DomainEvent::CommissionForfeited(e) => (e.amount, Some(e.beneficiary)),
         DomainEvent::PayoutScheduled(e) => (e.amount, Some(e.affiliate)),
         DomainEvent::PayoutSent(e) => (e.amount, Some(e.affiliate)),
         DomainEvent::PayoutFailed(e) => (e.amount, Some(e.affiliate)),
@@ -236,6 +291,7 @@ fn money_of(event: &DomainEvent) -> Option<(Money, Option<AccountId>)> {
         | DomainEvent::CreditsExpired(_)
         | DomainEvent::SubscriptionStarted(_)
         | DomainEvent::SubscriptionCancelled(_)
+        | DomainEvent::CommissionReleased(_)
         | DomainEvent::CommissionPlanPublished(_)
         | DomainEvent::PayoutRunCompleted(_) => return None,
     })
@@ -301,6 +357,23 @@ mod tests {
             format!("commissions_payable:{}", earned.beneficiary)
         );
         assert_eq!(postings[1].amount, earned.amount);
+    }
+
+    #[test]
+    fn a_trial_balance_follows_the_events() {
+        let mut trial = TrialBalance::default();
+        assert_eq!(trial.total(), None);
+        trial.apply(&fixture("PaymentReceived"));
+        trial.apply(&fixture("PaymentRefunded"));
+        let cash = LedgerAccount {
+            kind: AccountKind::Cash,
+            affiliate: None,
+        };
+        assert_eq!(
+            trial.balance(&cash),
+            Some(Money::parse("14.99", "EUR").unwrap())
+        );
+        assert!(trial.total().unwrap().is_zero());
     }
 
     #[test]

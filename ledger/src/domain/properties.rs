@@ -19,7 +19,8 @@ use super::ids::{
 };
 use super::money::{Currency, Money, Rate};
 use super::payment::{
-    self, PaymentContext, PaymentState, RecordPayment, RefundKind, RefundPayment, UplineMember,
+    self, PaymentContext, PaymentState, RecordPayment, RefundKind, RefundPayment, ReviewCommission,
+    ReviewDecision, UplineMember,
 };
 use super::payout::{
     self, PayableBook, PayoutContext, PayoutsState, RunPayouts, SettlePayout, Settlement,
@@ -73,6 +74,11 @@ enum Op {
         payout: Index,
         fail: bool,
     },
+    Review {
+        payment: Index,
+        level: u8,
+        forfeit: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -93,7 +99,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (proptest::collection::vec(0u32..=2000, 1..=5), 0u32..40, 0i64..20_000, 0u16..60)
             .prop_map(|(rates, hold_days, minimum_minor, in_days)| Op::Publish { rates, hold_days, minimum_minor, in_days }),
         1 => Just(Op::RunPayouts),
-        1 => (index, any::<bool>()).prop_map(|(payout, fail)| Op::Settle { payout, fail }),
+        1 => (index.clone(), any::<bool>()).prop_map(|(payout, fail)| Op::Settle { payout, fail }),
+        2 => (index, 1u8..=3, any::<bool>()).prop_map(|(payment, level, forfeit)| Op::Review { payment, level, forfeit }),
     ]
 }
 
@@ -192,6 +199,12 @@ impl World {
             }
             DomainEvent::CommissionEarned(e) => self.evolve_payment(&e.payment_id.clone(), &event),
             DomainEvent::CommissionReversed(e) => {
+                self.evolve_payment(&e.payment_id.clone(), &event)
+            }
+            DomainEvent::CommissionReleased(e) => {
+                self.evolve_payment(&e.payment_id.clone(), &event)
+            }
+            DomainEvent::CommissionForfeited(e) => {
                 self.evolve_payment(&e.payment_id.clone(), &event)
             }
             DomainEvent::CommissionPlanPublished(_) => {
@@ -516,6 +529,28 @@ impl World {
                     }
                 }
             }
+            Op::Review {
+                payment,
+                level,
+                forfeit,
+            } => {
+                if self.payments.is_empty() {
+                    return;
+                }
+                let payment_id = payment.get(&self.payments).clone();
+                let command = ReviewCommission {
+                    payment_id: payment_id.clone(),
+                    level: *level,
+                    decision: if *forfeit {
+                        ReviewDecision::Forfeit
+                    } else {
+                        ReviewDecision::Release
+                    },
+                    reviewed_at: self.now,
+                };
+                let answer = payment::decide_review(&self.payment_states[&payment_id], &command);
+                self.record(answer);
+            }
             Op::Settle { payout, fail } => {
                 let keys: Vec<(Period, AccountId)> = self.payouts.payouts.keys().copied().collect();
                 if keys.is_empty() {
@@ -615,20 +650,34 @@ fn check_invariants(world: &World) {
         let payment = state.payment.as_ref().unwrap();
         assert!(!payment.refundable().is_negative());
         for commission in &payment.commissions {
-            assert!(commission
+            let taken = commission
                 .reversed
+                .checked_add(&commission.forfeited)
+                .unwrap();
+            assert!(taken
                 .checked_cmp(&commission.earned.amount)
                 .unwrap()
                 .is_le());
-            // Clawed back exactly in proportion to what was refunded.
             let share = commission
                 .earned
                 .amount
                 .times_ratio(&payment.refunded_total, &payment.received.amount)
                 .unwrap();
-            assert_eq!(commission.reversed, share.amount);
-            if payment.refundable().is_zero() {
-                assert_eq!(commission.reversed, commission.earned.amount);
+            if commission.review == Some(ReviewDecision::Forfeit) {
+                // A forfeit took what was left; clawbacks stopped there.
+                assert_eq!(taken, commission.earned.amount);
+                assert!(commission
+                    .reversed
+                    .checked_cmp(&share.amount)
+                    .unwrap()
+                    .is_le());
+            } else {
+                // Clawed back exactly in proportion to what was refunded.
+                assert!(commission.forfeited.is_zero());
+                assert_eq!(commission.reversed, share.amount);
+                if payment.refundable().is_zero() {
+                    assert_eq!(commission.reversed, commission.earned.amount);
+                }
             }
         }
     }
@@ -722,6 +771,8 @@ fn histories_exercise_every_money_event() {
         "PaymentChargedBack",
         "CommissionEarned",
         "CommissionReversed",
+        "CommissionReleased",
+        "CommissionForfeited",
         "CommissionPlanPublished",
         "PayoutScheduled",
         "PayoutRunCompleted",

@@ -107,13 +107,12 @@ impl EventStore for MemoryStore {
             });
         }
         let recorded_at = (self.inner.clock)();
-        let mut revision = actual.next_revision();
         let mut previous = log
             .events
             .last()
             .map_or(Digest::GENESIS, |event| event.chain.current);
         let mut body = Vec::new();
-        for event in events {
+        for (revision, event) in (actual.next_revision()..).zip(events) {
             let sequence = log.events.len() as u64;
             body.clear();
             codec::encode_body(&event, stream, revision, recorded_at, &mut body);
@@ -140,7 +139,6 @@ impl EventStore for MemoryStore {
                 .push(sequence);
             log.ids.insert(event.id, sequence);
             previous = chain.current;
-            revision += 1;
         }
         let last = log.events.last().expect("just appended");
         let outcome = AppendOutcome {

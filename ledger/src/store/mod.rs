@@ -8,6 +8,10 @@
 //! Backends:
 //! - [`memory::MemoryStore`]: in-process, for tests and as the trivially correct model.
 //! - [`file::FileStore`]: the embedded, durable, segmented append-only log (the default).
+//! - `kurrentdb::KurrentDbStore` (cargo feature `kurrentdb`): a KurrentDB cluster shared by
+//!   several instances; its hash chain is per stream.
+//!
+//! [`migrate::migrate`] copies a whole log from one backend into another and verifies it.
 //!
 //! Every backend passes the same [`conformance`] suite.
 
@@ -15,7 +19,10 @@ pub mod chain;
 pub mod codec;
 pub mod conformance;
 pub mod file;
+#[cfg(feature = "kurrentdb")]
+pub mod kurrentdb;
 pub mod memory;
+pub mod migrate;
 mod subscription;
 
 use std::fmt;
@@ -450,6 +457,23 @@ pub trait EventStore: Send + Sync + 'static {
     fn chain_scope(&self) -> ChainScope {
         ChainScope::Global
     }
+
+    /// Where an event id already written is recognised: anywhere in the log, or only in
+    /// the stream it was written to.
+    fn id_scope(&self) -> IdScope {
+        IdScope::Log
+    }
+}
+
+/// Where a backend recognises an event id as already written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IdScope {
+    /// Ids are unique in the whole log: reusing one in another stream is an
+    /// [`StoreError::IdempotencyConflict`] (the backend keeps an index of every id).
+    Log,
+    /// Ids are recognised within their stream only: a cluster keeps no index of ids
+    /// across streams, so an id reused in another stream is written there.
+    Stream,
 }
 
 /// Which records a backend's hash chain links together.

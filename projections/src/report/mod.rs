@@ -305,7 +305,7 @@ impl PayoutReport {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StatementLine {
     pub at: String,
-    /// `earned` or `reversed`.
+    /// `earned`, `reversed` (a refund's clawback) or `forfeited` (refused on review).
     pub kind: String,
     pub payment_id: String,
     pub payer: String,
@@ -386,6 +386,12 @@ pub fn commission_statement(
             ));
             totals.entry(currency).or_default().0 += commission.amount;
         }
+        if let Some(crate::views::commissions::Review::Forfeited { at }) = commission.review {
+            if period.contains(at) {
+                lines.push((at, line(at, "forfeited", -commission.forfeited, "", "")));
+                totals.entry(currency).or_default().1 += commission.forfeited;
+            }
+        }
         for reversal in &commission.reversals {
             if period.contains(reversal.at) {
                 lines.push((
@@ -441,12 +447,19 @@ fn status_at_period_end(
     period: Period,
     end: DateTime<Utc>,
 ) -> CommissionStatus {
+    let forfeited = match commission.review {
+        Some(crate::views::commissions::Review::Forfeited { at }) if at < end => {
+            commission.forfeited
+        }
+        _ => Decimal::ZERO,
+    };
     let reversed: Decimal = commission
         .reversals
         .iter()
         .filter(|reversal| reversal.at < end)
         .map(|reversal| reversal.amount)
-        .sum();
+        .sum::<Decimal>()
+        + forfeited;
     let net = commission.amount - reversed;
     let matched: Decimal = commission
         .paid_by

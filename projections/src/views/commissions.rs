@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use ledger::domain::events::{
-    CommissionEarned, CommissionPlanPublished, CommissionReversed, DonationAllocated, FraudFlag,
-    PaymentChargedBack, PaymentReceived, PaymentRefunded, PayoutFailed, PayoutRunCompleted,
-    PayoutScheduled, PayoutSent,
+    CommissionEarned, CommissionForfeited, CommissionPlanPublished, CommissionReleased,
+    CommissionReversed, DonationAllocated, FraudFlag, PaymentChargedBack, PaymentReceived,
+    PaymentRefunded, PayoutFailed, PayoutRunCompleted, PayoutScheduled, PayoutSent,
 };
 use ledger::domain::ids::{OrganisationId, PaymentId, PayoutReference, RefundId};
 use ledger::domain::{AccountId, Currency, Money, Period, PlanVersion, Rate};
@@ -69,19 +69,39 @@ pub struct Commission {
     pub earned_at: DateTime<Utc>,
     pub earned_position: Position,
     pub hold_until: DateTime<Utc>,
+    /// As earned: whether it was held for review (see `review` for how that ended).
     pub held_for_review: bool,
     pub review_reasons: Vec<FraudFlag>,
     pub reversals: Vec<Reversal>,
+    /// How the review of a commission held for review ended, if it did.
+    pub review: Option<Review>,
+    /// What a forfeiting review took back (zero otherwise).
+    pub forfeited: Decimal,
     /// Parts of the commission matched to payouts: (period, amount).
     pub paid_by: Vec<(Period, Decimal)>,
 }
 
+/// The end of a review of a held commission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Review {
+    /// Payable once its hold ends, like any other.
+    Released { at: DateTime<Utc> },
+    /// What was left of it taken back.
+    Forfeited { at: DateTime<Utc> },
+}
+
 impl Commission {
+    /// What refunds clawed back and a review forfeited.
     pub fn reversed(&self) -> Decimal {
-        self.reversals.iter().map(|reversal| reversal.amount).sum()
+        self.reversals
+            .iter()
+            .map(|reversal| reversal.amount)
+            .sum::<Decimal>()
+            + self.forfeited
     }
 
-    /// What is left after reversals.
+    /// What is left after clawbacks and forfeiture.
     pub fn net(&self) -> Decimal {
         self.amount - self.reversed()
     }
@@ -96,9 +116,15 @@ impl Commission {
         (self.net() - self.matched()).max(Decimal::ZERO)
     }
 
-    /// Whether the commission can be paid at `at` (its hold over, not under review).
+    /// Whether the commission can be paid at `at`: its hold is over, and it was not held
+    /// for review or a review released it by then (as the domain's payable book reads it).
     pub fn is_payable_at(&self, at: DateTime<Utc>) -> bool {
-        !self.held_for_review && self.hold_until <= at
+        let cleared = match self.review {
+            _ if !self.held_for_review => true,
+            Some(Review::Released { at: released }) => released <= at,
+            Some(Review::Forfeited { .. }) | None => false,
+        };
+        cleared && self.hold_until <= at
     }
 
     /// Its status at `at`, by where most of its amount stands.
@@ -234,7 +260,9 @@ pub enum CommissionError {
         beneficiary: AccountId,
         level: u8,
     },
-    #[error("reversal of {amount} exceeds what is left of the commission ({net})")]
+    #[error("commission of payment {payment} at level {level} is not under review")]
+    NotUnderReview { payment: PaymentId, level: u8 },
+    #[error("reversal of {amount} does not fit what is left of the commission ({net})")]
     ReversalExceedsCommission { amount: Decimal, net: Decimal },
     #[error("no payout to {affiliate} in {period}")]
     PayoutNotFound {
@@ -375,6 +403,8 @@ impl Commissions {
             held_for_review: event.held_for_review,
             review_reasons: event.review_reasons.clone(),
             reversals: Vec::new(),
+            review: None,
+            forfeited: Decimal::ZERO,
             paid_by: Vec::new(),
         });
         self.payments[payment as usize].commissions.push(index);
@@ -386,21 +416,72 @@ impl Commissions {
         Ok(())
     }
 
-    pub fn reversed(&mut self, event: &CommissionReversed) -> Result<(), CommissionError> {
-        let payment = self.payment(&event.payment_id)?;
-        let not_found = || CommissionError::CommissionNotFound {
-            payment: event.payment_id.clone(),
-            beneficiary: event.beneficiary,
-            level: event.level,
-        };
-        let index = *self.payments[payment as usize]
+    fn find(
+        &self,
+        payment_id: &PaymentId,
+        beneficiary: AccountId,
+        level: u8,
+    ) -> Result<u32, CommissionError> {
+        let payment = self.payment(payment_id)?;
+        self.payments[payment as usize]
             .commissions
             .iter()
+            .copied()
             .find(|index| {
-                let commission = &self.commissions[**index as usize];
-                commission.beneficiary == event.beneficiary && commission.level == event.level
+                let commission = &self.commissions[*index as usize];
+                commission.beneficiary == beneficiary && commission.level == level
             })
-            .ok_or_else(not_found)?;
+            .ok_or_else(|| CommissionError::CommissionNotFound {
+                payment: payment_id.clone(),
+                beneficiary,
+                level,
+            })
+    }
+
+    /// A held commission released by review: payable once its hold ends.
+    pub fn released(&mut self, event: &CommissionReleased) -> Result<(), CommissionError> {
+        let index = self.find(&event.payment_id, event.beneficiary, event.level)?;
+        let commission = &mut self.commissions[index as usize];
+        if !commission.held_for_review || commission.review.is_some() {
+            return Err(CommissionError::NotUnderReview {
+                payment: event.payment_id.clone(),
+                level: event.level,
+            });
+        }
+        commission.review = Some(Review::Released {
+            at: event.released_at,
+        });
+        Ok(())
+    }
+
+    /// A held commission forfeited by review: what was left of it taken back.
+    pub fn forfeited(&mut self, event: &CommissionForfeited) -> Result<(), CommissionError> {
+        let index = self.find(&event.payment_id, event.beneficiary, event.level)?;
+        let commission = &mut self.commissions[index as usize];
+        if !commission.held_for_review || commission.review.is_some() {
+            return Err(CommissionError::NotUnderReview {
+                payment: event.payment_id.clone(),
+                level: event.level,
+            });
+        }
+        let amount = event.amount.amount();
+        // The domain forfeits exactly the remainder; commissions under review are never
+        // paid out, so nothing becomes owed.
+        if amount != commission.net() {
+            return Err(CommissionError::ReversalExceedsCommission {
+                amount,
+                net: commission.net(),
+            });
+        }
+        commission.forfeited = amount;
+        commission.review = Some(Review::Forfeited {
+            at: event.forfeited_at,
+        });
+        Ok(())
+    }
+
+    pub fn reversed(&mut self, event: &CommissionReversed) -> Result<(), CommissionError> {
+        let index = self.find(&event.payment_id, event.beneficiary, event.level)?;
         let commission = &mut self.commissions[index as usize];
         let amount = event.amount.amount();
         let net = commission.net();

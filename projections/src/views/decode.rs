@@ -53,9 +53,11 @@ enum Kind {
     PayoutFailed,
     DonationAllocated,
     PayoutRunCompleted,
+    CommissionReleased,
+    CommissionForfeited,
 }
 
-const KINDS: [(&str, Kind); 16] = [
+const KINDS: [(&str, Kind); 18] = [
     ("AccountOpened", Kind::AccountOpened),
     ("CreditsGranted", Kind::CreditsGranted),
     ("CreditsPurchased", Kind::CreditsPurchased),
@@ -72,6 +74,8 @@ const KINDS: [(&str, Kind); 16] = [
     ("PayoutFailed", Kind::PayoutFailed),
     ("DonationAllocated", Kind::DonationAllocated),
     ("PayoutRunCompleted", Kind::PayoutRunCompleted),
+    ("CommissionReleased", Kind::CommissionReleased),
+    ("CommissionForfeited", Kind::CommissionForfeited),
 ];
 
 /// Event types that no view reads: skipped without parsing.
@@ -178,6 +182,12 @@ pub fn decode(event: &RecordedEvent) -> Result<Option<Fact>, ProjectionError> {
         }
         Kind::PayoutRunCompleted => {
             DomainEvent::PayoutRunCompleted(parse(payload).map_err(undecodable)?)
+        }
+        Kind::CommissionReleased => {
+            DomainEvent::CommissionReleased(parse(payload).map_err(undecodable)?)
+        }
+        Kind::CommissionForfeited => {
+            DomainEvent::CommissionForfeited(parse(payload).map_err(undecodable)?)
         }
     };
     Ok(Some(Fact::Domain(domain)))

@@ -160,6 +160,8 @@ impl LedgerViews {
                 }),
             DomainEvent::CommissionEarned(earned) => self.commissions.earned(position, earned),
             DomainEvent::CommissionReversed(reversed) => self.commissions.reversed(reversed),
+            DomainEvent::CommissionReleased(released) => self.commissions.released(released),
+            DomainEvent::CommissionForfeited(forfeited) => self.commissions.forfeited(forfeited),
             DomainEvent::CommissionPlanPublished(plan) => {
                 self.commissions.plan_published(plan);
                 Ok(())

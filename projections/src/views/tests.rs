@@ -91,6 +91,8 @@ fn every_event_type_occurs_and_the_books_balance_at_every_position() {
         "PayoutSent",
         "PayoutFailed",
         "PayoutRunCompleted",
+        "CommissionReleased",
+        "CommissionForfeited",
         "DonationAllocated",
     ] {
         assert!(seen.contains(expected), "{expected} never generated");
