@@ -509,17 +509,13 @@ impl Generator {
                     };
                     let decided = payment::decide_review(&reviewed, &command)
                         .expect("generated reviews are valid");
-                    reviewed = decided
-                        .iter()
-                        .fold(reviewed, |state, event| payment::evolve(state, event));
+                    reviewed = decided.iter().fold(reviewed, payment::evolve);
                     events.extend(decided);
                 }
                 events
             }
         };
-        let state = events
-            .iter()
-            .fold(state, |state, event| payment::evolve(state, event));
+        let state = events.iter().fold(state, payment::evolve);
         if due > 1 {
             self.tracked.insert(key, (state, due - 1));
         }
