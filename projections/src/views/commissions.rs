@@ -282,7 +282,7 @@ pub enum CommissionError {
     },
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Affiliate {
     /// Indexes into the commission list, in the order earned.
     pub commissions: Vec<u32>,
@@ -290,6 +290,40 @@ pub struct Affiliate {
     pub owed: BTreeMap<Currency, Decimal>,
     /// Index of the first commission that may still have an open part (FIFO cursor).
     pub cursor: u32,
+    /// Sum of `open()` over all its commissions, per currency, kept as they change, so
+    /// a payout run need not scan matured history.
+    pub open: BTreeMap<Currency, Decimal>,
+    /// Whether hold ends never decrease along `commissions` (true unless a plan change
+    /// shortened the hold): then the unmatured commissions are a suffix of the list.
+    pub holds_in_order: bool,
+    /// How many of its commissions were held for review: those need a full scan.
+    pub reviewed: u32,
+}
+
+impl Default for Affiliate {
+    fn default() -> Self {
+        Affiliate {
+            commissions: Vec::new(),
+            owed: BTreeMap::new(),
+            cursor: 0,
+            open: BTreeMap::new(),
+            holds_in_order: true,
+            reviewed: 0,
+        }
+    }
+}
+
+impl Affiliate {
+    fn adjust_open(&mut self, currency: Currency, delta: Decimal) {
+        if delta.is_zero() {
+            return;
+        }
+        let open = self.open.entry(currency).or_default();
+        *open += delta;
+        if open.is_zero() {
+            self.open.remove(&currency);
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -408,11 +442,15 @@ impl Commissions {
             paid_by: Vec::new(),
         });
         self.payments[payment as usize].commissions.push(index);
-        self.affiliates
-            .entry(event.beneficiary)
-            .or_default()
-            .commissions
-            .push(index);
+        let affiliate = self.affiliates.entry(event.beneficiary).or_default();
+        if let Some(last) = affiliate.commissions.last() {
+            if self.commissions[*last as usize].hold_until > event.hold_until {
+                affiliate.holds_in_order = false;
+            }
+        }
+        affiliate.commissions.push(index);
+        affiliate.reviewed += u32::from(event.held_for_review);
+        affiliate.adjust_open(event.amount.currency(), event.amount.amount());
         Ok(())
     }
 
@@ -473,10 +511,16 @@ impl Commissions {
                 net: commission.net(),
             });
         }
+        let before = commission.open();
         commission.forfeited = amount;
         commission.review = Some(Review::Forfeited {
             at: event.forfeited_at,
         });
+        let (currency, delta) = (commission.currency, commission.open() - before);
+        self.affiliates
+            .entry(event.beneficiary)
+            .or_default()
+            .adjust_open(currency, delta);
         Ok(())
     }
 
@@ -497,15 +541,11 @@ impl Commissions {
         // Whatever the reversal takes beyond the unpaid part was already paid out: the
         // affiliate owes it back.
         let owed = amount - open.min(amount);
+        let (currency, delta) = (commission.currency, commission.open() - open);
+        let affiliate = self.affiliates.entry(event.beneficiary).or_default();
+        affiliate.adjust_open(currency, delta);
         if !owed.is_zero() {
-            let currency = commission.currency;
-            *self
-                .affiliates
-                .entry(event.beneficiary)
-                .or_default()
-                .owed
-                .entry(currency)
-                .or_default() += owed;
+            *affiliate.owed.entry(currency).or_default() += owed;
         }
         Ok(())
     }
@@ -541,6 +581,7 @@ impl Commissions {
         let start = affiliate.cursor as usize;
         let mut cursor = start;
         let mut advance_cursor = true;
+        let mut open_delta = Decimal::ZERO;
         for position in start..affiliate.commissions.len() {
             if to_match.is_zero() {
                 break;
@@ -564,6 +605,7 @@ impl Commissions {
             let take = (open - settle).min(to_match);
             let part = settle + take;
             commission.paid_by.push((event.period, part));
+            open_delta += commission.open() - open;
             to_match -= take;
             if take > Decimal::ZERO || settle > Decimal::ZERO {
                 matched.push((index, part));
@@ -575,6 +617,7 @@ impl Commissions {
             }
         }
         affiliate.cursor = cursor as u32;
+        affiliate.adjust_open(currency, open_delta);
         if owed.is_zero() {
             affiliate.owed.remove(&currency);
         } else {
@@ -614,16 +657,20 @@ impl Commissions {
         let currency = payout.amount.currency();
         let affiliate = self.affiliates.entry(event.affiliate).or_default();
         let mut first = affiliate.commissions.len();
+        let mut open_delta = Decimal::ZERO;
         for (index, _) in &matched {
             let commission = &mut self.commissions[*index as usize];
+            let before = commission.open();
             commission
                 .paid_by
                 .retain(|(period, _)| *period != event.period);
+            open_delta += commission.open() - before;
             if let Some(position) = affiliate.commissions.iter().position(|i| i == index) {
                 first = first.min(position);
             }
         }
         affiliate.cursor = affiliate.cursor.min(first as u32);
+        affiliate.adjust_open(currency, open_delta);
         if !settled.is_zero() {
             *affiliate.owed.entry(currency).or_default() += settled;
         }
@@ -759,6 +806,36 @@ impl Commissions {
     pub fn payables_at(&self, at: DateTime<Utc>) -> BTreeMap<(AccountId, Currency), Payable> {
         let mut payables: BTreeMap<(AccountId, Currency), Payable> = BTreeMap::new();
         for (account, affiliate) in &self.affiliates {
+            if affiliate.holds_in_order && affiliate.reviewed == 0 && affiliate.open.len() <= 1 {
+                // Everything open is payable except a suffix of unmatured commissions:
+                // walk back over that suffix only.
+                let Some((&currency, &open_total)) = affiliate.open.iter().next() else {
+                    if let Some((currency, owed)) = affiliate.owed.iter().next() {
+                        payables.entry((*account, *currency)).or_default().payable -= *owed;
+                    }
+                    continue;
+                };
+                let mut payable = open_total;
+                let mut held = Decimal::ZERO;
+                for index in affiliate.commissions.iter().rev() {
+                    let commission = &self.commissions[*index as usize];
+                    if commission.hold_until <= at {
+                        break;
+                    }
+                    let open = commission.open();
+                    payable -= open;
+                    if commission.earned_at <= at {
+                        held += open;
+                    }
+                }
+                let entry = payables.entry((*account, currency)).or_default();
+                entry.payable += payable;
+                entry.held += held;
+                for (currency, owed) in &affiliate.owed {
+                    payables.entry((*account, *currency)).or_default().payable -= *owed;
+                }
+                continue;
+            }
             for index in &affiliate.commissions[affiliate.cursor as usize..] {
                 let commission = &self.commissions[*index as usize];
                 if commission.earned_at > at {
