@@ -77,9 +77,12 @@ pub struct BenchReport {
     /// Payable balances of every affiliate at the period's end, then the minimum applied:
     /// what a payout run computes.
     pub payout_run_ms: f64,
+    /// CPU time of this thread for the same work (the machine is shared).
+    pub payout_run_cpu_ms: Option<f64>,
     pub payouts_due: usize,
     /// The payout report of the same period (rows, totals, reconciliation).
     pub payout_report_ms: f64,
+    pub payout_report_cpu_ms: Option<f64>,
     pub chain_upline_levels: usize,
     pub chain_upline_ms: f64,
     pub upline_3_levels_us: f64,
@@ -110,12 +113,21 @@ impl fmt::Display for BenchReport {
             self.rebuild_cpu_seconds, self.rebuild_events_per_cpu_second
         )?;
         writeln!(f, "peak memory (VmHWM)    {}", mib(self.peak_memory_bytes))?;
+        let cpu = |ms: Option<f64>| ms.map_or("unknown".to_owned(), |ms| format!("{ms:.1} ms"));
         writeln!(
             f,
-            "payout run {}     {:.1} ms ({} payouts due)",
-            self.payout_period, self.payout_run_ms, self.payouts_due
+            "payout run {}     {:.1} ms, CPU {} ({} payouts due)",
+            self.payout_period,
+            self.payout_run_ms,
+            cpu(self.payout_run_cpu_ms),
+            self.payouts_due
         )?;
-        writeln!(f, "payout report          {:.1} ms", self.payout_report_ms)?;
+        writeln!(
+            f,
+            "payout report          {:.1} ms, CPU {}",
+            self.payout_report_ms,
+            cpu(self.payout_report_cpu_ms)
+        )?;
         writeln!(
             f,
             "upline of chain tip    {:.2} ms ({} levels)",
@@ -203,6 +215,7 @@ pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&Progress)) -> BenchRe
         .map(|(_, plan)| plan.minimum_payout.amount())
         .unwrap_or_default();
     let run = Instant::now();
+    let run_cpu = thread_cpu_ns();
     let payouts_due = views
         .commissions
         .payables_at(payout_period.end())
@@ -210,10 +223,13 @@ pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&Progress)) -> BenchRe
         .filter(|payable| payable.payable >= minimum)
         .count();
     let payout_run_ms = millis(run.elapsed());
+    let payout_run_cpu_ms = cpu_millis_since(run_cpu);
     let report = Instant::now();
+    let report_cpu = thread_cpu_ns();
     let produced = payout_report(&views, payout_period, &affiliate_id_as_name)
         .expect("the generated books reconcile");
     let payout_report_ms = millis(report.elapsed());
+    let payout_report_cpu_ms = cpu_millis_since(report_cpu);
     drop(produced);
 
     let forest = views.network.forest();
@@ -250,8 +266,10 @@ pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&Progress)) -> BenchRe
         peak_memory_bytes,
         payout_period: payout_period.to_string(),
         payout_run_ms,
+        payout_run_cpu_ms,
         payouts_due,
         payout_report_ms,
+        payout_report_cpu_ms,
         chain_upline_levels: chain.levels.len(),
         chain_upline_ms,
         upline_3_levels_us,
@@ -319,4 +337,14 @@ pub fn cpu_seconds() -> Option<f64> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     // Clock ticks are 100 per second on every Linux this runs on (USER_HZ).
     Some((utime + stime) / 100.0)
+}
+
+/// CPU time of the calling thread, in nanoseconds, on Linux (`/proc/thread-self/schedstat`).
+pub fn thread_cpu_ns() -> Option<u64> {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    schedstat.split_whitespace().next()?.parse().ok()
+}
+
+fn cpu_millis_since(start: Option<u64>) -> Option<f64> {
+    Some((thread_cpu_ns()? - start?) as f64 / 1e6)
 }
