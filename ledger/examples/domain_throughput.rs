@@ -21,7 +21,11 @@ fn account(n: u64) -> AccountId {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let start_time: DateTime<Utc> = "2026-09-01T00:00:00Z".parse().unwrap();
-    let ledger = Ledger::new(MemoryStore::new(), LedgerConfig::default());
+    let ledger = Ledger::new(
+        MemoryStore::new(),
+        LedgerConfig::default(),
+        std::sync::Arc::new(ledger::privacy::vault::memory::MemoryVault::new().unwrap()),
+    );
     let meta = || CommandMeta::new(Uuid::new_v4());
 
     let accounts = 1_000u64;

@@ -5,5 +5,6 @@
 //! and decides commands, and every layer above reads what it wrote.
 
 pub mod domain;
+pub mod privacy;
 pub mod service;
 pub mod store;

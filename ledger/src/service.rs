@@ -17,7 +17,7 @@
 //! the work: see `docs/DOMAIN.md`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
@@ -38,6 +38,9 @@ use crate::domain::payout::{
 };
 use crate::domain::plan::{self, PlanState, PublishPlan};
 use crate::domain::{streams, Currency, Rejection};
+use crate::privacy::domain::seal_domain_event;
+use crate::privacy::payload::{open_payload, redact_payload};
+use crate::privacy::{KeyVault, PrivacyError};
 use crate::store::{
     Direction, EventMetadata, EventStore, ExpectedRevision, Position, RecordedEvent, StoreError,
     StreamFrom, StreamName, StreamState, PAGE_SIZE_MAX,
@@ -134,6 +137,10 @@ pub enum LedgerError {
         #[source]
         source: UpcastError,
     },
+    /// Personal data could not be sealed or opened: the subject was erased (a write that
+    /// needs its key is refused), or the key vault is unavailable (never read as erased).
+    #[error(transparent)]
+    Privacy(PrivacyError),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -146,6 +153,7 @@ impl LedgerError {
             LedgerError::CommandIdConflict { .. } => "command_id_conflict",
             LedgerError::Contention { .. } => "contention",
             LedgerError::Unreadable { .. } => "unreadable_event",
+            LedgerError::Privacy(error) => error.code(),
             LedgerError::Store(_) => "store_error",
         }
     }
@@ -162,6 +170,9 @@ struct Loaded<T> {
     stream: StreamName,
     state: T,
     revision: StreamState,
+    /// [`Caches::erasures`] when the load began: a state read before an erasure may hold
+    /// the erased person's data in clear and must not go back into the cache.
+    erasures: u64,
 }
 
 /// Most streams of one kind whose states the service keeps between commands.
@@ -215,6 +226,8 @@ impl<T> StateCache<T> {
 /// The caches, one per kind of stream state.
 #[derive(Default)]
 struct Caches {
+    /// Counts erasures; bumped before the caches are emptied (see `forget_personal_data`).
+    erasures: std::sync::atomic::AtomicU64,
     accounts: StateCache<AccountState>,
     codes: StateCache<ReferralCodeState>,
     payments: StateCache<PaymentState>,
@@ -254,24 +267,36 @@ enum AppendFailure {
     Failed(LedgerError),
 }
 
-/// The ledger's command side over an event store.
+/// The ledger's command side over an event store. Personal data is sealed with keys
+/// from `vault` on the way to the store and opened on the way back.
 pub struct Ledger<S> {
     store: S,
     config: LedgerConfig,
     caches: Caches,
+    vault: Arc<dyn KeyVault>,
 }
 
 impl<S: EventStore> Ledger<S> {
-    pub fn new(store: S, config: LedgerConfig) -> Ledger<S> {
+    pub fn new(store: S, config: LedgerConfig, vault: Arc<dyn KeyVault>) -> Ledger<S> {
         Ledger {
             store,
             config,
             caches: Caches::default(),
+            vault,
         }
     }
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    pub fn vault(&self) -> &dyn KeyVault {
+        self.vault.as_ref()
+    }
+
+    /// The vault itself, to build another service over the same store and keys.
+    pub fn shared_vault(&self) -> Arc<dyn KeyVault> {
+        Arc::clone(&self.vault)
     }
 
     pub fn config(&self) -> &LedgerConfig {
@@ -605,6 +630,22 @@ impl<S: EventStore> Ledger<S> {
         self.caches.accounts.forget(&streams::account(id));
     }
 
+    /// Drops every cached state after keys were destroyed, so that nothing read before
+    /// in clear stays in memory: states held by commands in flight are not put back.
+    /// Payment states hold payment data too, so every kind is emptied.
+    pub fn forget_personal_data(&self) {
+        self.caches
+            .erasures
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let caches = &self.caches;
+        caches.accounts.lock().clear();
+        caches.codes.lock().clear();
+        caches.payments.lock().clear();
+        caches.plans.lock().clear();
+        caches.payouts.lock().clear();
+        caches.donations.lock().clear();
+    }
+
     /// Every affiliate's balance at `as_of`. Folds the whole log: a projection will
     /// replace this for large logs.
     pub async fn balances_at(
@@ -723,6 +764,10 @@ impl<S: EventStore> Ledger<S> {
         initial: T,
         evolve: fn(T, &DomainEvent) -> T,
     ) -> Result<Loaded<T>, LedgerError> {
+        let erasures = self
+            .caches
+            .erasures
+            .load(std::sync::atomic::Ordering::SeqCst);
         let (mut state, mut revision) = T::cache(&self.caches)
             .take(stream)
             .unwrap_or((initial, StreamState::NoStream));
@@ -739,7 +784,7 @@ impl<S: EventStore> Ledger<S> {
                     revision.next_revision(),
                     "a stream reads gapless"
                 );
-                state = evolve(state, &decode(recorded)?);
+                state = evolve(state, &self.decode(recorded)?);
                 revision = StreamState::At(recorded.revision);
             }
             if !full {
@@ -747,6 +792,7 @@ impl<S: EventStore> Ledger<S> {
                     stream: stream.clone(),
                     state,
                     revision,
+                    erasures,
                 });
             }
         }
@@ -754,7 +800,13 @@ impl<S: EventStore> Ledger<S> {
 
     /// Puts a state back in its cache for the next command on its stream.
     fn keep<T: Cached>(&self, loaded: Loaded<T>) {
-        T::cache(&self.caches).put(loaded.stream, loaded.state, loaded.revision);
+        let erasures = self
+            .caches
+            .erasures
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if loaded.erasures == erasures {
+            T::cache(&self.caches).put(loaded.stream, loaded.state, loaded.revision);
+        }
     }
 
     /// Appends `events`; when there are none (the command repeats one already recorded),
@@ -796,7 +848,7 @@ impl<S: EventStore> Ledger<S> {
             for recorded in &page {
                 next = recorded.revision + 1;
                 if recorded.metadata.causation_id == Some(meta.command_id) {
-                    outcome.events.push(decode(recorded)?);
+                    outcome.events.push(self.decode(recorded)?);
                     outcome.position = Some(recorded.position);
                     outcome.replayed = true;
                 }
@@ -807,7 +859,8 @@ impl<S: EventStore> Ledger<S> {
         }
     }
 
-    /// Reads the whole log in order and hands every event to `apply`.
+    /// Reads the whole log in order and hands every event to `apply`, personal fields
+    /// replaced: it feeds the books only.
     async fn fold_all(&self, mut apply: impl FnMut(&DomainEvent)) -> Result<(), LedgerError> {
         let mut from = Position::START;
         let mut last: Option<Position> = None;
@@ -818,7 +871,10 @@ impl<S: EventStore> Ledger<S> {
                 if last.is_some_and(|seen| recorded.position <= seen) {
                     continue;
                 }
-                apply(&decode(recorded)?);
+                // The books need no personal data: read without keys, so balances
+                // stay available (and fast) whatever the vault's state.
+                let payload = redact_payload(recorded).map_err(LedgerError::Privacy)?;
+                apply(&decode_payload(recorded, &payload)?);
                 last = Some(recorded.position);
                 from = recorded.position;
                 progressed = true;
@@ -847,13 +903,16 @@ impl<S: EventStore> Ledger<S> {
             correlation_id: Some(meta.correlation_id.unwrap_or(meta.command_id)),
             causation_id: Some(meta.command_id),
         };
-        let new_events = events
+        let sealed: Result<Vec<_>, PrivacyError> = events
             .iter()
             .enumerate()
             .map(|(index, event)| {
-                event.to_new_event(event_id(meta.command_id, stream, index), metadata)
+                let id = event_id(meta.command_id, stream, index);
+                seal_domain_event(self.vault.as_ref(), event, id, metadata)
             })
             .collect();
+        let new_events =
+            sealed.map_err(|error| AppendFailure::Failed(LedgerError::Privacy(error)))?;
         match self.store.append(stream, expected, new_events).await {
             Ok(appended) => Ok(Outcome {
                 events: events.to_vec(),
@@ -886,11 +945,20 @@ pub fn event_id(command_id: Uuid, stream: &StreamName, index: usize) -> Uuid {
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
-fn decode(recorded: &RecordedEvent) -> Result<DomainEvent, LedgerError> {
+impl<S> Ledger<S> {
+    /// Reads a stored event as a domain event, its personal fields opened (or replaced,
+    /// if erased).
+    fn decode(&self, recorded: &RecordedEvent) -> Result<DomainEvent, LedgerError> {
+        let opened = open_payload(self.vault.as_ref(), recorded).map_err(LedgerError::Privacy)?;
+        decode_payload(recorded, &opened.payload)
+    }
+}
+
+fn decode_payload(recorded: &RecordedEvent, payload: &[u8]) -> Result<DomainEvent, LedgerError> {
     upcast(
         recorded.event_type.as_str(),
         recorded.schema_version,
-        &recorded.payload,
+        payload,
     )
     .map_err(|source| LedgerError::Unreadable {
         stream: recorded.stream.clone(),
@@ -988,8 +1056,12 @@ mod tests {
         }
     }
 
+    fn vault() -> Arc<dyn KeyVault> {
+        Arc::new(crate::privacy::vault::memory::MemoryVault::new().unwrap())
+    }
+
     fn ledger() -> Ledger<MemoryStore> {
-        Ledger::new(MemoryStore::new(), LedgerConfig::default())
+        Ledger::new(MemoryStore::new(), LedgerConfig::default(), vault())
     }
 
     /// Opens accounts 1..=n, each referred by the one before.
@@ -1191,7 +1263,7 @@ mod tests {
             failing: failing.clone(),
             fails: account_updates,
         };
-        let ledger = Ledger::new(flaky, LedgerConfig::default());
+        let ledger = Ledger::new(flaky, LedgerConfig::default(), vault());
         chain(&ledger, 1).await;
         let pack = RecordPayment {
             kind: PaymentKind::CreditPack {
@@ -1311,7 +1383,7 @@ mod tests {
                     .any(|event| event.event_type.as_str() == "AccountOpened")
             },
         };
-        let ledger = Ledger::new(flaky, LedgerConfig::default());
+        let ledger = Ledger::new(flaky, LedgerConfig::default(), vault());
         chain(&ledger, 1).await;
         failing.store(true, Ordering::SeqCst);
         let command = open(2, Some(1), "2026-09-02T00:00:00Z");
@@ -1416,7 +1488,8 @@ mod tests {
         // Account 1 is open with 10 credits; a rival spends 8 between our read and our
         // append of a 5-credit spend. The retry sees 2 left and rejects.
         let inner = MemoryStore::new();
-        let setup = Ledger::new(inner.clone(), LedgerConfig::default());
+        let vault = vault();
+        let setup = Ledger::new(inner.clone(), LedgerConfig::default(), vault.clone());
         chain(&setup, 1).await;
         let grant = ForAccount {
             account_id: id(1),
@@ -1453,6 +1526,7 @@ mod tests {
                 rival,
             },
             LedgerConfig::default(),
+            vault,
         );
         let error = racing
             .account_command(meta(31), &spend("ours", 5))
@@ -1472,8 +1546,9 @@ mod tests {
     async fn two_services_on_one_store_see_each_others_writes() {
         // Each caches the account's state; each must catch up on what the other wrote.
         let store = MemoryStore::new();
-        let first = Ledger::new(store.clone(), LedgerConfig::default());
-        let second = Ledger::new(store, LedgerConfig::default());
+        let vault = vault();
+        let first = Ledger::new(store.clone(), LedgerConfig::default(), vault.clone());
+        let second = Ledger::new(store, LedgerConfig::default(), vault);
         chain(&first, 1).await;
         let grant = ForAccount {
             account_id: id(1),
@@ -1612,7 +1687,7 @@ mod tests {
         let mut actual = BTreeSet::new();
         let mut trial: BTreeMap<String, Money> = BTreeMap::new();
         for recorded in all_events(ledger.store()).await {
-            let event = decode(&recorded).unwrap();
+            let event = ledger.decode(&recorded).unwrap();
             match &event {
                 DomainEvent::CommissionEarned(c) => {
                     actual.insert((

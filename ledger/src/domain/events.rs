@@ -26,6 +26,10 @@ use super::money::{decimal_string, Money, Rate};
 use super::period::Period;
 use super::plan::PlanVersion;
 use super::ValueError;
+pub use crate::privacy::events::{
+    ErasureRequested, LegalHoldLifted, LegalHoldPlaced, ProcessingRestricted,
+    ProcessingRestrictionLifted, RetainedDataShredded, SubjectErased,
+};
 use crate::store::{EventMetadata, EventType, NewEvent};
 
 /// Longest name, in characters.
@@ -523,6 +527,14 @@ domain_events! {
     PayoutFailed = 1,
     PayoutRunCompleted = 1,
     DonationAllocated = 1,
+    // Privacy: defined (with their JSON shapes) in `crate::privacy::events`.
+    ErasureRequested = 1,
+    SubjectErased = 1,
+    RetainedDataShredded = 1,
+    LegalHoldPlaced = 1,
+    LegalHoldLifted = 1,
+    ProcessingRestricted = 1,
+    ProcessingRestrictionLifted = 1,
 }
 
 impl DomainEvent {

@@ -293,7 +293,14 @@ fn money_of(event: &DomainEvent) -> Option<(Money, Option<AccountId>)> {
         | DomainEvent::SubscriptionCancelled(_)
         | DomainEvent::CommissionReleased(_)
         | DomainEvent::CommissionPlanPublished(_)
-        | DomainEvent::PayoutRunCompleted(_) => return None,
+        | DomainEvent::PayoutRunCompleted(_)
+        | DomainEvent::ErasureRequested(_)
+        | DomainEvent::SubjectErased(_)
+        | DomainEvent::RetainedDataShredded(_)
+        | DomainEvent::LegalHoldPlaced(_)
+        | DomainEvent::LegalHoldLifted(_)
+        | DomainEvent::ProcessingRestricted(_)
+        | DomainEvent::ProcessingRestrictionLifted(_) => return None,
     })
 }
 

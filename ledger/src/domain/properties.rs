@@ -216,7 +216,14 @@ impl World {
             | DomainEvent::PayoutFailed(_) => {
                 self.payouts = payout::evolve(std::mem::take(&mut self.payouts), &event);
             }
-            DomainEvent::DonationAllocated(_) => {}
+            DomainEvent::DonationAllocated(_)
+            | DomainEvent::ErasureRequested(_)
+            | DomainEvent::SubjectErased(_)
+            | DomainEvent::RetainedDataShredded(_)
+            | DomainEvent::LegalHoldPlaced(_)
+            | DomainEvent::LegalHoldLifted(_)
+            | DomainEvent::ProcessingRestricted(_)
+            | DomainEvent::ProcessingRestrictionLifted(_) => {}
         }
         self.book.apply(&event);
         self.log.push(event);

@@ -1,1 +1,499 @@
 //! The embedded backend: a durable, segmented append-only log on local disk.
+//!
+//! - [`format`]: directory layout and segment header (and `docs/FORMAT.md`); records are
+//!   the frames of [`crate::store::codec`], chained by SHA-256 across segments.
+//! - `writer`: one thread commits appends in groups, one write and one fsync per group,
+//!   and publishes them to the index only once durable.
+//! - `index`: where every record lies, each stream's records, every event id.
+//! - `reader`: positioned reads of whole runs of records.
+//! - [`recovery`]: open, verify the tail, cut a torn tail, refuse corruption.
+//! - `checkpoint`: the index saved on clean close, so a large log opens fast.
+//! - `lock`: one writer per data directory.
+//!
+//! [`verify`] walks a log independently of the index, for auditors.
+
+mod checkpoint;
+pub mod format;
+mod index;
+mod lock;
+mod reader;
+pub mod recovery;
+mod writer;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use super::subscription;
+use super::{
+    check_append_limits, check_page_limit, AppendOutcome, Digest, Direction, Durability,
+    EventStore, ExpectedRevision, NewEvent, Position, RecordedEvent, StoreError, StreamFrom,
+    StreamName, StreamState, Subscription,
+};
+
+pub use recovery::{CheckpointUse, RecoveryReport, TornTail};
+
+use format::{SEGMENT_SIZE_MAX_DEFAULT, SEGMENT_SIZE_MAX_LIMIT, SEGMENT_SIZE_MAX_MIN};
+use index::{Index, Run};
+use lock::DirLock;
+use writer::{AppendRequest, Command, Writer};
+
+/// Where `recorded_at` comes from; injectable so tests can compare backends exactly.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// When opening scanned more events than this (no or an old checkpoint), open writes a
+/// fresh checkpoint at once, so the next open is fast even if this one ends in a crash.
+pub const CHECKPOINT_SCAN_MAX: u64 = 100_000;
+/// Default of [`FileStoreOptions::checkpoint_events_min`].
+pub const CHECKPOINT_EVENTS_MIN_DEFAULT: u64 = 1 << 20;
+/// Reads of fewer bytes than this run on the calling task; larger ones on a blocking
+/// thread so they do not stall the async runtime.
+const INLINE_READ_BYTES_MAX: u64 = 64 * 1024;
+
+/// How to open a [`FileStore`].
+#[derive(Clone)]
+pub struct FileStoreOptions {
+    pub durability: Durability,
+    /// Size at which a segment is closed and the next one started.
+    pub segment_size_max: u64,
+    pub clock: Clock,
+    /// The writer saves the index checkpoint when the events since the last one reach
+    /// this many and as many as the last one covered (so checkpoints double in spacing).
+    pub checkpoint_events_min: u64,
+}
+
+impl Default for FileStoreOptions {
+    fn default() -> Self {
+        FileStoreOptions {
+            durability: Durability::Fsync,
+            segment_size_max: SEGMENT_SIZE_MAX_DEFAULT,
+            clock: Arc::new(Utc::now),
+            checkpoint_events_min: CHECKPOINT_EVENTS_MIN_DEFAULT,
+        }
+    }
+}
+
+impl fmt::Debug for FileStoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStoreOptions")
+            .field("durability", &self.durability)
+            .field("segment_size_max", &self.segment_size_max)
+            .field("checkpoint_events_min", &self.checkpoint_events_min)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The embedded event store; clones share the same open log.
+#[derive(Clone)]
+pub struct FileStore {
+    shared: Arc<Shared>,
+}
+
+/// What the writer thread and the store handles share.
+pub(crate) struct Core {
+    dir: PathBuf,
+    index: RwLock<Index>,
+}
+
+struct Shared {
+    core: Arc<Core>,
+    /// None when opened read-only.
+    commands: Option<mpsc::Sender<Command>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    head: watch::Receiver<Option<Position>>,
+    /// Keeps the head channel of a read-only store open.
+    _frozen_head: Option<watch::Sender<Option<Position>>>,
+    lock: Mutex<Option<DirLock>>,
+    report: RecoveryReport,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the channel stops the writer after it has synced what it wrote; wait for
+        // it so the lock is released only once it is done.
+        self.commands = None;
+        if let Some(writer) = self.writer.get_mut().map(Option::take).ok().flatten() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the log in `dir` for reading and writing. Fails with
+    /// [`StoreError::Locked`] if another store has it open, and with
+    /// [`StoreError::Corrupted`] if the log is damaged anywhere but a torn tail.
+    pub fn open(dir: impl AsRef<Path>, options: FileStoreOptions) -> Result<FileStore, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        if !(SEGMENT_SIZE_MAX_MIN..=SEGMENT_SIZE_MAX_LIMIT).contains(&options.segment_size_max) {
+            return Err(StoreError::Unavailable {
+                reason: format!(
+                    "segment_size_max must be between {SEGMENT_SIZE_MAX_MIN} and \
+                     {SEGMENT_SIZE_MAX_LIMIT} bytes, got {}",
+                    options.segment_size_max
+                ),
+            });
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|error| StoreError::io(format!("create {}", dir.display()), error))?;
+        let lock = DirLock::acquire(&dir)?;
+        let (index, report) = recovery::recover(&dir, recovery::Mode::ReadWrite)?;
+        let mut covered = match report.checkpoint {
+            CheckpointUse::Loaded { events } => events,
+            CheckpointUse::Missing | CheckpointUse::Rejected { .. } => 0,
+        };
+        if report.scanned_events > CHECKPOINT_SCAN_MAX {
+            checkpoint::write(&dir, &index)?;
+            covered = index.len();
+        }
+        let head = index.len().checked_sub(1).map(Position::sequence);
+        let core = Arc::new(Core {
+            dir,
+            index: RwLock::new(index),
+        });
+        let (head_sender, head_receiver) = watch::channel(head);
+        let writer = Writer::start(
+            Arc::clone(&core),
+            head_sender,
+            options.durability,
+            options.segment_size_max,
+            options.clock,
+            writer::CheckpointPolicy {
+                covered,
+                events_min: options.checkpoint_events_min.max(1),
+            },
+        )?;
+        let (commands, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("ledger-log-writer".to_owned())
+            .spawn(move || writer.run(receiver))
+            .map_err(|error| StoreError::io("start the log writer thread", error))?;
+        Ok(FileStore {
+            shared: Arc::new(Shared {
+                core,
+                commands: Some(commands),
+                writer: Mutex::new(Some(thread)),
+                head: head_receiver,
+                _frozen_head: None,
+                lock: Mutex::new(Some(lock)),
+                report,
+            }),
+        })
+    }
+
+    /// Opens the log in `dir` for reading only, without taking the writer's lock: a
+    /// snapshot of the log as it stood when opened. A torn tail is left as it is (a writer
+    /// may be writing it) and not read. Appends fail with [`StoreError::WritesRefused`].
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<FileStore, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        require_dir(&dir)?;
+        let (index, report) = recovery::recover(&dir, recovery::Mode::ReadOnly)?;
+        let head = index.len().checked_sub(1).map(Position::sequence);
+        let (head_sender, head_receiver) = watch::channel(head);
+        Ok(FileStore {
+            shared: Arc::new(Shared {
+                core: Arc::new(Core {
+                    dir,
+                    index: RwLock::new(index),
+                }),
+                commands: None,
+                writer: Mutex::new(None),
+                head: head_receiver,
+                _frozen_head: Some(head_sender),
+                lock: Mutex::new(None),
+                report,
+            }),
+        })
+    }
+
+    /// What opening the log found (checkpoint used, torn tail cut).
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.shared.report
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.core.dir
+    }
+
+    /// Commits everything pending, makes it durable, writes the index checkpoint, stops
+    /// the writer and releases the directory lock. Later appends fail with
+    /// [`StoreError::Unavailable`]; reads keep working.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let Some(commands) = &self.shared.commands else {
+            return Ok(());
+        };
+        let (reply, answer) = oneshot::channel();
+        let result = match commands.send(Command::Close(reply)) {
+            Ok(()) => answer.await.unwrap_or(Ok(())),
+            Err(_) => Ok(()), // already closed
+        };
+        let thread = self
+            .shared
+            .writer
+            .lock()
+            .expect("writer lock poisoned")
+            .take();
+        if let Some(thread) = thread {
+            // The writer replied just before returning, so this join is short.
+            thread.join().map_err(|_| StoreError::Unavailable {
+                reason: "the log writer thread panicked".to_owned(),
+            })?;
+        }
+        self.shared.lock.lock().expect("lock poisoned").take();
+        result
+    }
+
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.shared.core.index.read().expect("index lock poisoned")
+    }
+
+    async fn read(&self, runs: Vec<Run>) -> Result<Vec<RecordedEvent>, StoreError> {
+        let bytes: u64 = runs.iter().map(|run| run.end - run.start).sum();
+        if bytes < INLINE_READ_BYTES_MAX {
+            return reader::read_runs(&runs);
+        }
+        tokio::task::spawn_blocking(move || reader::read_runs(&runs))
+            .await
+            .map_err(|error| StoreError::Unavailable {
+                reason: format!("read task failed: {error}"),
+            })?
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable {
+        reason: "the store is closed".to_owned(),
+    }
+}
+
+#[async_trait]
+impl EventStore for FileStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        check_append_limits(&events)?;
+        let Some(commands) = &self.shared.commands else {
+            return Err(StoreError::WritesRefused {
+                reason: "the store was opened read-only".to_owned(),
+            });
+        };
+        let (reply, answer) = oneshot::channel();
+        commands
+            .send(Command::Append(AppendRequest {
+                stream: stream.clone(),
+                expected,
+                events,
+                reply,
+            }))
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: StreamFrom,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        check_page_limit(limit)?;
+        let runs = {
+            let index = self.index();
+            let Some(sequences) = index.streams.get(stream) else {
+                return Ok(Vec::new());
+            };
+            let len = sequences.len();
+            let revision = |revision: u64| usize::try_from(revision).unwrap_or(usize::MAX);
+            let picked: Vec<u64> = match direction {
+                Direction::Forward => {
+                    let start = match from {
+                        StreamFrom::Start => 0,
+                        StreamFrom::End => len,
+                        StreamFrom::Revision(r) => revision(r).min(len),
+                    };
+                    sequences[start..].iter().take(limit).copied().collect()
+                }
+                Direction::Backward => {
+                    let end = match from {
+                        StreamFrom::Start => len.min(1),
+                        StreamFrom::End => len,
+                        StreamFrom::Revision(r) => revision(r).saturating_add(1).min(len),
+                    };
+                    sequences[..end].iter().rev().take(limit).copied().collect()
+                }
+            };
+            index.runs_for(&picked)
+        };
+        // Backward reads list sequences newest first, which `runs_for` never merges, so
+        // the events come back in the order asked for.
+        let events = self.read(runs).await?;
+        for event in &events {
+            assert_eq!(
+                &event.stream, stream,
+                "the stream index points at another stream"
+            );
+        }
+        Ok(events)
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        check_page_limit(limit)?;
+        let runs = {
+            let index = self.index();
+            if from.commit >= index.len() || limit == 0 {
+                return Ok(Vec::new());
+            }
+            index.runs(from.commit, limit)
+        };
+        self.read(runs).await
+    }
+
+    async fn stream_state(&self, stream: &StreamName) -> Result<StreamState, StoreError> {
+        Ok(self.index().stream_state(stream))
+    }
+
+    async fn head(&self) -> Result<Option<Position>, StoreError> {
+        Ok(self.index().len().checked_sub(1).map(Position::sequence))
+    }
+
+    fn subscribe_all(&self, from: Position) -> Subscription {
+        subscription::follow(self.clone(), from, self.shared.head.clone())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let Some(commands) = &self.shared.commands else {
+            return Ok(());
+        };
+        let (reply, answer) = oneshot::channel();
+        commands.send(Command::Flush(reply)).map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records that verified, from position 0, before any problem.
+    pub events: u64,
+    pub streams: u64,
+    pub segments: usize,
+    /// The hash of the last verified record (GENESIS for an empty log): an auditor can
+    /// note it and check later that the log still extends it.
+    pub chain_head: Digest,
+    /// The first integrity failure, if any: the log is corrupt from here.
+    pub problem: Option<Problem>,
+    /// Bytes at the very end of the last segment that do not (yet) form a record: a torn
+    /// write from a crash, or a write in progress. Not an integrity failure.
+    pub torn_tail: Option<Problem>,
+}
+
+/// A place in the log and what is wrong there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// Walks the whole log in `dir` without the index or the checkpoint, checking every
+/// record's checksum and hash, the chain from genesis, consecutive positions and stream
+/// revisions, and unique event ids. Changes nothing and takes no lock.
+pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
+    require_dir(dir.as_ref())?;
+    let segments = recovery::list_segments(dir.as_ref())?;
+    let mut state = recovery::ScanState {
+        next_position: 0,
+        head_hash: Digest::GENESIS,
+    };
+    let mut streams: HashMap<StreamName, u64> = HashMap::new();
+    let mut ids: HashSet<Uuid> = HashSet::new();
+    let mut visit = |event: &RecordedEvent, _segment: usize, _offset: u64, _size: usize| {
+        let next = streams.entry(event.stream.clone()).or_insert(0);
+        if event.revision != *next {
+            return Err(format!(
+                "record is revision {} of stream {}, expected revision {next}",
+                event.revision, event.stream
+            ));
+        }
+        *next += 1;
+        if !ids.insert(event.id) {
+            return Err(format!("event id {} appears twice", event.id));
+        }
+        Ok(())
+    };
+    let start = recovery::ScanStart {
+        segment: 0,
+        offset: None,
+    };
+    let (problem, torn_tail) = match recovery::scan(&segments, start, &mut state, &mut visit) {
+        Ok(recovery::ScanEnd::Clean) => (None, None),
+        Ok(recovery::ScanEnd::TornTail {
+            segment,
+            offset,
+            file_len,
+        }) => (
+            None,
+            Some(Problem {
+                file: segments[segment].path.clone(),
+                offset,
+                reason: format!(
+                    "{} bytes after the last record do not form a record",
+                    file_len - offset
+                ),
+            }),
+        ),
+        Err(StoreError::Corrupted {
+            file,
+            offset,
+            reason,
+        }) => (
+            Some(Problem {
+                file,
+                offset,
+                reason,
+            }),
+            None,
+        ),
+        Err(other) => return Err(other),
+    };
+    Ok(VerifyReport {
+        events: state.next_position,
+        streams: streams.len() as u64,
+        segments: segments.len(),
+        chain_head: state.head_hash,
+        problem,
+        torn_tail,
+    })
+}
+
+/// Readers and verifiers must not report a mistyped path as an empty, sound log.
+fn require_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::metadata(dir.join(format::LOG_DIR))
+        .map(|_| ())
+        .map_err(|error| {
+            StoreError::io(
+                format!("{} is not a data directory (no log/ inside)", dir.display()),
+                error,
+            )
+        })
+}
+
+/// Syncs a directory, so that files created or renamed in it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|file| file.sync_all())
+        .map_err(|error| StoreError::io(format!("sync directory {}", dir.display()), error))
+}

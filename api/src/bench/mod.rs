@@ -1,0 +1,3 @@
+//! Benchmarks: measured speed, never asserted in tests. Run with `refledger bench ...`.
+
+pub mod store;

@@ -1,0 +1,520 @@
+//! The one writer thread: group commit.
+//!
+//! Appenders send requests over a channel. The writer takes everything pending (up to
+//! [`BATCH_REQUESTS_MAX`] requests and [`BATCH_BYTES_MAX`] bytes of payload), validates
+//! each request against the index and the requests before it in the same batch, encodes
+//! all accepted events into one buffer, writes it with one positioned write, and makes it
+//! durable with one `fdatasync` (under [`Durability::Fsync`]). Only then does it publish the
+//! new events to the index, where readers see them, and answer each appender. Many
+//! appenders thus share one fsync.
+//!
+//! After any failed write or sync the writer refuses every later write: the kernel may
+//! have dropped the dirty pages, so retrying the sync could report success for data that
+//! is gone ("fsyncgate"). The log is recovered from disk on the next open.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use crate::store::codec;
+use crate::store::{
+    classify_append, AppendKind, AppendOutcome, Digest, Durability, ExpectedRevision, NewEvent,
+    Position, StoreError, StreamName, StreamState, WrittenEvent,
+};
+
+use super::format::{self, SegmentHeader, LOG_DIR, SEGMENT_HEADER_SIZE};
+use super::index::{Index, SegmentEntry};
+use super::{checkpoint, reader, sync_dir, Clock, Core};
+
+/// Most append requests committed together.
+pub const BATCH_REQUESTS_MAX: usize = 4096;
+/// The writer stops taking requests into a batch once their payloads reach this size.
+pub const BATCH_BYTES_MAX: usize = 32 * 1024 * 1024;
+const _: () = assert!(crate::store::APPEND_SIZE_MAX <= BATCH_BYTES_MAX);
+
+pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// When the writer saves the index checkpoint.
+pub struct CheckpointPolicy {
+    /// Events the checkpoint on disk covers when the writer starts.
+    pub covered: u64,
+    /// Fewest new events worth a checkpoint.
+    pub events_min: u64,
+}
+
+pub enum Command {
+    Append(AppendRequest),
+    Flush(Reply<()>),
+    /// Flush, write the index checkpoint and stop.
+    Close(Reply<()>),
+}
+
+pub struct AppendRequest {
+    pub stream: StreamName,
+    pub expected: ExpectedRevision,
+    pub events: Vec<NewEvent>,
+    pub reply: Reply<AppendOutcome>,
+}
+
+pub struct Writer {
+    core: Arc<Core>,
+    head: watch::Sender<Option<Position>>,
+    durability: Durability,
+    segment_size_max: u64,
+    clock: Clock,
+    /// The segment being appended to, opened for writing.
+    file: File,
+    segment: usize,
+    segment_len: u64,
+    next_position: u64,
+    head_hash: Digest,
+    last_micros: i64,
+    refused: Option<String>,
+    unsynced: bool,
+    buffer: Vec<u8>,
+    /// Events the newest index checkpoint on disk covers.
+    checkpointed: u64,
+    checkpoint_events_min: u64,
+}
+
+/// An event encoded in this batch, to publish once durable.
+struct Staged {
+    sequence: u64,
+    segment: usize,
+    offset: u64,
+    request: usize,
+    id: Uuid,
+}
+
+#[derive(Default)]
+struct Batch {
+    staged: Vec<Staged>,
+    outcomes: Vec<Result<AppendOutcome, StoreError>>,
+    /// Segments filled up during this batch, with their final lengths.
+    finished: Vec<(usize, u64)>,
+    created: Vec<SegmentEntry>,
+}
+
+impl Writer {
+    /// Prepares the writer for the log `core` holds, creating the first segment of an
+    /// empty log.
+    pub fn start(
+        core: Arc<Core>,
+        head: watch::Sender<Option<Position>>,
+        durability: Durability,
+        segment_size_max: u64,
+        clock: Clock,
+        checkpoint: CheckpointPolicy,
+    ) -> Result<Writer, StoreError> {
+        let mut index = core.index.write().expect("index lock poisoned");
+        if index.segments.is_empty() {
+            let (_, entry) = create_segment(&core.dir, 0)?;
+            index.segments.push(entry);
+        }
+        let segment = index.segments.len() - 1;
+        let entry = &index.segments[segment];
+        let io = |what: &str| {
+            let what = format!("{what} {}", entry.path.display());
+            move |error| StoreError::io(what, error)
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .open(entry.path.as_ref())
+            .map_err(io("open for writing"))?;
+        let on_disk = file.metadata().map_err(io("stat"))?.len();
+        if on_disk != entry.len {
+            return Err(StoreError::Corrupted {
+                file: entry.path.as_ref().clone(),
+                offset: entry.len,
+                reason: format!(
+                    "{} bytes after the last record that recovery did not account for",
+                    on_disk.saturating_sub(entry.len)
+                ),
+            });
+        }
+        let last_micros = match index.len().checked_sub(1) {
+            Some(last) => reader::read_runs(&[index.run(last, 1)])?[0]
+                .recorded_at
+                .timestamp_micros(),
+            None => i64::MIN,
+        };
+        let writer = Writer {
+            segment,
+            segment_len: entry.len,
+            next_position: index.len(),
+            head_hash: index.head_hash,
+            file,
+            last_micros,
+            core: Arc::clone(&core),
+            head,
+            durability,
+            segment_size_max,
+            clock,
+            refused: None,
+            unsynced: false,
+            buffer: Vec::with_capacity(1 << 20),
+            checkpointed: checkpoint.covered,
+            checkpoint_events_min: checkpoint.events_min,
+        };
+        drop(index);
+        Ok(writer)
+    }
+
+    /// Serves commands until told to close or until every store handle is gone.
+    pub fn run(mut self, commands: mpsc::Receiver<Command>) {
+        let mut requests = Vec::new();
+        loop {
+            let mut control = None;
+            match commands.recv() {
+                Ok(Command::Append(request)) => requests.push(request),
+                Ok(other) => control = Some(other),
+                Err(mpsc::RecvError) => {
+                    // Every handle dropped without close: make what was written durable.
+                    let _ = self.sync();
+                    return;
+                }
+            }
+            if control.is_none() {
+                let mut bytes: usize = requests[0].events.iter().map(|e| e.payload.len()).sum();
+                while requests.len() < BATCH_REQUESTS_MAX && bytes < BATCH_BYTES_MAX {
+                    match commands.try_recv() {
+                        Ok(Command::Append(request)) => {
+                            bytes += request
+                                .events
+                                .iter()
+                                .map(|e| e.payload.len())
+                                .sum::<usize>();
+                            requests.push(request);
+                        }
+                        Ok(other) => {
+                            control = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            if !requests.is_empty() {
+                self.commit(std::mem::take(&mut requests));
+            }
+            match control {
+                Some(Command::Flush(reply)) => {
+                    let _ = reply.send(self.sync());
+                }
+                Some(Command::Close(reply)) => {
+                    let result = self.sync().and_then(|()| self.checkpoint());
+                    let _ = reply.send(result);
+                    return;
+                }
+                Some(Command::Append(_)) => unreachable!("appends are batched above"),
+                None => {}
+            }
+        }
+    }
+
+    fn commit(&mut self, requests: Vec<AppendRequest>) {
+        if let Some(reason) = &self.refused {
+            for request in requests {
+                let _ = request.reply.send(Err(StoreError::WritesRefused {
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
+        let core = Arc::clone(&self.core);
+        let staged = {
+            let index = core.index.read().expect("index lock poisoned");
+            self.stage(&index, &requests)
+        };
+        let result = staged.and_then(|batch| {
+            self.write_buffer()?;
+            Ok(batch)
+        });
+        let batch = match result {
+            Ok(batch) => batch,
+            Err(error) => {
+                let reason = format!("a write to the log failed: {error}");
+                self.refused = Some(reason.clone());
+                for request in requests {
+                    let _ = request.reply.send(Err(StoreError::WritesRefused {
+                        reason: reason.clone(),
+                    }));
+                }
+                return;
+            }
+        };
+        self.publish(&requests, &batch);
+        for (request, outcome) in requests.into_iter().zip(batch.outcomes) {
+            let _ = request.reply.send(outcome);
+        }
+        self.checkpoint_if_due();
+    }
+
+    /// Writes an index checkpoint once the events since the last one reach
+    /// `checkpoint_events_min` and as many as the last one covered. The doubling keeps
+    /// the total checkpoint work linear in the log's size, while a crash never leaves
+    /// more than about half the log to scan on the next open.
+    fn checkpoint_if_due(&mut self) {
+        let due = self.checkpointed.max(self.checkpoint_events_min);
+        if self.next_position - self.checkpointed < due {
+            return;
+        }
+        // Only synced records may be covered: a checkpoint must never vouch for a record
+        // that a crash can still take away.
+        if self.sync().is_err() {
+            return;
+        }
+        // A checkpoint is a cache: failing to write one costs a longer open, nothing else.
+        if self.checkpoint().is_ok() {
+            self.checkpointed = self.next_position;
+        }
+    }
+
+    /// Validates every request and encodes the accepted events into the buffer. An error
+    /// is a failed write (the batch fails); a rejected request is an outcome.
+    fn stage(&mut self, index: &Index, requests: &[AppendRequest]) -> Result<Batch, StoreError> {
+        let mut batch = Batch::default();
+        let mut stream_next: HashMap<&StreamName, u64> = HashMap::new();
+        // Events of this batch by id: request number, revision, position.
+        let mut fresh: HashMap<Uuid, (usize, u64, Position)> = HashMap::new();
+        let micros = (self.clock)().timestamp_micros().max(self.last_micros);
+        self.last_micros = micros;
+        let recorded_at = DateTime::<Utc>::from_timestamp_micros(micros).expect("clock in range");
+        self.buffer.clear();
+        for (number, request) in requests.iter().enumerate() {
+            let lookup_error = RefCell::new(None);
+            let kind = classify_append(request.expected, &request.events, |id| {
+                if let Some(&(earlier, revision, position)) = fresh.get(id) {
+                    return Some(WrittenEvent {
+                        in_this_stream: requests[earlier].stream == request.stream,
+                        revision,
+                        position,
+                    });
+                }
+                match written(index, id) {
+                    Ok(found) => found.map(|(stream, revision, position)| WrittenEvent {
+                        in_this_stream: stream == request.stream,
+                        revision,
+                        position,
+                    }),
+                    Err(error) => {
+                        *lookup_error.borrow_mut() = Some(error);
+                        None
+                    }
+                }
+            });
+            if let Some(error) = lookup_error.into_inner() {
+                batch.outcomes.push(Err(error));
+                continue;
+            }
+            match kind {
+                Err(rejection) => {
+                    batch.outcomes.push(Err(rejection));
+                    continue;
+                }
+                Ok(AppendKind::Repeat(outcome)) => {
+                    batch.outcomes.push(Ok(outcome));
+                    continue;
+                }
+                Ok(AppendKind::New) => {}
+            }
+            let actual = match stream_next.get(&request.stream) {
+                Some(&next) => StreamState::At(next - 1),
+                None => index.stream_state(&request.stream),
+            };
+            if !actual.satisfies(request.expected) {
+                batch.outcomes.push(Err(StoreError::WrongExpectedVersion {
+                    stream: request.stream.clone(),
+                    expected: request.expected,
+                    actual,
+                }));
+                continue;
+            }
+            let mut revision = actual.next_revision();
+            for event in &request.events {
+                let sequence = self.next_position;
+                let mut frame_start = self.buffer.len();
+                let link = codec::encode_frame(
+                    event,
+                    &request.stream,
+                    revision,
+                    Position::sequence(sequence),
+                    recorded_at,
+                    self.head_hash,
+                    &mut self.buffer,
+                );
+                let segment_used = self.segment_len + frame_start as u64;
+                if segment_used + (self.buffer.len() - frame_start) as u64 > self.segment_size_max
+                    && segment_used > SEGMENT_HEADER_SIZE as u64
+                {
+                    self.rotate(frame_start, sequence, &mut batch)?;
+                    frame_start = 0;
+                }
+                batch.staged.push(Staged {
+                    sequence,
+                    segment: self.segment,
+                    offset: self.segment_len + frame_start as u64,
+                    request: number,
+                    id: event.id,
+                });
+                fresh.insert(event.id, (number, revision, Position::sequence(sequence)));
+                self.head_hash = link.current;
+                self.next_position += 1;
+                revision += 1;
+            }
+            stream_next.insert(&request.stream, revision);
+            batch.outcomes.push(Ok(AppendOutcome {
+                revision: revision - 1,
+                position: Position::sequence(self.next_position - 1),
+            }));
+        }
+        Ok(batch)
+    }
+
+    /// Writes the buffer up to `frame_start` to the current segment, makes it durable and
+    /// starts a new segment whose first record is the frame at `frame_start`.
+    fn rotate(
+        &mut self,
+        frame_start: usize,
+        first_position: u64,
+        batch: &mut Batch,
+    ) -> Result<(), StoreError> {
+        let tail = self.buffer.split_off(frame_start);
+        self.write_raw()?;
+        self.sync_now()?;
+        batch.finished.push((self.segment, self.segment_len));
+        let (file, entry) = create_segment(&self.core.dir, first_position)?;
+        self.file = file;
+        self.segment += 1;
+        self.segment_len = entry.len;
+        batch.created.push(entry);
+        self.buffer = tail;
+        Ok(())
+    }
+
+    /// Writes the buffer and, under [`Durability::Fsync`], syncs it.
+    fn write_buffer(&mut self) -> Result<(), StoreError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        self.write_raw()?;
+        match self.durability {
+            Durability::Fsync => self.sync_now(),
+            Durability::Buffered => Ok(()),
+        }
+    }
+
+    fn write_raw(&mut self) -> Result<(), StoreError> {
+        self.file
+            .write_all_at(&self.buffer, self.segment_len)
+            .map_err(|error| StoreError::io("write to the log", error))?;
+        self.segment_len += self.buffer.len() as u64;
+        self.buffer.clear();
+        self.unsynced = true;
+        Ok(())
+    }
+
+    fn sync_now(&mut self) -> Result<(), StoreError> {
+        self.file
+            .sync_data()
+            .map_err(|error| StoreError::io("sync the log", error))?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Makes everything written durable; refuses writes after a failure.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if let Some(reason) = &self.refused {
+            return Err(StoreError::WritesRefused {
+                reason: reason.clone(),
+            });
+        }
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.sync_now().inspect_err(|error| {
+            self.refused = Some(format!("a sync of the log failed: {error}"));
+        })
+    }
+
+    fn publish(&mut self, requests: &[AppendRequest], batch: &Batch) {
+        let mut index = self.core.index.write().expect("index lock poisoned");
+        for &(segment, len) in &batch.finished {
+            index.segments[segment].len = len;
+        }
+        for entry in &batch.created {
+            index.segments.push(entry.clone());
+        }
+        assert_eq!(index.segments.len(), self.segment + 1);
+        index.segments[self.segment].len = self.segment_len;
+        for staged in &batch.staged {
+            index.push(
+                staged.sequence,
+                staged.segment,
+                staged.offset,
+                &requests[staged.request].stream,
+            );
+            index.insert_new_id(staged.id, staged.sequence);
+        }
+        index.head_hash = self.head_hash;
+        assert_eq!(index.len(), self.next_position);
+        drop(index);
+        if !batch.staged.is_empty() {
+            self.head
+                .send_replace(Some(Position::sequence(self.next_position - 1)));
+        }
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        let index = self.core.index.read().expect("index lock poisoned");
+        checkpoint::write(&self.core.dir, &index)
+    }
+}
+
+/// Where the event with `id` was written: its stream, revision and position.
+fn written(index: &Index, id: &Uuid) -> Result<Option<(StreamName, u64, Position)>, StoreError> {
+    let Some(sequence) = index.find_id(id)? else {
+        return Ok(None);
+    };
+    let event = reader::read_runs(&[index.run(sequence, 1)])?.remove(0);
+    Ok(Some((event.stream, event.revision, event.position)))
+}
+
+/// Creates the segment starting at `first_position`: header written and synced, directory
+/// synced, before any record goes in. Returns the write handle and the readers' entry.
+pub fn create_segment(dir: &Path, first_position: u64) -> Result<(File, SegmentEntry), StoreError> {
+    let log = dir.join(LOG_DIR);
+    std::fs::create_dir_all(&log)
+        .map_err(|error| StoreError::io(format!("create {}", log.display()), error))?;
+    let path = format::segment_path(dir, first_position);
+    let io = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |error| StoreError::io(what, error)
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io("create"))?;
+    file.write_all_at(&SegmentHeader { first_position }.encode(), 0)
+        .map_err(io("write header of"))?;
+    file.sync_all().map_err(io("sync"))?;
+    sync_dir(&log)?;
+    let read = File::open(&path).map_err(io("open"))?;
+    Ok((
+        file,
+        SegmentEntry {
+            first_position,
+            path: Arc::new(path),
+            file: Arc::new(read),
+            len: SEGMENT_HEADER_SIZE as u64,
+        },
+    ))
+}
