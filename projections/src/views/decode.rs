@@ -55,9 +55,11 @@ enum Kind {
     PayoutRunCompleted,
     CommissionReleased,
     CommissionForfeited,
+    ProcessingRestricted,
+    ProcessingRestrictionLifted,
 }
 
-const KINDS: [(&str, Kind); 18] = [
+const KINDS: [(&str, Kind); 20] = [
     ("AccountOpened", Kind::AccountOpened),
     ("CreditsGranted", Kind::CreditsGranted),
     ("CreditsPurchased", Kind::CreditsPurchased),
@@ -76,15 +78,26 @@ const KINDS: [(&str, Kind); 18] = [
     ("PayoutRunCompleted", Kind::PayoutRunCompleted),
     ("CommissionReleased", Kind::CommissionReleased),
     ("CommissionForfeited", Kind::CommissionForfeited),
+    ("ProcessingRestricted", Kind::ProcessingRestricted),
+    (
+        "ProcessingRestrictionLifted",
+        Kind::ProcessingRestrictionLifted,
+    ),
 ];
 
-/// Event types that no view reads: skipped without parsing.
-const SKIPPED: [&str; 5] = [
+/// Event types that no view reads: skipped without parsing. (Erasure leaves the views
+/// alone: they hold no personal data; reports ask the privacy layer for names.)
+const SKIPPED: [&str; 10] = [
     "ReferralRecorded",
     "ReferralCodeClaimed",
     "PersonalDataCorrected",
     "SubscriptionStarted",
     "SubscriptionCancelled",
+    "ErasureRequested",
+    "SubjectErased",
+    "RetainedDataShredded",
+    "LegalHoldPlaced",
+    "LegalHoldLifted",
 ];
 
 /// The domain's current schema version of each kind, looked up once.
@@ -188,6 +201,12 @@ pub fn decode(event: &RecordedEvent) -> Result<Option<Fact>, ProjectionError> {
         }
         Kind::CommissionForfeited => {
             DomainEvent::CommissionForfeited(parse(payload).map_err(undecodable)?)
+        }
+        Kind::ProcessingRestricted => {
+            DomainEvent::ProcessingRestricted(parse(payload).map_err(undecodable)?)
+        }
+        Kind::ProcessingRestrictionLifted => {
+            DomainEvent::ProcessingRestrictionLifted(parse(payload).map_err(undecodable)?)
         }
     };
     Ok(Some(Fact::Domain(domain)))

@@ -86,6 +86,14 @@ impl LedgerViews {
         }
     }
 
+    /// Restriction of processing: the subject's id is its account's id. A subject that is
+    /// not an account id (not a random UUID) cannot appear in the analytics: ignored.
+    fn restrict(&mut self, subject: uuid::Uuid, restricted: bool) {
+        if let Ok(account) = ledger::domain::AccountId::new(subject) {
+            self.network.set_restricted(account, restricted);
+        }
+    }
+
     fn apply_fact(&mut self, event: &RecordedEvent, fact: Fact) -> Result<(), ProjectionError> {
         let position = event.position;
         let broken = |reason: String| ProjectionError::InvariantBroken { position, reason };
@@ -161,6 +169,14 @@ impl LedgerViews {
             DomainEvent::CommissionEarned(earned) => self.commissions.earned(position, earned),
             DomainEvent::CommissionReversed(reversed) => self.commissions.reversed(reversed),
             DomainEvent::CommissionReleased(released) => self.commissions.released(released),
+            DomainEvent::ProcessingRestricted(restricted) => {
+                self.restrict(restricted.subject.as_uuid(), true);
+                Ok(())
+            }
+            DomainEvent::ProcessingRestrictionLifted(lifted) => {
+                self.restrict(lifted.subject.as_uuid(), false);
+                Ok(())
+            }
             DomainEvent::CommissionForfeited(forfeited) => self.commissions.forfeited(forfeited),
             DomainEvent::CommissionPlanPublished(plan) => {
                 self.commissions.plan_published(plan);

@@ -2,10 +2,11 @@
 //! refunds), and the analytics built on it, which leave out every subject under
 //! restriction of processing.
 //!
-//! Restriction hook: the domain has no restriction event yet. [`Network::set_restricted`]
-//! is what its handler calls; until then no subject is restricted. Restricting a subject
-//! takes its signup and its revenue out of every analytics total, past periods included;
-//! lifting the restriction puts them back.
+//! Restriction of processing (`ProcessingRestricted`, `ProcessingRestrictionLifted`)
+//! reaches [`Network::set_restricted`]: restricting a subject takes its signup and its
+//! revenue out of every analytics total, past periods included; lifting the restriction
+//! puts them back. The books (journal, commissions, wallets) are not analytics and keep
+//! everything.
 
 use crate::hash::FastMap;
 use std::collections::{BTreeMap, BTreeSet};

@@ -305,3 +305,85 @@ fn batches_decoded_in_parallel_fold_exactly_like_one_by_one() {
         crate::projection::state_bytes(&one_by_one)
     );
 }
+
+#[test]
+fn a_restriction_of_processing_takes_the_subject_out_of_analytics_only() {
+    use ledger::domain::events::{ProcessingRestricted, ProcessingRestrictionLifted};
+    use ledger::privacy::SubjectId;
+
+    let config = HistoryConfig::small(15);
+    let mut generator = Generator::new(config);
+    let mut recorder = Recorder::new(15);
+    let mut events = Vec::new();
+    let mut last = None;
+    while let Some(batch) = generator.next_batch() {
+        last = Some(batch.at);
+        recorder.record(&batch, &mut events);
+    }
+    let mut views = views_of(&events);
+    let total = |views: &LedgerViews| -> Decimal {
+        views
+            .network
+            .analytics()
+            .values()
+            .filter_map(|period| period.net_revenue.get(&Currency::EUR))
+            .sum()
+    };
+    let before = total(&views);
+    let cash = views
+        .journal
+        .balance(&AccountKey::of(AccountKind::Cash, None), Currency::EUR);
+    // The member who paid the most.
+    let payer = views
+        .network
+        .forest()
+        .members_in_order()
+        .map(|(account, _, _)| account)
+        .max_by_key(|account| {
+            views
+                .network
+                .own_revenue(account)
+                .get(&Currency::EUR)
+                .copied()
+        })
+        .expect("members");
+    let paid = views.network.own_revenue(&payer)[&Currency::EUR];
+    assert!(paid > Decimal::ZERO);
+    let at = last.expect("events");
+    let subject = SubjectId::new(payer.as_uuid());
+    let restrict = crate::history::Batch {
+        stream: ledger::store::StreamName::parse("privacy-test").unwrap(),
+        events: vec![DomainEvent::ProcessingRestricted(ProcessingRestricted {
+            request_id: SplitMix64::new(1).uuid(),
+            subject,
+            restricted_at: at,
+        })],
+        at,
+    };
+    let mut more = Vec::new();
+    recorder.record(&restrict, &mut more);
+    views.apply_batch(&more).expect("applies");
+    assert_eq!(total(&views), before - paid);
+    assert!(views.network.is_restricted(&payer));
+    assert_eq!(
+        views
+            .journal
+            .balance(&AccountKey::of(AccountKind::Cash, None), Currency::EUR),
+        cash,
+        "the books keep everything"
+    );
+    let lift = crate::history::Batch {
+        events: vec![DomainEvent::ProcessingRestrictionLifted(
+            ProcessingRestrictionLifted {
+                request_id: SplitMix64::new(2).uuid(),
+                subject,
+                lifted_at: at,
+            },
+        )],
+        ..restrict
+    };
+    let mut more = Vec::new();
+    recorder.record(&lift, &mut more);
+    views.apply_batch(&more).expect("applies");
+    assert_eq!(total(&views), before);
+}
