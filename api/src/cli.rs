@@ -81,6 +81,38 @@ pub enum Bench {
         #[arg(long, default_value = "target/bench")]
         dir: PathBuf,
     },
+    /// Store, projections and scaling benchmarks in one run; writes the generated section
+    /// of docs/BENCHMARKS.md and the chart docs/scaling.svg.
+    All {
+        /// Small sizes everywhere (the store's and the projections' quick runs).
+        #[arg(long)]
+        quick: bool,
+        /// Accounts per point of the scaling curve (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        sizes: Vec<u32>,
+        /// Months of each simulated history.
+        #[arg(long, default_value_t = 6)]
+        months: u32,
+        /// Directory for the benchmarks' logs.
+        #[arg(long, default_value = "target/bench")]
+        dir: PathBuf,
+        /// The Markdown file whose generated section is rewritten.
+        #[arg(long, default_value = "docs/BENCHMARKS.md")]
+        doc: PathBuf,
+        /// Leave out the store benchmark.
+        #[arg(long)]
+        skip_store: bool,
+        /// Leave out the projections' own benchmark.
+        #[arg(long)]
+        skip_projections: bool,
+    },
+    /// Measures one rebuild of the views from a log (run by `bench all` in a child
+    /// process, so its peak memory is the rebuild's own); prints JSON.
+    #[command(hide = true)]
+    Rebuild {
+        #[arg(long)]
+        data: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,38 @@ fn main() -> ExitCode {
             Command::Bench {
                 bench: Bench::Store { events, quick, dir },
             } => bench_store(events, quick, dir).await,
+            Command::Bench {
+                bench:
+                    Bench::All {
+                        quick,
+                        sizes,
+                        months,
+                        dir,
+                        doc,
+                        skip_store,
+                        skip_projections,
+                    },
+            } => {
+                let options = bench::all::AllOptions {
+                    quick,
+                    sizes,
+                    months,
+                    dir,
+                    doc,
+                    skip_store,
+                    skip_projections,
+                };
+                let body = bench::all::run(options).await?;
+                println!("{body}");
+                Ok(())
+            }
+            Command::Bench {
+                bench: Bench::Rebuild { data },
+            } => {
+                let measure = bench::scaling::measure_rebuild(&data).await?;
+                println!("{}", serde_json::to_string(&measure)?);
+                Ok(())
+            }
             Command::Simulate(args) => simulate(args).await,
         }
     });

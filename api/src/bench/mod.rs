@@ -1,3 +1,5 @@
 //! Benchmarks: measured speed, never asserted in tests. Run with `refledger bench ...`.
 
+pub mod all;
+pub mod scaling;
 pub mod store;

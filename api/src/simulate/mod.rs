@@ -377,42 +377,51 @@ pub async fn run(
     let config = model_config(&options)?;
     match options.destination {
         Destination::DataDir(dir) => {
-            let clock = SimClock::new(config.start);
-            let store = FileStore::open(
-                &dir,
-                FileStoreOptions {
-                    durability: Durability::Buffered,
-                    clock: clock.as_store_clock(),
-                    ..FileStoreOptions::default()
-                },
-            )?;
-            if store.head().await?.is_some() {
-                store.close().await?;
-                return Err(SimulateError::NotEmpty { path: dir });
-            }
-            let ledger_config = LedgerConfig {
-                currency: config.currency,
-                ..LedgerConfig::default()
-            };
-            let vault = match open_vault(&dir, options.master_key_file.as_deref()) {
-                Ok(vault) => vault,
-                Err(error) => {
-                    store.close().await?;
-                    return Err(error);
-                }
-            };
-            let ledger = Ledger::new(store.clone(), ledger_config, vault);
-            let target = LedgerTarget::new(&ledger, Some(clock));
-            let result = drive(Model::new(config), &target, progress).await;
-            // Whatever happened, what was written is made durable and the lock released.
-            let flushed = store.flush().await;
-            let closed = store.close().await;
-            let report = result?;
-            flushed?;
-            closed?;
-            Ok(report)
+            let vault = open_vault(&dir, options.master_key_file.as_deref())?;
+            simulate_into_dir(&dir, config, vault, progress).await
         }
     }
+}
+
+/// Simulates into the embedded store in `dir` (which must hold no events), sealing
+/// personal data with `vault`: writes buffered, then syncs and closes the store, whatever
+/// happened. Benchmarks pass an in-memory vault, so that they measure the log rather than
+/// one synced key file per account.
+pub async fn simulate_into_dir(
+    dir: &Path,
+    config: ModelConfig,
+    vault: Arc<dyn KeyVault>,
+    progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<SimulationReport, SimulateError> {
+    let clock = SimClock::new(config.start);
+    let store = FileStore::open(
+        dir,
+        FileStoreOptions {
+            durability: Durability::Buffered,
+            clock: clock.as_store_clock(),
+            ..FileStoreOptions::default()
+        },
+    )?;
+    if store.head().await?.is_some() {
+        store.close().await?;
+        return Err(SimulateError::NotEmpty {
+            path: dir.to_path_buf(),
+        });
+    }
+    let ledger_config = LedgerConfig {
+        currency: config.currency,
+        ..LedgerConfig::default()
+    };
+    let ledger = Ledger::new(store.clone(), ledger_config, vault);
+    let target = LedgerTarget::new(&ledger, Some(clock));
+    let result = drive(Model::new(config), &target, progress).await;
+    // Whatever happened, what was written is made durable and the lock released.
+    let flushed = store.flush().await;
+    let closed = store.close().await;
+    let report = result?;
+    flushed?;
+    closed?;
+    Ok(report)
 }
 
 /// The folder of the key vault and the file of a generated master key, in the data
@@ -427,6 +436,9 @@ fn open_vault(
     master_key_file: Option<&Path>,
 ) -> Result<Arc<dyn KeyVault>, SimulateError> {
     let vault_error = |error: PrivacyError| SimulateError::Vault(error.to_string());
+    std::fs::create_dir_all(dir).map_err(|error| {
+        SimulateError::Vault(format!("cannot create {}: {error}", dir.display()))
+    })?;
     let master = match master_key_file {
         Some(path) => MasterKey::from_file(path).map_err(vault_error)?,
         None => {
@@ -458,7 +470,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-fn model_config(options: &SimulateOptions) -> Result<ModelConfig, SimulateError> {
+pub fn model_config(options: &SimulateOptions) -> Result<ModelConfig, SimulateError> {
     if options.accounts == 0 || options.accounts > model::ACCOUNTS_MAX {
         return Err(SimulateError::InvalidOptions(format!(
             "--accounts must be 1 to {}, got {}",
