@@ -527,7 +527,7 @@ pub async fn drive(
             }
         }
         commands += 1;
-        if commands % PROGRESS_EVERY_COMMANDS == 0 {
+        if commands.is_multiple_of(PROGRESS_EVERY_COMMANDS) {
             progress(&Progress {
                 commands,
                 events: summary.events,
