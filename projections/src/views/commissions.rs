@@ -954,7 +954,7 @@ impl<T> Chunked<T> {
     }
 
     pub fn push(&mut self, value: T) {
-        if self.len % CHUNK_ELEMENTS == 0 {
+        if self.len.is_multiple_of(CHUNK_ELEMENTS) {
             self.chunks.push(Vec::with_capacity(CHUNK_ELEMENTS));
         }
         self.chunks
