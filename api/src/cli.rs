@@ -33,6 +33,9 @@ pub enum Command {
     Report(DataArgs),
     /// Erase a data subject's personal data (not yet available).
     Erase(DataArgs),
+    /// Copy every event of the embedded log, in order and keeping ids, into a KurrentDB
+    /// cluster or another data directory, then verify counts, every event and chain heads.
+    Migrate(MigrateArgs),
     /// Benchmarks (measurements, not tests).
     Bench {
         #[command(subcommand)]
@@ -140,6 +143,21 @@ pub struct ServeArgs {
     /// The one currency of payments, commissions and payouts (ISO 4217).
     #[arg(long, env = "REFLEDGER_CURRENCY", default_value = "EUR")]
     pub currency: String,
+    /// Run on a KurrentDB cluster instead of the embedded log: a connection string
+    /// (`kurrentdb://host:2113?tls=false`, `kurrentdb+discover://...`, `esdb://...`).
+    /// The data directory still holds tokens, the vault and the idempotency table.
+    #[arg(long, env = "KURRENTDB_URL")]
+    pub store: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The data directory whose embedded log is copied (the server must not be running).
+    #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// Where to copy it: a KurrentDB connection string, or another data directory.
+    #[arg(long)]
+    pub to: String,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             Command::Append(args) => api::export::run_append(args).await.map_err(Into::into),
             Command::Read(args) => api::export::run_read(args).await.map_err(Into::into),
             Command::Verify(args) => verify(args).await,
+            Command::Migrate(args) => migrate(args).await,
             Command::Report(_) => Err(not_yet("report")),
             Command::Erase(_) => Err(not_yet("erase")),
             Command::Bench {
@@ -126,6 +127,43 @@ async fn simulate(args: api::cli::SimulateArgs) -> Result<(), Box<dyn std::error
             report.elapsed.as_secs_f64()
         );
     }
+    Ok(())
+}
+
+/// `migrate`: copies the data directory's log into another store and verifies the copy.
+async fn migrate(args: api::cli::MigrateArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let source = api::store::open(&args.data).await?;
+    let target = api::store::open_target(&args.to).await?;
+    let total = source.store.head().await?.map_or(0, |head| head.commit + 1);
+    let mut reported = 0u64;
+    let result =
+        ledger::store::migrate::migrate(source.store.as_ref(), target.store.as_ref(), |copied| {
+            // A line per 1% (and the last), so long migrations show progress without flooding.
+            if copied == total || copied >= reported + (total / 100).max(1) {
+                reported = copied;
+                eprintln!("migrate: {copied} of {total} events copied");
+            }
+        })
+        .await;
+    let closed_target = target.close().await;
+    let closed_source = source.close().await;
+    let report = result?;
+    closed_target?;
+    closed_source?;
+    let head = |heads: &ledger::store::migrate::ChainHeads| {
+        heads.last.map_or_else(
+            || "empty".to_owned(),
+            |(position, digest)| format!("{position} {digest}"),
+        )
+    };
+    println!(
+        "migrated and verified {} events in {} streams with {} appends\nsource chain head: {}\ntarget chain head: {}",
+        report.events,
+        report.streams.len(),
+        report.appends,
+        head(&report.source),
+        head(&report.target)
+    );
     Ok(())
 }
 

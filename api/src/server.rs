@@ -39,7 +39,7 @@ pub enum ServeError {
 /// Builds the state of `serve`: the store, the tokens and the idempotency table of the
 /// data directory.
 pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeError> {
-    let opened = crate::store::open(&args.data).await?;
+    let opened = crate::store::open_chosen(&args.data, args.store.as_deref()).await?;
     let (specs, source) = resolve_tokens(&args.token, args.tokens_file.as_deref(), &args.data)?;
     match &source {
         TokenSource::Flags => tracing::info!(count = specs.len(), "tokens from --token"),

@@ -21,6 +21,8 @@ pub struct OpenedStore {
 
 enum Backend {
     File(FileStore),
+    #[cfg(feature = "kurrentdb")]
+    KurrentDb,
 }
 
 /// The folder of the event log inside the data directory.
@@ -38,12 +40,66 @@ pub async fn open(data: &Path) -> Result<OpenedStore, StoreError> {
     })
 }
 
+/// Opens the store named by `store`: a KurrentDB connection string (`kurrentdb://...`,
+/// `esdb://...`, and their `+discover` forms) when one is given, else the embedded file
+/// store of the data directory `data`.
+pub async fn open_chosen(data: &Path, store: Option<&str>) -> Result<OpenedStore, StoreError> {
+    match store {
+        None => open(data).await,
+        Some(connection) => open_kurrentdb(connection).await,
+    }
+}
+
+/// Opens the store a migration copies into: a KurrentDB connection string, or the path of
+/// another data directory (whose embedded log must be empty or hold a prefix of the
+/// source's events).
+pub async fn open_target(target: &str) -> Result<OpenedStore, StoreError> {
+    if is_connection_string(target) {
+        open_kurrentdb(target).await
+    } else {
+        open(Path::new(target)).await
+    }
+}
+
+fn is_connection_string(text: &str) -> bool {
+    [
+        "kurrentdb://",
+        "kurrentdb+discover://",
+        "esdb://",
+        "esdb+discover://",
+    ]
+    .iter()
+    .any(|scheme| text.starts_with(scheme))
+}
+
+#[cfg(feature = "kurrentdb")]
+async fn open_kurrentdb(connection: &str) -> Result<OpenedStore, StoreError> {
+    use ledger::store::kurrentdb::{ConnectionString, KurrentDbStore};
+    let parsed = ConnectionString::parse(connection).map_err(|error| StoreError::Unavailable {
+        reason: format!("the KurrentDB connection string is not valid: {error}"),
+    })?;
+    let store = KurrentDbStore::connect(parsed).await?;
+    Ok(OpenedStore {
+        store: Arc::new(store),
+        backend: Backend::KurrentDb,
+    })
+}
+
+#[cfg(not(feature = "kurrentdb"))]
+async fn open_kurrentdb(_connection: &str) -> Result<OpenedStore, StoreError> {
+    Err(StoreError::Unavailable {
+        reason: "this binary was built without the `kurrentdb` feature".to_owned(),
+    })
+}
+
 impl OpenedStore {
     /// Makes everything durable and releases the data directory.
     pub async fn close(&self) -> Result<(), StoreError> {
         self.store.flush().await?;
         match &self.backend {
             Backend::File(store) => store.close().await,
+            #[cfg(feature = "kurrentdb")]
+            Backend::KurrentDb => Ok(()),
         }
     }
 }

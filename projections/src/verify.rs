@@ -390,6 +390,111 @@ mod tests {
         assert!(discrepancy.to_string().contains(&position.to_string()));
     }
 
+    /// A log written by the command service, personal fields sealed by the privacy layer,
+    /// verifies and builds the views without any key.
+    #[tokio::test]
+    async fn a_log_written_by_the_service_with_sealed_fields_verifies() {
+        use std::sync::Arc;
+
+        use chrono::{DateTime, Utc};
+        use ledger::domain::account::OpenAccount;
+        use ledger::domain::events::{PaymentKind, PersonalData};
+        use ledger::domain::ids::{Fingerprint, PaymentId, RefundId};
+        use ledger::domain::payment::{RecordPayment, RefundKind, RefundPayment};
+        use ledger::domain::payout::{RunPayouts, SettlePayout, Settlement};
+        use ledger::domain::{AccountId, Credits, Money, Period, ReferralCode};
+        use ledger::privacy::vault::memory::MemoryVault;
+        use ledger::service::{CommandMeta, Ledger, LedgerConfig};
+
+        let at = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let account = |n: u8| {
+            AccountId::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}")).unwrap()
+        };
+        let meta = || CommandMeta::new(uuid::Uuid::new_v4());
+        let store = MemoryStore::new();
+        let ledger = Ledger::new(
+            store.clone(),
+            LedgerConfig::default(),
+            Arc::new(MemoryVault::new().unwrap()),
+        );
+        for n in 1..=4u8 {
+            let referrer = (n > 1).then(|| n - 1);
+            let open = OpenAccount {
+                account_id: account(n),
+                referral_code: ReferralCode::for_account(account(n)),
+                referred_with_code: referrer.map(|r| ReferralCode::for_account(account(r))),
+                personal_data: PersonalData::parse(
+                    "Someone",
+                    "someone@example.org",
+                    "198.51.100.4",
+                )
+                .unwrap(),
+                email_fingerprint: Fingerprint::parse(&format!("email-{n}")).unwrap(),
+                ip_fingerprint: Fingerprint::parse(&format!("ip-{n}")).unwrap(),
+                payment_fingerprint: Some(Fingerprint::parse(&format!("card-{n}")).unwrap()),
+                opened_at: at("2026-09-01T00:00:00Z"),
+            };
+            ledger.open_account(meta(), &open).await.unwrap();
+        }
+        for (n, amount) in ["400.00", "250.00"].into_iter().enumerate() {
+            let payment = RecordPayment {
+                payment_id: PaymentId::parse(&format!("pi_{n}")).unwrap(),
+                account_id: account(4),
+                kind: PaymentKind::CreditPack {
+                    credits: Credits::new(100).unwrap(),
+                },
+                amount: Money::parse(amount, "EUR").unwrap(),
+                payment_fingerprint: Some(Fingerprint::parse("card-4").unwrap()),
+                received_at: at("2026-09-10T00:00:00Z"),
+            };
+            ledger.record_payment(meta(), &payment).await.unwrap();
+        }
+        let refund = RefundPayment {
+            payment_id: PaymentId::parse("pi_1").unwrap(),
+            refund_id: RefundId::parse("re_1").unwrap(),
+            kind: RefundKind::Refund,
+            amount: Money::parse("50.00", "EUR").unwrap(),
+            refunded_at: at("2026-09-20T00:00:00Z"),
+        };
+        ledger.refund_payment(meta(), &refund).await.unwrap();
+        let period = Period::parse("2026-10").unwrap();
+        let run = RunPayouts {
+            period,
+            as_of: at("2026-11-01T00:00:00Z"),
+            run_at: at("2026-11-01T00:00:00Z"),
+        };
+        ledger.run_payouts(meta(), &run).await.unwrap();
+        let settle = SettlePayout {
+            period,
+            affiliate: account(3),
+            settlement: Settlement::Failed {
+                reason: "the bank refused it".to_owned(),
+            },
+            settled_at: at("2026-11-02T00:00:00Z"),
+        };
+        ledger.settle_payout(meta(), &settle).await.unwrap();
+
+        let summary = verify_store(&store, None, &mut |_| {})
+            .await
+            .expect("verifies");
+        assert!(summary.trial_balance_checks >= 8);
+        assert_eq!(summary.totals["EUR"].payments, "650.00");
+        assert_eq!(summary.totals["EUR"].refunds, "50.00");
+        let (views, _) = crate::runner::rebuild_from_store(&store, LedgerViews::new(), &mut |_| {})
+            .await
+            .expect("rebuild");
+        let payout = &views.commissions.run(period).expect("a run")[&account(3)];
+        assert_eq!(payout.status, PayoutStatus::Failed);
+        let report =
+            crate::report::payout_report(&views, period, &crate::report::affiliate_id_as_name)
+                .expect("reconciles");
+        assert!(report.rows.iter().any(|row| row.status == "failed"));
+    }
+
     #[tokio::test]
     async fn an_empty_store_verifies_to_the_genesis_head() {
         let summary = verify_store(&MemoryStore::new(), None, &mut |_| {})

@@ -461,6 +461,69 @@ async fn corruption_covered_by_checkpoint_is_caught_by_reads_and_verify() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sync_refuses_every_later_write_and_loses_nothing_acknowledged() {
+    let dir = TempDir::new().unwrap();
+    let stream = stream("fragile");
+    let options = FileStoreOptions {
+        faults: file::FaultInjection {
+            fail_syncs_after: Some(5),
+        },
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open(dir.path(), options).unwrap();
+    let mut acknowledged = Vec::new();
+    for n in 0..5 {
+        let proposed = event(&n.to_string());
+        store
+            .append(&stream, ExpectedRevision::Any, vec![proposed.clone()])
+            .await
+            .unwrap();
+        acknowledged.push(proposed.id);
+    }
+    // The sixth sync fails: that append is refused, and so is everything after it. The
+    // writer never retries the sync (after a failed fsync the kernel may have dropped
+    // the pages, so a retry could claim durability for lost data).
+    let failed = event("failed");
+    for attempt in [failed.clone(), event("later")] {
+        match store
+            .append(&stream, ExpectedRevision::Any, vec![attempt])
+            .await
+        {
+            Err(StoreError::WritesRefused { reason }) => {
+                assert!(reason.contains("injected fault"), "{reason}")
+            }
+            other => panic!("expected WritesRefused, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        store.flush().await,
+        Err(StoreError::WritesRefused { .. })
+    ));
+    // Readers never saw the refused event.
+    let read: Vec<_> = read_everything(&store).await.iter().map(|e| e.id).collect();
+    assert_eq!(read, acknowledged);
+    assert_eq!(
+        store.stream_state(&stream).await.unwrap(),
+        StreamState::At(4)
+    );
+    drop(store);
+
+    // Reopened on a healthy disk, every acknowledged event is there. The refused one may
+    // be too (its bytes reached the OS before the sync failed); it was never
+    // acknowledged, and a client retrying it with the same id gets the same answer.
+    let store = open(dir.path());
+    let reopened: Vec<_> = read_everything(&store).await.iter().map(|e| e.id).collect();
+    assert_eq!(&reopened[..5], &acknowledged[..]);
+    assert!(reopened.len() <= 6);
+    let retry = store
+        .append(&stream, ExpectedRevision::Exact(4), vec![failed])
+        .await
+        .unwrap();
+    assert_eq!(retry.revision, 5);
+    assert_eq!(read_everything(&store).await.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_writers_share_fsyncs_without_losing_or_doubling() {
     const WRITERS: usize = 64;
     const APPENDS_PER_WRITER: usize = 40;

@@ -21,6 +21,7 @@ mod file_buffered {
 
 mod crash;
 mod file;
+mod migrate;
 mod model;
 mod python;
 mod support;

@@ -111,10 +111,10 @@ pub async fn run(options: AllOptions) -> Result<String, String> {
          domain service; a child process then opens it read-only, reads and decodes every \
          event once (the ceiling: nothing applied), and rebuilds the projections' \
          `LedgerViews` with `apply_batch`, page by page, after replacing each event's sealed \
-         personal fields (`privacy::payload::redact_payload`): the views' fast path parses \
-         payloads as plain JSON and cannot read a sealed field yet (a sealed \
-         `PaymentReceived.payment_fingerprint` stops `rebuild_from_store`), so the \
-         redaction the views will need is counted in the rebuild. Peak memory is that \
+         personal fields (`privacy::payload::redact_payload`; written when the views could \
+         not yet parse a sealed field, and kept so the figures stay comparable: the views \
+         need no personal data, so the redaction only adds its own cost). \
+         Peak memory is that \
          process's VmHWM. Linear growth shows as a constant µs per event and bytes per \
          event down the table, and as points on the dashed lines of the chart.\n\n{}\n\
          ![rebuild time and peak memory against events](scaling.svg)\n",

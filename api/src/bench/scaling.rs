@@ -84,10 +84,9 @@ pub async fn measure_rebuild(data: &Path) -> BenchResult<RebuildMeasure> {
 }
 
 /// Rebuilds the views from the whole log, page by page, each event's sealed personal
-/// fields replaced first. The views' fast path parses payloads as plain JSON and cannot
-/// read a sealed field (the payment fingerprint of `PaymentReceived` is one), so a log
-/// written through the privacy-sealing service fails `rebuild_from_store`; redacting
-/// first is what the views will have to do, and its cost is counted here.
+/// fields replaced first. Written when the views' fast path could not parse a sealed
+/// field (a sealed `PaymentReceived.payment_fingerprint` stopped `rebuild_from_store`);
+/// kept so the recorded figures stay comparable. The redaction's cost is counted.
 async fn rebuild_redacted(store: &FileStore) -> BenchResult<LedgerViews> {
     let mut views = LedgerViews::new();
     let mut from = Position::START;

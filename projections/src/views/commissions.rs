@@ -328,9 +328,9 @@ impl Affiliate {
 
 #[derive(Clone, Debug, Default)]
 pub struct Commissions {
-    payments: Vec<PaymentRecord>,
+    payments: Chunked<PaymentRecord>,
     payment_index: FastMap<PaymentId, u32>,
-    commissions: Vec<Commission>,
+    commissions: Chunked<Commission>,
     affiliates: FastMap<AccountId, Affiliate>,
     runs: BTreeMap<Period, BTreeMap<AccountId, Payout>>,
     summaries: BTreeMap<Period, RunSummary>,
@@ -731,8 +731,8 @@ impl Commissions {
             .map(|index| &self.payments[*index as usize])
     }
 
-    pub fn payments(&self) -> &[PaymentRecord] {
-        &self.payments
+    pub fn payments(&self) -> impl Iterator<Item = &PaymentRecord> {
+        self.payments.iter()
     }
 
     pub fn commission(&self, index: u32) -> &Commission {
@@ -781,7 +781,7 @@ impl Commissions {
     ) -> BTreeMap<(AccountId, Currency), AffiliateTotals> {
         let mut totals: BTreeMap<(AccountId, Currency), AffiliateTotals> = BTreeMap::new();
         let mut per_affiliate: FastMap<(AccountId, Currency), AffiliateTotals> = FastMap::default();
-        for commission in &self.commissions {
+        for commission in self.commissions.iter() {
             let entry = per_affiliate
                 .entry((commission.beneficiary, commission.currency))
                 .or_default();
@@ -892,8 +892,8 @@ impl Commissions {
             .collect();
         affiliates.sort_unstable_by_key(|(account, _)| *account);
         CommissionsState {
-            payments: self.payments.clone(),
-            commissions: self.commissions.clone(),
+            payments: self.payments.iter().cloned().collect(),
+            commissions: self.commissions.iter().cloned().collect(),
             affiliates,
             runs: self.runs.clone(),
             summaries: self.summaries.clone(),
@@ -908,11 +908,11 @@ impl Commissions {
             .iter()
             .enumerate()
             .map(|(index, payment)| (payment.payment_id.clone(), index as u32))
-            .collect();
+            .collect::<FastMap<_, _>>();
         Commissions {
-            payments: state.payments,
+            payments: state.payments.into_iter().collect(),
             payment_index,
-            commissions: state.commissions,
+            commissions: state.commissions.into_iter().collect(),
             affiliates: state.affiliates.into_iter().collect(),
             runs: state.runs,
             summaries: state.summaries,
@@ -923,6 +923,75 @@ impl Commissions {
 }
 
 /// Adds a commission earned by `at` (later ones are left out) to `totals`.
+/// Elements a [`Chunked`] list holds per chunk.
+const CHUNK_ELEMENTS: usize = 1 << 16;
+
+/// A growing list stored in fixed-size chunks: growing it never copies what it holds,
+/// so a list of millions of records does not need twice its size while it reallocates
+/// (which was most of the rebuild's peak memory).
+#[derive(Clone, Debug)]
+pub struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Chunked<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, value: T) {
+        if self.len.is_multiple_of(CHUNK_ELEMENTS) {
+            self.chunks.push(Vec::with_capacity(CHUNK_ELEMENTS));
+        }
+        self.chunks
+            .last_mut()
+            .expect("a chunk was just ensured")
+            .push(value);
+        self.len += 1;
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl<T> std::ops::Index<usize> for Chunked<T> {
+    type Output = T;
+    fn index(&self, index: usize) -> &T {
+        &self.chunks[index / CHUNK_ELEMENTS][index % CHUNK_ELEMENTS]
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Chunked<T> {
+    fn index_mut(&mut self, index: usize) -> &mut T {
+        &mut self.chunks[index / CHUNK_ELEMENTS][index % CHUNK_ELEMENTS]
+    }
+}
+
+impl<T> FromIterator<T> for Chunked<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(values: I) -> Self {
+        let mut chunked = Chunked::default();
+        for value in values {
+            chunked.push(value);
+        }
+        chunked
+    }
+}
+
 fn add_commission(totals: &mut AffiliateTotals, commission: &Commission, at: DateTime<Utc>) {
     if commission.earned_at > at {
         return;

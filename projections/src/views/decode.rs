@@ -27,6 +27,32 @@ pub struct Opened {
     pub opened_at: DateTime<Utc>,
 }
 
+/// What the views need of a payment: everything but the payer's payment fingerprint,
+/// which the privacy layer stores sealed (an object, not a string) and no view reads.
+#[derive(Deserialize)]
+struct Payment {
+    payment_id: ledger::domain::ids::PaymentId,
+    account_id: AccountId,
+    kind: ledger::domain::events::PaymentKind,
+    amount: ledger::domain::Money,
+    received_at: DateTime<Utc>,
+}
+
+/// Reads an event the general way: the domain's `upcast`, and if a personal field is
+/// sealed (stored as an envelope object, not its plain value), the privacy layer's
+/// redacted read, which replaces personal fields without needing keys.
+fn general(event: &RecordedEvent) -> Result<DomainEvent, String> {
+    upcast(
+        event.event_type.as_str(),
+        event.schema_version,
+        &event.payload,
+    )
+    .or_else(|plain| {
+        ledger::privacy::domain::decode_redacted(event)
+            .map_err(|redacted| format!("{plain}; read redacted: {redacted}"))
+    })
+}
+
 /// A recorded event as the views read it.
 #[derive(Clone, Debug)]
 pub enum Fact {
@@ -142,13 +168,12 @@ pub fn decode(event: &RecordedEvent) -> Result<Option<Fact>, ProjectionError> {
         }
         // A type the domain knows and the fast path does not: read it the general way,
         // so a new event type is never silently dropped by the views.
-        return upcast(event_type, event.schema_version, &event.payload)
+        return general(event)
             .map(|domain| Some(Fact::Domain(domain)))
-            .map_err(|error| undecodable(error.to_string()));
+            .map_err(undecodable);
     };
     if event.schema_version != current_version(kind) {
-        let upcast = upcast(event_type, event.schema_version, &event.payload)
-            .map_err(|error| undecodable(error.to_string()))?;
+        let upcast = general(event).map_err(undecodable)?;
         return Ok(Some(match upcast {
             DomainEvent::AccountOpened(opened) => Fact::Opened(Opened {
                 account_id: opened.account_id,
@@ -173,7 +198,17 @@ pub fn decode(event: &RecordedEvent) -> Result<Option<Fact>, ProjectionError> {
         }
         Kind::CreditsSpent => DomainEvent::CreditsSpent(parse(payload).map_err(undecodable)?),
         Kind::CreditsExpired => DomainEvent::CreditsExpired(parse(payload).map_err(undecodable)?),
-        Kind::PaymentReceived => DomainEvent::PaymentReceived(parse(payload).map_err(undecodable)?),
+        Kind::PaymentReceived => {
+            let payment: Payment = parse(payload).map_err(undecodable)?;
+            DomainEvent::PaymentReceived(ledger::domain::events::PaymentReceived {
+                payment_id: payment.payment_id,
+                account_id: payment.account_id,
+                kind: payment.kind,
+                amount: payment.amount,
+                payment_fingerprint: None,
+                received_at: payment.received_at,
+            })
+        }
         Kind::PaymentRefunded => DomainEvent::PaymentRefunded(parse(payload).map_err(undecodable)?),
         Kind::PaymentChargedBack => {
             DomainEvent::PaymentChargedBack(parse(payload).map_err(undecodable)?)
@@ -189,7 +224,12 @@ pub fn decode(event: &RecordedEvent) -> Result<Option<Fact>, ProjectionError> {
         }
         Kind::PayoutScheduled => DomainEvent::PayoutScheduled(parse(payload).map_err(undecodable)?),
         Kind::PayoutSent => DomainEvent::PayoutSent(parse(payload).map_err(undecodable)?),
-        Kind::PayoutFailed => DomainEvent::PayoutFailed(parse(payload).map_err(undecodable)?),
+        // The failure reason is personal (it may name the payee's bank) and stored
+        // sealed; a plain reason parses directly, a sealed one is read redacted.
+        Kind::PayoutFailed => match parse(payload) {
+            Ok(failed) => DomainEvent::PayoutFailed(failed),
+            Err(_) => general(event).map_err(undecodable)?,
+        },
         Kind::DonationAllocated => {
             DomainEvent::DonationAllocated(parse(payload).map_err(undecodable)?)
         }
@@ -215,6 +255,57 @@ pub fn decode(event: &RecordedEvent) -> Result<Option<Fact>, ProjectionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn recorded(event_type: &str, payload: serde_json::Value) -> RecordedEvent {
+        use ledger::store::{ChainLink, Digest, EventMetadata, EventType, Position, StreamName};
+        RecordedEvent {
+            id: uuid::Uuid::nil(),
+            stream: StreamName::parse("s").unwrap(),
+            revision: 0,
+            position: Position::sequence(0),
+            event_type: EventType::parse(event_type).unwrap(),
+            schema_version: 1,
+            recorded_at: DateTime::UNIX_EPOCH,
+            metadata: EventMetadata::default(),
+            payload: serde_json::to_vec(&payload).unwrap(),
+            chain: ChainLink {
+                previous: Digest::GENESIS,
+                current: Digest::GENESIS,
+            },
+        }
+    }
+
+    /// The fixtures of the domain, with the personal fields the privacy layer seals
+    /// replaced by an envelope-shaped object: the views still read them.
+    #[test]
+    fn sealed_personal_fields_do_not_stop_the_views() {
+        let fixtures =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/events");
+        for (event_type, field) in [
+            ("PaymentReceived", "payment_fingerprint"),
+            ("AccountOpened", "email_fingerprint"),
+        ] {
+            let text = std::fs::read_to_string(fixtures.join(format!("{event_type}.v1.json")))
+                .expect("fixture");
+            let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+            json[field] = serde_json::json!({"v": 1, "nonce": "AAAA", "ciphertext": "AAAA"});
+            let fact = decode(&recorded(event_type, json)).expect("decodes");
+            assert!(fact.is_some(), "{event_type}");
+        }
+        let text = std::fs::read_to_string(fixtures.join("PayoutFailed.v1.json")).unwrap();
+        let plain: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(matches!(
+            decode(&recorded("PayoutFailed", plain.clone())),
+            Ok(Some(Fact::Domain(DomainEvent::PayoutFailed(_))))
+        ));
+        let mut sealed = plain;
+        sealed["reason"] = serde_json::json!({"v": 1, "nonce": "AAAA", "ciphertext": "AAAA"});
+        let read = decode(&recorded("PayoutFailed", sealed));
+        assert!(
+            matches!(read, Ok(Some(Fact::Domain(DomainEvent::PayoutFailed(_))))),
+            "{read:?}"
+        );
+    }
 
     #[test]
     fn every_fast_path_kind_is_a_domain_event_type() {

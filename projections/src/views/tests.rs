@@ -160,13 +160,11 @@ fn views_agree_with_each_other() {
     let received: Decimal = views
         .commissions
         .payments()
-        .iter()
         .map(|payment| payment.amount.amount())
         .sum();
     let refunded: Decimal = views
         .commissions
         .payments()
-        .iter()
         .flat_map(|payment| &payment.refunds)
         .map(|refund| refund.amount.amount())
         .sum();

@@ -5,10 +5,19 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::store::StoreError;
 
 use super::format::LOCK_FILE;
+
+/// How long `acquire` keeps trying before reporting the directory locked. A lock can be
+/// held for a moment by a process that is not using the store: a child forked by the
+/// holder (for any reason) shares its open files until it executes its program, so a
+/// store closed and reopened while its process spawns a child may find its own released
+/// lock still held for that moment.
+pub const LOCK_WAIT_MAX: Duration = Duration::from_millis(500);
+const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(5);
 
 /// The held lock; dropping it releases the directory.
 #[derive(Debug)]
@@ -29,7 +38,16 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|error| StoreError::io(format!("open lock file {}", path.display()), error))?;
-        match file.try_lock() {
+        let started = Instant::now();
+        let locked = loop {
+            match file.try_lock() {
+                Err(TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT_MAX => {
+                    std::thread::sleep(LOCK_RETRY_INTERVAL);
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();

@@ -67,6 +67,18 @@ pub struct FileStoreOptions {
     /// The writer saves the index checkpoint when the events since the last one reach
     /// this many and as many as the last one covered (so checkpoints double in spacing).
     pub checkpoint_events_min: u64,
+    /// Failures to inject, for tests of the paths a failing disk takes.
+    #[doc(hidden)]
+    pub faults: FaultInjection,
+}
+
+/// Failures the writer fakes on purpose, to test what a failing disk does to the store.
+/// All off by default; production code never sets them.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultInjection {
+    /// Every log sync after this many successful ones fails.
+    pub fail_syncs_after: Option<u64>,
 }
 
 impl Default for FileStoreOptions {
@@ -76,6 +88,7 @@ impl Default for FileStoreOptions {
             segment_size_max: SEGMENT_SIZE_MAX_DEFAULT,
             clock: Arc::new(Utc::now),
             checkpoint_events_min: CHECKPOINT_EVENTS_MIN_DEFAULT,
+            faults: FaultInjection::default(),
         }
     }
 }
@@ -86,6 +99,7 @@ impl fmt::Debug for FileStoreOptions {
             .field("durability", &self.durability)
             .field("segment_size_max", &self.segment_size_max)
             .field("checkpoint_events_min", &self.checkpoint_events_min)
+            .field("faults", &self.faults)
             .finish_non_exhaustive()
     }
 }
@@ -168,6 +182,7 @@ impl FileStore {
                 covered,
                 events_min: options.checkpoint_events_min.max(1),
             },
+            options.faults,
         )?;
         let (commands, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()

@@ -31,7 +31,7 @@ use crate::store::{
 
 use super::format::{self, SegmentHeader, LOG_DIR, SEGMENT_HEADER_SIZE};
 use super::index::{Index, SegmentEntry};
-use super::{checkpoint, reader, sync_dir, Clock, Core};
+use super::{checkpoint, reader, sync_dir, Clock, Core, FaultInjection};
 
 /// Most append requests committed together.
 pub const BATCH_REQUESTS_MAX: usize = 4096;
@@ -82,6 +82,8 @@ pub struct Writer {
     /// Events the newest index checkpoint on disk covers.
     checkpointed: u64,
     checkpoint_events_min: u64,
+    syncs: u64,
+    faults: FaultInjection,
 }
 
 /// An event encoded in this batch, to publish once durable.
@@ -112,6 +114,7 @@ impl Writer {
         segment_size_max: u64,
         clock: Clock,
         checkpoint: CheckpointPolicy,
+        faults: FaultInjection,
     ) -> Result<Writer, StoreError> {
         let mut index = core.index.write().expect("index lock poisoned");
         if index.segments.is_empty() {
@@ -162,6 +165,8 @@ impl Writer {
             buffer: Vec::with_capacity(1 << 20),
             checkpointed: checkpoint.covered,
             checkpoint_events_min: checkpoint.events_min,
+            syncs: 0,
+            faults,
         };
         drop(index);
         Ok(writer)
@@ -422,9 +427,20 @@ impl Writer {
     }
 
     fn sync_now(&mut self) -> Result<(), StoreError> {
+        if self
+            .faults
+            .fail_syncs_after
+            .is_some_and(|after| self.syncs >= after)
+        {
+            return Err(StoreError::io(
+                "sync the log",
+                std::io::Error::other("injected fault: the sync failed"),
+            ));
+        }
         self.file
             .sync_data()
             .map_err(|error| StoreError::io("sync the log", error))?;
+        self.syncs += 1;
         self.unsynced = false;
         Ok(())
     }
