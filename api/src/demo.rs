@@ -53,6 +53,13 @@ pub async fn load(state: &AppState) -> Result<(), DemoError> {
     if state.store.head().await?.is_some() {
         return Err(DemoError::NotEmpty);
     }
+    load_people(state).await
+}
+
+/// Loads Ada, Bob and Carla whatever the log holds (the server loads them after the
+/// simulated demo history, `crate::simulate::demo`, whose accounts they cannot collide
+/// with: those ids are random).
+pub async fn load_people(state: &AppState) -> Result<(), DemoError> {
     let ledger = &state.ledger;
     let people = [
         (ADA, "Ada Demo", "ada@demo.example", "192.0.2.10", None),

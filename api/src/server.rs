@@ -85,9 +85,20 @@ pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeE
     if args.demo {
         // On first run only: a log that holds events already keeps them as they are.
         if state.store.head().await?.is_none() {
-            crate::demo::load(&state).await.map_err(|error| {
+            // The simulated history (fixtures/demo) gives the reports real numbers; Ada,
+            // Bob and Carla, with fixed ids, make the README's quickstart work as written.
+            let history = crate::simulate::demo::load(&state.ledger)
+                .await
+                .map_err(|error| {
+                    ServeError::Config(format!("cannot load the demo history: {error}"))
+                })?;
+            crate::demo::load_people(&state).await.map_err(|error| {
                 ServeError::Config(format!("cannot load the demo data: {error}"))
             })?;
+            eprintln!(
+                "loaded the demo history ({} accounts, {} events; see fixtures/demo)",
+                history.summary.accounts, history.summary.events
+            );
             eprintln!(
                 "loaded the demo data set: accounts {} (Ada) > {} (Bob) > {} (Carla), \
                  payment {}",
