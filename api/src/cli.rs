@@ -31,8 +31,9 @@ pub enum Command {
     Verify(DataArgs),
     /// Write a report (not yet available).
     Report(DataArgs),
-    /// Erase a data subject's personal data (not yet available).
-    Erase(DataArgs),
+    /// Erase a data subject offline (the server stopped): record the request, destroy the
+    /// keys of their personal data, print the proof as JSON.
+    Erase(EraseArgs),
     /// Benchmarks (measurements, not tests).
     Bench {
         #[command(subcommand)]
@@ -133,4 +134,20 @@ pub struct ReadArgs {
     /// Most events to print.
     #[arg(long, env = "REFLEDGER_LIMIT", default_value_t = 100)]
     pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    /// The data directory.
+    #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// The account (data subject) to erase.
+    #[arg(long)]
+    pub account: uuid::Uuid,
+    /// The privacy officer's id for the request: running it again changes nothing.
+    #[arg(long)]
+    pub request_id: uuid::Uuid,
+    /// The vault's master key file; `DATA/master.key` when not given.
+    #[arg(long, env = "REFLEDGER_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
 }

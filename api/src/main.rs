@@ -35,7 +35,7 @@ fn main() -> ExitCode {
             Command::Read(args) => api::export::run_read(args).await.map_err(Into::into),
             Command::Verify(args) => verify(args).await,
             Command::Report(_) => Err(not_yet("report")),
-            Command::Erase(_) => Err(not_yet("erase")),
+            Command::Erase(args) => erase(args).await,
             Command::Bench {
                 bench: Bench::Store { events, quick, dir },
             } => bench_store(events, quick, dir).await,
@@ -61,6 +61,13 @@ async fn verify(args: api::cli::DataArgs) -> Result<(), Box<dyn std::error::Erro
     } else {
         Err("the hash chain does not verify".into())
     }
+}
+
+/// `erase`: prints the erasure's proof as JSON.
+async fn erase(args: api::cli::EraseArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let erased = api::privacy::run_erase(&args).await?;
+    println!("{}", serde_json::to_string_pretty(&erased)?);
+    Ok(())
 }
 
 /// `bench store`: the embedded file log against SQLite, as a Markdown table.

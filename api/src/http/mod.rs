@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod payments;
 pub mod payouts;
+pub mod privacy;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -92,6 +93,7 @@ pub fn app(state: AppState) -> Router {
         .merge(accounts::router())
         .merge(payments::router())
         .merge(payouts::router())
+        .merge(privacy::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

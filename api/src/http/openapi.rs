@@ -33,6 +33,10 @@ use super::AppState;
         super::payments::refund_payment,
         super::payouts::run_payouts,
         super::payouts::publish_plan,
+        super::privacy::request_erasure,
+        super::privacy::export,
+        super::privacy::restriction,
+        super::privacy::requests,
         metrics_doc,
         openapi_doc,
     ),
@@ -44,6 +48,7 @@ use super::AppState;
         (name = "billing", description = "Accounts, credits, payments and refunds (role billing)"),
         (name = "finance", description = "Payout runs (role finance)"),
         (name = "admin", description = "The commission plan (role admin)"),
+        (name = "privacy", description = "Erasure, export and restriction of processing (role privacy)"),
     )
 )]
 pub struct ApiDoc;

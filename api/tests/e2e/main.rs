@@ -7,5 +7,6 @@ mod errors;
 mod events;
 mod ledger;
 mod operations;
+mod privacy;
 mod shutdown;
 mod support;
