@@ -1,0 +1,350 @@
+//! The scale benchmark (not a test): generate a large history straight into memory as
+//! recorded events, rebuild the views from it, and time the queries finance and members
+//! run. The `bench` command of the binary calls [`run`].
+//!
+//! Generation is interleaved with the rebuild in chunks, so the history never has to fit in
+//! memory; only the time spent applying events counts towards the rebuild throughput. The
+//! peak memory (VmHWM) is the whole process's, generator included, so it overstates what the
+//! views alone need.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use ledger::domain::{AccountId, Period};
+use ledger::store::Position;
+use serde::Serialize;
+
+use crate::history::{Generator, HistoryConfig, Recorder};
+use crate::projection::Projection;
+use crate::report::{affiliate_id_as_name, payout_report};
+use crate::runner::Progress;
+use crate::views::LedgerViews;
+
+/// Events generated and applied per chunk.
+const CHUNK_EVENTS: usize = 1 << 16;
+
+/// The size of a benchmark run.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchConfig {
+    pub seed: u64,
+    pub accounts: usize,
+    pub chain_depth: usize,
+    pub events: u64,
+    pub months: u32,
+}
+
+impl BenchConfig {
+    /// The size of the issue: a million accounts, a chain 100,000 deep, ten million events.
+    pub fn full() -> BenchConfig {
+        BenchConfig {
+            seed: 42,
+            accounts: 1_000_000,
+            chain_depth: 100_000,
+            events: 10_000_000,
+            months: 12,
+        }
+    }
+
+    /// A smoke-test size: the same shape, a twentieth of the events.
+    pub fn quick() -> BenchConfig {
+        BenchConfig {
+            seed: 42,
+            accounts: 50_000,
+            chain_depth: 10_000,
+            events: 500_000,
+            months: 6,
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub config: BenchConfig,
+    pub events: u64,
+    pub accounts: usize,
+    pub commissions: usize,
+    pub generate_seconds: f64,
+    pub rebuild_seconds: f64,
+    pub rebuild_events_per_second: f64,
+    /// CPU time of the rebuild, all threads (decoders included); the machine is shared.
+    pub rebuild_cpu_seconds: f64,
+    pub rebuild_events_per_cpu_second: f64,
+    /// VmHWM of the process, in bytes, if the platform reports it.
+    pub peak_memory_bytes: Option<u64>,
+    pub payout_period: String,
+    /// Payable balances of every affiliate at the period's end, then the minimum applied:
+    /// what a payout run computes.
+    pub payout_run_ms: f64,
+    /// CPU time of this thread for the same work (the machine is shared).
+    pub payout_run_cpu_ms: Option<f64>,
+    pub payouts_due: usize,
+    /// The payout report of the same period (rows, totals, reconciliation).
+    pub payout_report_ms: f64,
+    pub payout_report_cpu_ms: Option<f64>,
+    pub chain_upline_levels: usize,
+    pub chain_upline_ms: f64,
+    pub upline_3_levels_us: f64,
+    pub downline_root_members: u64,
+    pub downline_counts_ms: f64,
+    pub downline_page_us: f64,
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mib = |bytes: Option<u64>| {
+            bytes.map_or("unknown".to_owned(), |bytes| {
+                format!("{:.0} MiB", bytes as f64 / 1024.0 / 1024.0)
+            })
+        };
+        writeln!(f, "events                 {}", self.events)?;
+        writeln!(f, "accounts               {}", self.accounts)?;
+        writeln!(f, "commissions            {}", self.commissions)?;
+        writeln!(f, "generate               {:.1} s", self.generate_seconds)?;
+        writeln!(
+            f,
+            "rebuild                {:.1} s, {:.0} events/s",
+            self.rebuild_seconds, self.rebuild_events_per_second
+        )?;
+        writeln!(
+            f,
+            "rebuild CPU            {:.1} s, {:.0} events per CPU second",
+            self.rebuild_cpu_seconds, self.rebuild_events_per_cpu_second
+        )?;
+        writeln!(f, "peak memory (VmHWM)    {}", mib(self.peak_memory_bytes))?;
+        let cpu = |ms: Option<f64>| ms.map_or("unknown".to_owned(), |ms| format!("{ms:.1} ms"));
+        writeln!(
+            f,
+            "payout run {}     {:.1} ms, CPU {} ({} payouts due)",
+            self.payout_period,
+            self.payout_run_ms,
+            cpu(self.payout_run_cpu_ms),
+            self.payouts_due
+        )?;
+        writeln!(
+            f,
+            "payout report          {:.1} ms, CPU {}",
+            self.payout_report_ms,
+            cpu(self.payout_report_cpu_ms)
+        )?;
+        writeln!(
+            f,
+            "upline of chain tip    {:.2} ms ({} levels)",
+            self.chain_upline_ms, self.chain_upline_levels
+        )?;
+        writeln!(
+            f,
+            "upline, 3 levels       {:.2} µs",
+            self.upline_3_levels_us
+        )?;
+        writeln!(
+            f,
+            "downline counts, root  {:.1} ms ({} members)",
+            self.downline_counts_ms, self.downline_root_members
+        )?;
+        write!(f, "downline page, level 1 {:.1} µs", self.downline_page_us)
+    }
+}
+
+/// Runs the benchmark; `progress` is called after every chunk applied.
+pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&Progress)) -> BenchReport {
+    let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let mut generator = Generator::new(HistoryConfig {
+        seed: config.seed,
+        accounts: config.accounts,
+        chain_depth: config.chain_depth,
+        events: config.events,
+        start,
+        months: config.months,
+    });
+    let mut recorder = Recorder::new(config.seed);
+    let mut views = LedgerViews::new();
+    let mut chunk = Vec::with_capacity(CHUNK_EVENTS + ledger::store::EVENTS_PER_APPEND_MAX);
+    let mut generating = Duration::ZERO;
+    let mut applying = Duration::ZERO;
+    let mut applying_cpu = 0.0f64;
+    let mut applied = 0u64;
+    let started = Instant::now();
+    let mut done = false;
+    while !done {
+        let generation = Instant::now();
+        chunk.clear();
+        while chunk.len() < CHUNK_EVENTS {
+            match generator.next_batch() {
+                Some(batch) => recorder.record(&batch, &mut chunk),
+                None => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        generating += generation.elapsed();
+        let apply = Instant::now();
+        let cpu_before = cpu_seconds();
+        views
+            .apply_batch(&chunk)
+            .unwrap_or_else(|error| panic!("generated history must apply: {error}"));
+        applying += apply.elapsed();
+        if let (Some(before), Some(after)) = (cpu_before, cpu_seconds()) {
+            applying_cpu += after - before;
+        }
+        applied += chunk.len() as u64;
+        progress(&Progress {
+            applied,
+            position: chunk.last().map(|event| event.position),
+            head: Some(Position::sequence(config.events)),
+            elapsed: started.elapsed(),
+        });
+    }
+    drop(chunk);
+    drop(generator);
+    let peak_memory_bytes = peak_memory_bytes();
+
+    // The last complete month with a payout run.
+    let payout_period = views
+        .commissions
+        .runs()
+        .keys()
+        .next_back()
+        .copied()
+        .unwrap_or_else(|| Period::containing(start));
+    let minimum = views
+        .commissions
+        .plan_at(payout_period.end())
+        .map(|(_, plan)| plan.minimum_payout.amount())
+        .unwrap_or_default();
+    let run = Instant::now();
+    let run_cpu = thread_cpu_ns();
+    let payouts_due = views
+        .commissions
+        .payables_at(payout_period.end())
+        .values()
+        .filter(|payable| payable.payable >= minimum)
+        .count();
+    let payout_run_ms = millis(run.elapsed());
+    let payout_run_cpu_ms = cpu_millis_since(run_cpu);
+    let report = Instant::now();
+    let report_cpu = thread_cpu_ns();
+    let produced = payout_report(&views, payout_period, &affiliate_id_as_name)
+        .expect("the generated books reconcile");
+    let payout_report_ms = millis(report.elapsed());
+    let payout_report_cpu_ms = cpu_millis_since(report_cpu);
+    drop(produced);
+
+    let forest = views.network.forest();
+    let (tip, root) = deepest_and_busiest(&views);
+    let upline = Instant::now();
+    let chain = forest.upline(&tip, usize::MAX).expect("tip exists");
+    let chain_upline_ms = millis(upline.elapsed());
+    let short = Instant::now();
+    let three = forest.upline(&tip, 3).expect("tip exists");
+    let upline_3_levels_us = short.elapsed().as_secs_f64() * 1e6;
+    assert_eq!(three.levels.len(), 3.min(chain.levels.len()));
+    let counts = Instant::now();
+    let downline = forest
+        .downline_counts(&root, usize::MAX)
+        .expect("root exists");
+    let downline_counts_ms = millis(counts.elapsed());
+    let page = Instant::now();
+    let members = forest
+        .downline_members(&root, 1, 0, 100)
+        .expect("root exists");
+    let downline_page_us = page.elapsed().as_secs_f64() * 1e6;
+    assert!(members.total > 0 || downline.total == 0);
+
+    BenchReport {
+        config: config.clone(),
+        events: applied,
+        accounts: forest.len(),
+        commissions: views.commissions.commission_count(),
+        generate_seconds: generating.as_secs_f64(),
+        rebuild_seconds: applying.as_secs_f64(),
+        rebuild_events_per_second: applied as f64 / applying.as_secs_f64().max(1e-9),
+        rebuild_cpu_seconds: applying_cpu,
+        rebuild_events_per_cpu_second: applied as f64 / applying_cpu.max(1e-9),
+        peak_memory_bytes,
+        payout_period: payout_period.to_string(),
+        payout_run_ms,
+        payout_run_cpu_ms,
+        payouts_due,
+        payout_report_ms,
+        payout_report_cpu_ms,
+        chain_upline_levels: chain.levels.len(),
+        chain_upline_ms,
+        upline_3_levels_us,
+        downline_root_members: downline.total,
+        downline_counts_ms,
+        downline_page_us,
+    }
+}
+
+/// The deepest member (the chain's tip) and the root with the largest tree.
+fn deepest_and_busiest(views: &LedgerViews) -> (AccountId, AccountId) {
+    let forest = views.network.forest();
+    let mut deepest: Option<(u32, AccountId)> = None;
+    let mut roots = Vec::new();
+    for (account, referrer, _) in forest.members_in_order() {
+        let depth = forest.depth(&account).expect("member");
+        if deepest.is_none_or(|(best, _)| depth > best) {
+            deepest = Some((depth, account));
+        }
+        if referrer.is_none() {
+            roots.push(account);
+        }
+    }
+    // Preferential attachment gives the oldest roots the largest trees; count the first few.
+    let busiest = roots
+        .iter()
+        .take(8)
+        .max_by_key(|root| {
+            forest
+                .downline_counts(root, 64)
+                .map_or(0, |counts| counts.total)
+        })
+        .copied()
+        .expect("a non-empty forest has a root");
+    (deepest.expect("non-empty forest").1, busiest)
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// The process's peak resident set size (VmHWM), in bytes, on Linux.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// CPU time (user and system) of the whole process so far, in seconds, on Linux. The
+/// machine is shared, so events per CPU second is steadier than events per wall second.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Clock ticks are 100 per second on every Linux this runs on (USER_HZ).
+    Some((utime + stime) / 100.0)
+}
+
+/// CPU time of the calling thread, in nanoseconds, on Linux (`/proc/thread-self/schedstat`).
+pub fn thread_cpu_ns() -> Option<u64> {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    schedstat.split_whitespace().next()?.parse().ok()
+}
+
+fn cpu_millis_since(start: Option<u64>) -> Option<f64> {
+    Some((thread_cpu_ns()? - start?) as f64 / 1e6)
+}

@@ -1,0 +1,310 @@
+//! The domain's read models, fed from one decode per event:
+//!
+//! - [`network::Network`]: the referral forest, revenue per member, analytics.
+//! - [`wallets::Wallets`]: credit balances, open grants, credit totals per period.
+//! - [`crate::journal::Journal`]: double-entry balances from the domain's postings table.
+//! - [`commissions::Commissions`]: commissions, payouts, donations, plans.
+//!
+//! [`LedgerViews`] is one [`Projection`] holding them all, so a rebuild reads and decodes
+//! the log once.
+
+pub mod commissions;
+pub mod decode;
+pub mod network;
+pub mod wallets;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use ledger::domain::events::DomainEvent;
+use ledger::domain::{Currency, Period};
+use ledger::store::{Position, RecordedEvent};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{Journal, JournalState};
+use crate::projection::{Projection, ProjectionError};
+use commissions::{Commissions, CommissionsState};
+use decode::{decode, Fact};
+use network::{Network, NetworkState};
+use wallets::{Wallets, WalletsState};
+
+pub use postings::{ledger_postings, AccountKey};
+
+mod postings;
+
+/// Batches shorter than this are decoded on the folding thread.
+const PARALLEL_DECODE_EVENTS_MIN: usize = 2048;
+/// Events a decoder thread decodes at a time.
+const DECODE_CHUNK_EVENTS: usize = 512;
+/// Most decoder threads one batch uses.
+const DECODE_THREADS_MAX: usize = 3;
+
+/// Every domain read model, maintained together.
+#[derive(Clone, Debug, Default)]
+pub struct LedgerViews {
+    pub network: Network,
+    pub wallets: Wallets,
+    pub journal: Journal<AccountKey, Currency>,
+    pub commissions: Commissions,
+    /// The last event applied and when it was recorded.
+    pub last: Option<(Position, DateTime<Utc>)>,
+    /// Events applied, and how many of them no view reads.
+    pub events: u64,
+    pub ignored: u64,
+    /// Per period and currency, what the journal entries of payout events moved (the
+    /// debit side of each entry): what payout reports reconcile to.
+    pub payout_journal: BTreeMap<Period, PayoutJournal>,
+}
+
+/// Journal amounts of one period's payout events, per currency.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutJournal {
+    pub scheduled: BTreeMap<Currency, Decimal>,
+    pub sent: BTreeMap<Currency, Decimal>,
+    pub failed: BTreeMap<Currency, Decimal>,
+}
+
+impl LedgerViews {
+    pub fn new() -> LedgerViews {
+        LedgerViews::default()
+    }
+
+    fn apply_decoded(
+        &mut self,
+        event: &RecordedEvent,
+        fact: Option<Fact>,
+    ) -> Result<(), ProjectionError> {
+        self.events += 1;
+        self.last = Some((event.position, event.recorded_at));
+        match fact {
+            Some(fact) => self.apply_fact(event, fact),
+            None => {
+                self.ignored += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Restriction of processing: the subject's id is its account's id. A subject that is
+    /// not an account id (not a random UUID) cannot appear in the analytics: ignored.
+    fn restrict(&mut self, subject: uuid::Uuid, restricted: bool) {
+        if let Ok(account) = ledger::domain::AccountId::new(subject) {
+            self.network.set_restricted(account, restricted);
+        }
+    }
+
+    fn apply_fact(&mut self, event: &RecordedEvent, fact: Fact) -> Result<(), ProjectionError> {
+        let position = event.position;
+        let broken = |reason: String| ProjectionError::InvariantBroken { position, reason };
+        let domain = match fact {
+            Fact::Opened(opened) => {
+                return self
+                    .network
+                    .opened(opened.account_id, opened.referrer, opened.opened_at)
+                    .map_err(|error| broken(error.to_string()));
+            }
+            Fact::Domain(domain) => domain,
+        };
+        // Postings first: an unbalanced event must stop the replay before any view
+        // reflects it.
+        let postings = ledger_postings(&domain).map_err(broken)?;
+        self.journal
+            .post(position, event.recorded_at, &postings)
+            .map_err(|error| broken(error.to_string()))?;
+        let payout_entry = match &domain {
+            DomainEvent::PayoutScheduled(payout) => Some((payout.period, 0)),
+            DomainEvent::PayoutSent(payout) => Some((payout.period, 1)),
+            DomainEvent::PayoutFailed(payout) => Some((payout.period, 2)),
+            _ => None,
+        };
+        if let Some((period, kind)) = payout_entry {
+            let journal = self.payout_journal.entry(period).or_default();
+            let totals = match kind {
+                0 => &mut journal.scheduled,
+                1 => &mut journal.sent,
+                _ => &mut journal.failed,
+            };
+            for posting in postings
+                .iter()
+                .filter(|posting| posting.amount.is_sign_positive())
+            {
+                *totals.entry(posting.currency).or_default() += posting.amount;
+            }
+        }
+        match &domain {
+            DomainEvent::CreditsGranted(granted) => self.wallets.granted(granted),
+            DomainEvent::CreditsPurchased(purchased) => self.wallets.purchased(purchased),
+            DomainEvent::CreditsSpent(spent) => self.wallets.spent(spent),
+            DomainEvent::CreditsExpired(expired) => self.wallets.expired(expired),
+            _ => Ok(()),
+        }
+        .map_err(|error| broken(error.to_string()))?;
+        let commissions = match &domain {
+            DomainEvent::PaymentReceived(payment) => {
+                self.network.revenue(
+                    payment.account_id,
+                    payment.amount.currency(),
+                    payment.amount.amount(),
+                    payment.received_at,
+                );
+                self.commissions.payment_received(payment)
+            }
+            DomainEvent::PaymentRefunded(refund) => self
+                .commissions
+                .refunded(refund)
+                .map(|payment| (payment.payer, refund.amount, refund.refunded_at))
+                .map(|(payer, amount, at)| {
+                    self.network
+                        .revenue(payer, amount.currency(), -amount.amount(), at)
+                }),
+            DomainEvent::PaymentChargedBack(chargeback) => self
+                .commissions
+                .charged_back(chargeback)
+                .map(|payment| (payment.payer, chargeback.amount, chargeback.charged_back_at))
+                .map(|(payer, amount, at)| {
+                    self.network
+                        .revenue(payer, amount.currency(), -amount.amount(), at)
+                }),
+            DomainEvent::CommissionEarned(earned) => self.commissions.earned(position, earned),
+            DomainEvent::CommissionReversed(reversed) => self.commissions.reversed(reversed),
+            DomainEvent::CommissionReleased(released) => self.commissions.released(released),
+            DomainEvent::ProcessingRestricted(restricted) => {
+                self.restrict(restricted.subject.as_uuid(), true);
+                Ok(())
+            }
+            DomainEvent::ProcessingRestrictionLifted(lifted) => {
+                self.restrict(lifted.subject.as_uuid(), false);
+                Ok(())
+            }
+            DomainEvent::CommissionForfeited(forfeited) => self.commissions.forfeited(forfeited),
+            DomainEvent::CommissionPlanPublished(plan) => {
+                self.commissions.plan_published(plan);
+                Ok(())
+            }
+            DomainEvent::PayoutScheduled(payout) => self.commissions.payout_scheduled(payout),
+            DomainEvent::PayoutSent(payout) => self.commissions.payout_sent(payout),
+            DomainEvent::PayoutFailed(payout) => self.commissions.payout_failed(payout),
+            DomainEvent::PayoutRunCompleted(run) => {
+                self.commissions.run_completed(run);
+                Ok(())
+            }
+            DomainEvent::DonationAllocated(donation) => {
+                self.commissions.donation_allocated(donation);
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        commissions.map_err(|error| broken(error.to_string()))
+    }
+
+    pub fn to_state(&self) -> LedgerViewsState {
+        LedgerViewsState {
+            network: self.network.to_state(),
+            wallets: self.wallets.to_state(),
+            journal: self.journal.to_state(),
+            commissions: self.commissions.to_state(),
+            last: self.last,
+            events: self.events,
+            ignored: self.ignored,
+            payout_journal: self.payout_journal.clone(),
+        }
+    }
+
+    pub fn from_state(state: LedgerViewsState) -> Result<LedgerViews, String> {
+        Ok(LedgerViews {
+            network: Network::from_state(state.network).map_err(|error| error.to_string())?,
+            wallets: Wallets::from_state(state.wallets),
+            journal: Journal::from_state(state.journal),
+            commissions: Commissions::from_state(state.commissions),
+            last: state.last,
+            events: state.events,
+            ignored: state.ignored,
+            payout_journal: state.payout_journal,
+        })
+    }
+}
+
+/// The whole state of [`LedgerViews`], every map in key order.
+#[derive(Serialize, Deserialize)]
+pub struct LedgerViewsState {
+    network: NetworkState,
+    wallets: WalletsState,
+    journal: JournalState<AccountKey, Currency>,
+    commissions: CommissionsState,
+    last: Option<(Position, DateTime<Utc>)>,
+    events: u64,
+    ignored: u64,
+    payout_journal: BTreeMap<Period, PayoutJournal>,
+}
+
+impl Projection for LedgerViews {
+    fn name(&self) -> &str {
+        "ledger-views"
+    }
+
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let fact = decode(event)?;
+        self.apply_decoded(event, fact)
+    }
+
+    /// Decodes on helper threads while this thread folds, in order: decoding JSON is
+    /// most of a rebuild's work and needs no state.
+    fn apply_batch(&mut self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let decoders = std::thread::available_parallelism()
+            .map_or(1, |cores| cores.get().saturating_sub(1))
+            .clamp(1, DECODE_THREADS_MAX);
+        if events.len() < PARALLEL_DECODE_EVENTS_MIN {
+            return events.iter().try_for_each(|event| self.apply(event));
+        }
+        let chunks: Vec<&[RecordedEvent]> = events.chunks(DECODE_CHUNK_EVENTS).collect();
+        std::thread::scope(|scope| {
+            let mut receivers = Vec::with_capacity(decoders);
+            for decoder in 0..decoders {
+                // Bounded, so decoders run at most a few chunks ahead of the fold.
+                let (sender, receiver) = std::sync::mpsc::sync_channel(2);
+                receivers.push(receiver);
+                let chunks = &chunks;
+                scope.spawn(move || {
+                    for chunk in chunks.iter().skip(decoder).step_by(decoders) {
+                        let decoded: Vec<_> = chunk.iter().map(decode).collect();
+                        if sender.send(decoded).is_err() {
+                            return; // the fold stopped on an error
+                        }
+                    }
+                });
+            }
+            for (index, chunk) in chunks.iter().enumerate() {
+                let decoded = receivers[index % decoders]
+                    .recv()
+                    .expect("a decoder sends every chunk it owns");
+                for (event, fact) in chunk.iter().zip(decoded) {
+                    self.apply_decoded(event, fact?)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn encode_state(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, &self.to_state()).expect("view state serialises");
+    }
+
+    fn decode_state(&mut self, bytes: &[u8]) -> Result<(), ProjectionError> {
+        let bad = |reason: String| ProjectionError::BadState {
+            projection: "ledger-views".to_owned(),
+            reason,
+        };
+        let state: LedgerViewsState =
+            serde_json::from_slice(bytes).map_err(|error| bad(error.to_string()))?;
+        *self = LedgerViews::from_state(state).map_err(bad)?;
+        Ok(())
+    }
+
+    fn fresh(&self) -> Self {
+        LedgerViews::new()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,341 @@
+//! The referral network: the forest of who referred whom, what each member paid (net of
+//! refunds), and the analytics built on it, which leave out every subject under
+//! restriction of processing.
+//!
+//! Restriction of processing (`ProcessingRestricted`, `ProcessingRestrictionLifted`)
+//! reaches [`Network::set_restricted`]: restricting a subject takes its signup and its
+//! revenue out of every analytics total, past periods included; lifting the restriction
+//! puts them back. The books (journal, commissions, wallets) are not analytics and keep
+//! everything.
+
+use crate::hash::FastMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use ledger::domain::{AccountId, Currency, Period};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::forest::{ForestError, Month, ReferralForest};
+
+/// Most currencies one member's revenue is kept in (a limit on a per-account list).
+pub const MEMBER_CURRENCIES_MAX: usize = 8;
+
+/// One member's net revenue (payments less refunds) per currency.
+type Revenue = Vec<(Currency, Decimal)>;
+/// One member's net revenue per period and currency.
+type PeriodRevenue = Vec<(Period, Currency, Decimal)>;
+/// Revenue of a payer that is not in the forest.
+type OrphanState = (AccountId, Revenue, PeriodRevenue);
+
+/// Signups and net revenue of one period, restricted subjects left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodAnalytics {
+    pub signups: u64,
+    pub referred_signups: u64,
+    pub net_revenue: BTreeMap<Currency, Decimal>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Network {
+    forest: ReferralForest<AccountId>,
+    opened: FastMap<AccountId, DateTime<Utc>>,
+    revenue: FastMap<AccountId, Revenue>,
+    /// Per payer, net revenue per period, kept so a restriction can take a subject's past
+    /// contributions out of the analytics.
+    revenue_by_period: FastMap<AccountId, PeriodRevenue>,
+    analytics: BTreeMap<Period, PeriodAnalytics>,
+    restricted: BTreeSet<AccountId>,
+}
+
+impl Network {
+    pub fn forest(&self) -> &ReferralForest<AccountId> {
+        &self.forest
+    }
+
+    pub fn opened(
+        &mut self,
+        account: AccountId,
+        referrer: Option<AccountId>,
+        at: DateTime<Utc>,
+    ) -> Result<(), ForestError> {
+        self.forest.add(account, referrer, at)?;
+        self.opened.insert(account, at);
+        let period = self.analytics.entry(Period::containing(at)).or_default();
+        period.signups += 1;
+        period.referred_signups += u64::from(referrer.is_some());
+        Ok(())
+    }
+
+    /// Adds `amount` (negative for a refund) to the payer's net revenue at `at`.
+    pub fn revenue(
+        &mut self,
+        payer: AccountId,
+        currency: Currency,
+        amount: Decimal,
+        at: DateTime<Utc>,
+    ) {
+        let revenue = self.revenue.entry(payer).or_default();
+        match revenue.iter_mut().find(|(known, _)| *known == currency) {
+            Some((_, total)) => *total += amount,
+            None => {
+                assert!(
+                    revenue.len() < MEMBER_CURRENCIES_MAX,
+                    "member_currencies_max is {MEMBER_CURRENCIES_MAX}"
+                );
+                revenue.push((currency, amount));
+            }
+        }
+        let period = Period::containing(at);
+        let history = self.revenue_by_period.entry(payer).or_default();
+        match history
+            .iter_mut()
+            .find(|(known, known_currency, _)| *known == period && *known_currency == currency)
+        {
+            Some((_, _, total)) => *total += amount,
+            None => history.push((period, currency, amount)),
+        }
+        if !self.restricted.contains(&payer) {
+            *self
+                .analytics
+                .entry(period)
+                .or_default()
+                .net_revenue
+                .entry(currency)
+                .or_default() += amount;
+        }
+    }
+
+    /// The restriction hook: takes `subject` out of (or back into) every analytics total.
+    pub fn set_restricted(&mut self, subject: AccountId, restricted: bool) {
+        let changed = if restricted {
+            self.restricted.insert(subject)
+        } else {
+            self.restricted.remove(&subject)
+        };
+        if !changed {
+            return;
+        }
+        let sign = if restricted {
+            Decimal::NEGATIVE_ONE
+        } else {
+            Decimal::ONE
+        };
+        let count_sign: i64 = if restricted { -1 } else { 1 };
+        if let Some(at) = self.opened.get(&subject) {
+            let referred = matches!(self.forest.referrer(&subject), Ok(Some(_)));
+            let period = self.analytics.entry(Period::containing(*at)).or_default();
+            period.signups = period.signups.saturating_add_signed(count_sign);
+            if referred {
+                period.referred_signups = period.referred_signups.saturating_add_signed(count_sign);
+            }
+        }
+        for (period, currency, amount) in self.revenue_by_period.get(&subject).into_iter().flatten()
+        {
+            *self
+                .analytics
+                .entry(*period)
+                .or_default()
+                .net_revenue
+                .entry(*currency)
+                .or_default() += sign * amount;
+        }
+    }
+
+    pub fn is_restricted(&self, subject: &AccountId) -> bool {
+        self.restricted.contains(subject)
+    }
+
+    /// Per period: signups and net revenue, restricted subjects left out.
+    pub fn analytics(&self) -> &BTreeMap<Period, PeriodAnalytics> {
+        &self.analytics
+    }
+
+    /// Network growth of `account` per month, restricted subjects left out.
+    pub fn growth_per_month(
+        &self,
+        account: &AccountId,
+    ) -> Result<BTreeMap<Month, u64>, ForestError> {
+        if self.restricted.is_empty() {
+            return self.forest.growth_per_month(account);
+        }
+        let mut growth = BTreeMap::new();
+        for member in self.forest.downline(account)? {
+            if self.restricted.contains(&member) {
+                continue;
+            }
+            if let Some(at) = self.opened.get(&member) {
+                *growth.entry(Month::of(*at)).or_insert(0) += 1;
+            }
+        }
+        Ok(growth)
+    }
+
+    /// The net revenue of an account's own payments.
+    pub fn own_revenue(&self, account: &AccountId) -> BTreeMap<Currency, Decimal> {
+        self.revenue
+            .get(account)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect()
+    }
+
+    /// The net revenue of everyone below `account` (down to `forest::WALK_DEPTH_MAX` levels),
+    /// not counting the account's own payments.
+    pub fn subtree_revenue(
+        &self,
+        account: &AccountId,
+    ) -> Result<BTreeMap<Currency, Decimal>, ForestError> {
+        let mut total: BTreeMap<Currency, Decimal> = BTreeMap::new();
+        for member in self.forest.downline(account)? {
+            for (currency, amount) in self.revenue.get(&member).into_iter().flatten() {
+                *total.entry(*currency).or_default() += *amount;
+            }
+        }
+        Ok(total)
+    }
+
+    pub fn to_state(&self) -> NetworkState {
+        let members = self
+            .forest
+            .members_in_order()
+            .map(|(account, referrer, _)| {
+                let opened = self.opened[&account];
+                let mut revenue = self.revenue.get(&account).cloned().unwrap_or_default();
+                revenue.sort_unstable_by_key(|(currency, _)| *currency);
+                let mut by_period = self
+                    .revenue_by_period
+                    .get(&account)
+                    .cloned()
+                    .unwrap_or_default();
+                by_period.sort_unstable_by_key(|(period, currency, _)| (*period, *currency));
+                (account, referrer, opened, revenue, by_period)
+            })
+            .collect();
+        // Revenue of payers who never opened an account (not expected, but kept).
+        let mut orphans: Vec<OrphanState> = self
+            .revenue
+            .iter()
+            .filter(|(account, _)| !self.forest.contains(account))
+            .map(|(account, revenue)| {
+                let mut revenue = revenue.clone();
+                revenue.sort_unstable_by_key(|(currency, _)| *currency);
+                let mut by_period = self
+                    .revenue_by_period
+                    .get(account)
+                    .cloned()
+                    .unwrap_or_default();
+                by_period.sort_unstable_by_key(|(period, currency, _)| (*period, *currency));
+                (*account, revenue, by_period)
+            })
+            .collect();
+        orphans.sort_unstable_by_key(|(account, _, _)| *account);
+        NetworkState {
+            members,
+            orphans,
+            analytics: self.analytics.clone(),
+            restricted: self.restricted.clone(),
+        }
+    }
+
+    pub fn from_state(state: NetworkState) -> Result<Network, ForestError> {
+        let mut network = Network {
+            analytics: state.analytics,
+            restricted: state.restricted,
+            ..Network::default()
+        };
+        for (account, referrer, opened, revenue, by_period) in state.members {
+            network.forest.add(account, referrer, opened)?;
+            network.opened.insert(account, opened);
+            if !revenue.is_empty() {
+                network.revenue.insert(account, revenue);
+            }
+            if !by_period.is_empty() {
+                network.revenue_by_period.insert(account, by_period);
+            }
+        }
+        for (account, revenue, by_period) in state.orphans {
+            network.revenue.insert(account, revenue);
+            network.revenue_by_period.insert(account, by_period);
+        }
+        Ok(network)
+    }
+}
+
+type MemberState = (
+    AccountId,
+    Option<AccountId>,
+    DateTime<Utc>,
+    Revenue,
+    PeriodRevenue,
+);
+
+#[derive(Serialize, Deserialize)]
+pub struct NetworkState {
+    members: Vec<MemberState>,
+    orphans: Vec<OrphanState>,
+    analytics: BTreeMap<Period, PeriodAnalytics>,
+    restricted: BTreeSet<AccountId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    fn at(month: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, month, 3, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn restricted_subjects_leave_every_analytics_total_and_can_come_back() {
+        let mut rng = SplitMix64::new(3);
+        let mut id = || AccountId::new(rng.uuid()).unwrap();
+        let (root, restricted, other) = (id(), id(), id());
+        let mut network = Network::default();
+        network.opened(root, None, at(1)).unwrap();
+        network.opened(restricted, Some(root), at(2)).unwrap();
+        network.opened(other, Some(root), at(2)).unwrap();
+        let eur = Currency::EUR;
+        network.revenue(restricted, eur, Decimal::new(1999, 2), at(2));
+        network.revenue(other, eur, Decimal::new(999, 2), at(2));
+        let february = Period::containing(at(2));
+        let before = network.analytics()[&february].clone();
+        assert_eq!((before.signups, before.referred_signups), (2, 2));
+        assert_eq!(before.net_revenue[&eur], Decimal::new(2998, 2));
+
+        network.set_restricted(restricted, true);
+        let during = network.analytics()[&february].clone();
+        assert_eq!((during.signups, during.referred_signups), (1, 1));
+        assert_eq!(during.net_revenue[&eur], Decimal::new(999, 2));
+        let growth = network.growth_per_month(&root).unwrap();
+        assert_eq!(growth.values().sum::<u64>(), 1);
+        // Revenue recorded while restricted stays out too.
+        network.revenue(restricted, eur, Decimal::new(500, 2), at(2));
+        assert_eq!(
+            network.analytics()[&february].net_revenue[&eur],
+            Decimal::new(999, 2)
+        );
+        // The books are not analytics: the member's own revenue is still known.
+        assert_eq!(
+            network.own_revenue(&restricted)[&eur],
+            Decimal::new(2499, 2)
+        );
+
+        network.set_restricted(restricted, false);
+        let after = network.analytics()[&february].clone();
+        assert_eq!((after.signups, after.referred_signups), (2, 2));
+        assert_eq!(after.net_revenue[&eur], Decimal::new(3498, 2));
+        assert_eq!(
+            network
+                .growth_per_month(&root)
+                .unwrap()
+                .values()
+                .sum::<u64>(),
+            2
+        );
+    }
+}

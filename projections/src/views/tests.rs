@@ -1,0 +1,387 @@
+//! The views over generated histories: live equals rebuilt, the books balance at every
+//! position, and the views agree with each other and with the generator.
+
+use ledger::domain::postings::AccountKind;
+use ledger::store::memory::MemoryStore;
+use ledger::store::{EventStore, Position};
+use rust_decimal::Decimal;
+
+use super::*;
+use crate::checkpoint::CheckpointDir;
+use crate::determinism::{live_and_rebuilt, Schedule};
+use crate::history::{Generator, HistoryConfig, Recorder};
+use crate::journal::AsOf;
+use crate::rng::SplitMix64;
+use crate::runner::rebuild_from_store;
+
+fn generated(config: HistoryConfig) -> Vec<RecordedEvent> {
+    let mut generator = Generator::new(config);
+    let mut recorder = Recorder::new(7);
+    let mut events = Vec::new();
+    while let Some(batch) = generator.next_batch() {
+        recorder.record(&batch, &mut events);
+    }
+    events
+}
+
+fn views_of(events: &[RecordedEvent]) -> LedgerViews {
+    let mut views = LedgerViews::new();
+    for event in events {
+        views.apply(event).expect("generated history applies");
+    }
+    views
+}
+
+#[tokio::test]
+async fn live_with_restarts_equals_rebuild_on_a_random_history() {
+    for seed in [1, 2] {
+        let mut generator = Generator::new(HistoryConfig::small(seed));
+        let mut ids = SplitMix64::new(seed);
+        let mut batches = Vec::new();
+        while let Some(batch) = generator.next_batch() {
+            batches.push((batch.stream.clone(), batch.to_new_events(&mut ids)));
+        }
+        assert!(generator.emitted() >= 4_000);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outcome = live_and_rebuilt(
+            MemoryStore::new(),
+            LedgerViews::new(),
+            batches,
+            CheckpointDir::open(dir.path()).expect("dir"),
+            Schedule {
+                restart_every: 401,
+                checkpoint_every: 997,
+            },
+        )
+        .await
+        .expect("both paths run");
+        assert!(outcome.restarts >= 5);
+        assert_eq!(outcome.live, outcome.rebuilt, "seed {seed}");
+    }
+}
+
+#[test]
+fn every_event_type_occurs_and_the_books_balance_at_every_position() {
+    let events = generated(HistoryConfig::small(3));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut views = LedgerViews::new();
+    for event in &events {
+        views.apply(event).expect("applies");
+        seen.insert(event.event_type.as_str().to_owned());
+        // Checked inside `post` already; checked here from the outside as well.
+        assert!(
+            views.journal.trial_balance().is_balanced(),
+            "at {}",
+            event.position
+        );
+    }
+    for expected in [
+        "AccountOpened",
+        "CreditsGranted",
+        "CreditsPurchased",
+        "CreditsSpent",
+        "CreditsExpired",
+        "PaymentReceived",
+        "PaymentRefunded",
+        "PaymentChargedBack",
+        "CommissionEarned",
+        "CommissionReversed",
+        "CommissionPlanPublished",
+        "PayoutScheduled",
+        "PayoutSent",
+        "PayoutFailed",
+        "PayoutRunCompleted",
+        "CommissionReleased",
+        "CommissionForfeited",
+        "DonationAllocated",
+    ] {
+        assert!(seen.contains(expected), "{expected} never generated");
+    }
+    // As-of queries read the past without changing the present.
+    let now = views.journal.balances();
+    let middle = Position::sequence(events.len() as u64 / 2);
+    let past = views.journal.trial_balance_as_of(AsOf::Position(middle));
+    assert!(past.is_balanced());
+    assert_ne!(past.rows.len(), 0);
+    assert_eq!(views.journal.balances(), now);
+    let rebuilt_to_middle = views_of(&events[..=events.len() / 2]);
+    assert_eq!(
+        rebuilt_to_middle.journal.balances(),
+        views.journal.balances_as_of(AsOf::Position(middle)),
+        "as-of equals a replay that stops there"
+    );
+}
+
+#[test]
+fn views_agree_with_each_other() {
+    let events = generated(HistoryConfig::small(4));
+    let views = views_of(&events);
+    let eur = Currency::EUR;
+    // Commissions payable in the journal equal earned − reversed − paid out per affiliate.
+    let at = views.last.expect("events applied").1;
+    for ((affiliate, currency), totals) in views.commissions.all_affiliate_totals(at) {
+        let payable = -views.journal.balance(
+            &AccountKey::of(AccountKind::CommissionsPayable, Some(affiliate)),
+            currency,
+        );
+        let scheduled: Decimal = views
+            .commissions
+            .runs()
+            .values()
+            .filter_map(|run| run.get(&affiliate))
+            .filter(|payout| payout.status != commissions::PayoutStatus::Failed)
+            .map(|payout| payout.amount.amount())
+            .sum();
+        assert_eq!(
+            payable,
+            totals.earned - totals.reversed - scheduled,
+            "affiliate {affiliate}"
+        );
+    }
+    // The cursor-based payables agree with the full scan, at every month end.
+    for period in views.commissions.runs().keys() {
+        let at = period.end();
+        let scanned = views.commissions.all_affiliate_totals(at);
+        let payables = views.commissions.payables_at(at);
+        for ((affiliate, currency), totals) in &scanned {
+            let payable = payables
+                .get(&(*affiliate, *currency))
+                .copied()
+                .unwrap_or_default();
+            assert_eq!(
+                payable.payable,
+                totals.payable - totals.owed,
+                "{affiliate} {period}"
+            );
+            assert_eq!(payable.held, totals.held, "{affiliate} {period}");
+        }
+    }
+    // Cash equals payments − refunds − sent payouts.
+    let received: Decimal = views
+        .commissions
+        .payments()
+        .map(|payment| payment.amount.amount())
+        .sum();
+    let refunded: Decimal = views
+        .commissions
+        .payments()
+        .flat_map(|payment| &payment.refunds)
+        .map(|refund| refund.amount.amount())
+        .sum();
+    let sent: Decimal = views
+        .commissions
+        .runs()
+        .values()
+        .flat_map(|run| run.values())
+        .filter(|payout| payout.status == commissions::PayoutStatus::Sent)
+        .map(|payout| payout.amount.amount())
+        .sum();
+    assert_eq!(
+        views
+            .journal
+            .balance(&AccountKey::of(AccountKind::Cash, None), eur),
+        received - refunded - sent
+    );
+    // Every payout was matched in full to commissions.
+    for run in views.commissions.runs().values() {
+        for payout in run.values() {
+            if payout.status == commissions::PayoutStatus::Failed {
+                continue;
+            }
+            let matched: Decimal = payout.commissions.iter().map(|(_, part)| *part).sum();
+            assert_eq!(matched - payout.settled_owed, payout.amount.amount());
+        }
+    }
+    // Network revenue of all members equals payments − refunds.
+    let members: Vec<_> = views
+        .network
+        .forest()
+        .members_in_order()
+        .map(|(account, _, _)| account)
+        .collect();
+    let revenue: Decimal = members
+        .iter()
+        .filter_map(|account| views.network.own_revenue(account).get(&eur).copied())
+        .sum();
+    assert_eq!(revenue, received - refunded);
+    // Subtree revenue of the roots plus their own covers everyone.
+    let roots_total: Decimal = views
+        .network
+        .forest()
+        .members_in_order()
+        .filter(|(_, referrer, _)| referrer.is_none())
+        .map(|(account, _, _)| {
+            views
+                .network
+                .subtree_revenue(&account)
+                .unwrap()
+                .get(&eur)
+                .copied()
+                .unwrap_or_default()
+                + views
+                    .network
+                    .own_revenue(&account)
+                    .get(&eur)
+                    .copied()
+                    .unwrap_or_default()
+        })
+        .sum();
+    assert_eq!(roots_total, revenue);
+    // Wallet balances equal issued − spent − expired.
+    let totals = views.wallets.totals();
+    let balances: u64 = members
+        .iter()
+        .filter_map(|account| views.wallets.wallet(account))
+        .map(|wallet| wallet.balance)
+        .sum();
+    assert_eq!(balances, totals.issued() - totals.spent - totals.expired);
+}
+
+#[tokio::test]
+async fn checkpointed_state_restores_to_identical_bytes() {
+    let store = MemoryStore::new();
+    let mut generator = Generator::new(HistoryConfig::small(5));
+    let mut ids = SplitMix64::new(5);
+    while let Some(batch) = generator.next_batch() {
+        store
+            .append(
+                &batch.stream,
+                ledger::store::ExpectedRevision::Any,
+                batch.to_new_events(&mut ids),
+            )
+            .await
+            .expect("append");
+    }
+    let (views, _) = rebuild_from_store(&store, LedgerViews::new(), &mut |_| {})
+        .await
+        .expect("rebuild");
+    let bytes = crate::projection::state_bytes(&views);
+    let mut restored = LedgerViews::new();
+    restored.decode_state(&bytes).expect("decode");
+    assert_eq!(crate::projection::state_bytes(&restored), bytes);
+    assert_eq!(restored.journal.balances(), views.journal.balances());
+}
+
+#[test]
+fn an_unbalanced_or_contradictory_event_stops_the_replay_naming_its_position() {
+    let mut events = generated(HistoryConfig::small(6));
+    let payout = events
+        .iter()
+        .position(|event| event.event_type.as_str() == "PayoutSent")
+        .expect("a payout was sent");
+    // Replay the same PayoutSent twice: the second contradicts the first.
+    let mut duplicate = events[payout].clone();
+    duplicate.position = Position::sequence(events.len() as u64);
+    events.push(duplicate);
+    let mut views = LedgerViews::new();
+    let mut failure = None;
+    for event in &events {
+        if let Err(error) = views.apply(event) {
+            failure = Some(error);
+            break;
+        }
+    }
+    let failure = failure.expect("the replay stops");
+    assert!(
+        failure
+            .to_string()
+            .contains(&format!("position {}", events.len() - 1)),
+        "{failure}"
+    );
+}
+
+#[test]
+fn batches_decoded_in_parallel_fold_exactly_like_one_by_one() {
+    let events = generated(HistoryConfig::small(8));
+    let one_by_one = views_of(&events);
+    let mut batched = LedgerViews::new();
+    for batch in events.chunks(3000) {
+        batched.apply_batch(batch).expect("applies");
+    }
+    assert_eq!(
+        crate::projection::state_bytes(&batched),
+        crate::projection::state_bytes(&one_by_one)
+    );
+}
+
+#[test]
+fn a_restriction_of_processing_takes_the_subject_out_of_analytics_only() {
+    use ledger::domain::events::{ProcessingRestricted, ProcessingRestrictionLifted};
+    use ledger::privacy::SubjectId;
+
+    let config = HistoryConfig::small(15);
+    let mut generator = Generator::new(config);
+    let mut recorder = Recorder::new(15);
+    let mut events = Vec::new();
+    let mut last = None;
+    while let Some(batch) = generator.next_batch() {
+        last = Some(batch.at);
+        recorder.record(&batch, &mut events);
+    }
+    let mut views = views_of(&events);
+    let total = |views: &LedgerViews| -> Decimal {
+        views
+            .network
+            .analytics()
+            .values()
+            .filter_map(|period| period.net_revenue.get(&Currency::EUR))
+            .sum()
+    };
+    let before = total(&views);
+    let cash = views
+        .journal
+        .balance(&AccountKey::of(AccountKind::Cash, None), Currency::EUR);
+    // The member who paid the most.
+    let payer = views
+        .network
+        .forest()
+        .members_in_order()
+        .map(|(account, _, _)| account)
+        .max_by_key(|account| {
+            views
+                .network
+                .own_revenue(account)
+                .get(&Currency::EUR)
+                .copied()
+        })
+        .expect("members");
+    let paid = views.network.own_revenue(&payer)[&Currency::EUR];
+    assert!(paid > Decimal::ZERO);
+    let at = last.expect("events");
+    let subject = SubjectId::new(payer.as_uuid());
+    let restrict = crate::history::Batch {
+        stream: ledger::store::StreamName::parse("privacy-test").unwrap(),
+        events: vec![DomainEvent::ProcessingRestricted(ProcessingRestricted {
+            request_id: SplitMix64::new(1).uuid(),
+            subject,
+            restricted_at: at,
+        })],
+        at,
+    };
+    let mut more = Vec::new();
+    recorder.record(&restrict, &mut more);
+    views.apply_batch(&more).expect("applies");
+    assert_eq!(total(&views), before - paid);
+    assert!(views.network.is_restricted(&payer));
+    assert_eq!(
+        views
+            .journal
+            .balance(&AccountKey::of(AccountKind::Cash, None), Currency::EUR),
+        cash,
+        "the books keep everything"
+    );
+    let lift = crate::history::Batch {
+        events: vec![DomainEvent::ProcessingRestrictionLifted(
+            ProcessingRestrictionLifted {
+                request_id: SplitMix64::new(2).uuid(),
+                subject,
+                lifted_at: at,
+            },
+        )],
+        ..restrict
+    };
+    let mut more = Vec::new();
+    recorder.record(&lift, &mut more);
+    views.apply_batch(&more).expect("applies");
+    assert_eq!(total(&views), before);
+}
