@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod locks;
 pub mod privacy;
+pub mod reports;
 pub mod server;
 pub mod store;
 pub mod tokens;

@@ -8,5 +8,6 @@ mod events;
 mod ledger;
 mod operations;
 mod privacy;
+mod reports;
 mod shutdown;
 mod support;
