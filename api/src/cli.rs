@@ -27,10 +27,13 @@ pub enum Command {
     Append(AppendArgs),
     /// Read events as JSON Lines: all of them, or one stream's.
     Read(ReadArgs),
-    /// Verify the hash chain of the log; exits non-zero if it does not verify.
+    /// Verify the log's files record by record, then replay it through every projection
+    /// (chain, trial balance, view invariants); exits non-zero naming the first
+    /// discrepancy.
     Verify(DataArgs),
-    /// Write a report (not yet available).
-    Report(DataArgs),
+    /// Write a finance report (payouts, trial-balance, donations, commissions) from a
+    /// replay of the log, as JSON or CSV.
+    Report(ReportArgs),
     /// Erase a data subject offline (the server stopped): record the request, destroy the
     /// keys of their personal data, print the proof as JSON.
     Erase(EraseArgs),
@@ -150,4 +153,43 @@ pub struct EraseArgs {
     /// The vault's master key file; `DATA/master.key` when not given.
     #[arg(long, env = "REFLEDGER_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportKind {
+    /// Who is owed or was paid what for `--period`.
+    Payouts,
+    /// Debits and credits per account, now or `--as-of` an instant or position.
+    TrialBalance,
+    /// Donations of `--period`, in aggregate.
+    Donations,
+    /// The commission statement of `--affiliate-id` for `--period`.
+    Commissions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormatArg {
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Which report.
+    #[arg(value_enum)]
+    pub kind: ReportKind,
+    /// The data directory.
+    #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// The calendar month, YYYY-MM (payouts, donations, commissions).
+    #[arg(long)]
+    pub period: Option<String>,
+    /// An RFC 3339 instant or a log position (trial-balance).
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// The affiliate's account id (commissions).
+    #[arg(long)]
+    pub affiliate_id: Option<String>,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: ReportFormatArg,
 }

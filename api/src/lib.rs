@@ -10,6 +10,7 @@ pub mod http;
 pub mod idempotency;
 pub mod keys;
 pub mod locks;
+pub mod offline;
 pub mod privacy;
 pub mod reports;
 pub mod server;

@@ -33,8 +33,8 @@ fn main() -> ExitCode {
             Command::Export(args) => api::export::run_export(args).await.map_err(Into::into),
             Command::Append(args) => api::export::run_append(args).await.map_err(Into::into),
             Command::Read(args) => api::export::run_read(args).await.map_err(Into::into),
-            Command::Verify(args) => verify(args).await,
-            Command::Report(_) => Err(not_yet("report")),
+            Command::Verify(args) => api::offline::run_verify(&args.data).await,
+            Command::Report(args) => report(args).await,
             Command::Erase(args) => erase(args).await,
             Command::Bench {
                 bench: Bench::Store { events, quick, dir },
@@ -50,17 +50,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// `verify`: prints the report as JSON; fails when the chain does not verify.
-async fn verify(args: api::cli::DataArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let opened = api::store::open(&args.data).await?;
-    let report = api::verify::verify_chain(opened.store.as_ref()).await?;
-    opened.close().await?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    if report.ok {
-        Ok(())
-    } else {
-        Err("the hash chain does not verify".into())
-    }
+/// `report`: the report on standard output.
+async fn report(args: api::cli::ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let text = api::offline::run_report(&args).await?;
+    print!("{text}");
+    Ok(())
 }
 
 /// `erase`: prints the erasure's proof as JSON.
@@ -92,8 +86,4 @@ async fn bench_store(
     print!("{}", bench::store::render_markdown(&report));
     println!("\n(total {:.1} s)", report.elapsed.as_secs_f64());
     Ok(())
-}
-
-fn not_yet(command: &str) -> Box<dyn std::error::Error> {
-    format!("`{command}` is not yet available in this build").into()
 }

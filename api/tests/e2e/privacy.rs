@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::support::{problem, TestServer};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_refledger");
+pub const BINARY: &str = env!("CARGO_BIN_EXE_refledger");
 
 async fn open_account(server: &TestServer, id: &str, email: &str, referral: Option<&str>) {
     let mut request = json!({
@@ -289,21 +289,21 @@ async fn restriction_is_recorded_once_and_can_be_lifted() {
 }
 
 /// A server process whose every output line is kept.
-struct Process {
+pub struct Process {
     child: Child,
-    base: String,
+    pub base: String,
     output: Arc<Mutex<String>>,
 }
 
-const BILLING: &str = "billing:canary-billing-secret-01";
-const AUDITOR: &str = "auditor:canary-auditor-secret-01";
-const PRIVACY: &str = "privacy:canary-privacy-secret-01";
+pub const BILLING: &str = "billing:canary-billing-secret-01";
+pub const AUDITOR: &str = "auditor:canary-auditor-secret-01";
+pub const PRIVACY: &str = "privacy:canary-privacy-secret-01";
 
-fn bearer(token: &str) -> String {
+pub fn bearer(token: &str) -> String {
     format!("Bearer {}", token.split_once(':').unwrap().1)
 }
 
-fn spawn(data: &Path) -> Process {
+pub fn spawn(data: &Path) -> Process {
     let mut child = Command::new(BINARY)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
@@ -350,7 +350,7 @@ fn spawn(data: &Path) -> Process {
     }
 }
 
-fn stop(process: &mut Process) -> String {
+pub fn stop(process: &mut Process) -> String {
     let status = Command::new("kill")
         .args(["-TERM", &process.child.id().to_string()])
         .status()

@@ -275,3 +275,110 @@ async fn reports_refuse_other_roles_and_bad_queries() {
     assert_eq!(problem(response).await["type"], "account_not_found");
     server.stop().await;
 }
+
+fn refledger(args: &[&str], data: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(crate::privacy::BINARY)
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn report_and_verify_commands_read_the_data_directory_and_verify_names_corruption() {
+    use crate::privacy::{bearer, spawn, stop, BILLING};
+    let data = tempfile::tempdir().unwrap();
+    let mut process = spawn(data.path());
+    let client = reqwest::Client::new();
+    let mut code = None;
+    let mut ids = Vec::new();
+    for name in ["Vera", "Walt"] {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut request =
+            json!({"account_id": id, "name": name, "email": format!("{name}@example.org")});
+        if let Some(code) = &code {
+            request["referral_code"] = json!(code);
+        }
+        let response = client
+            .post(format!("{}/v1/accounts", process.base))
+            .header("authorization", bearer(BILLING))
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        code = Some(body["referral_code"].as_str().unwrap().to_owned());
+        ids.push(id);
+    }
+    let response = client
+        .post(format!("{}/v1/payments", process.base))
+        .header("authorization", bearer(BILLING))
+        .json(
+            &json!({"payment_id": "pi_cli", "account_id": ids[1], "kind": "subscription",
+                      "amount": "100.00", "currency": "EUR", "paid_at": "2026-01-03T10:00:00Z"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    stop(&mut process);
+
+    let verified = refledger(&["verify"], data.path());
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(stdout.lines().last() == Some("ok"), "{stdout}");
+    assert!(
+        stdout.contains("files: 6 events") || stdout.contains("files: "),
+        "{stdout}"
+    );
+
+    let statement = refledger(
+        &[
+            "report",
+            "commissions",
+            "--affiliate-id",
+            &ids[0],
+            "--period",
+            "2026-01",
+            "--format",
+            "csv",
+        ],
+        data.path(),
+    );
+    assert!(
+        statement.status.success(),
+        "{}",
+        String::from_utf8_lossy(&statement.stderr)
+    );
+    let csv = String::from_utf8_lossy(&statement.stdout);
+    assert!(csv.contains("pi_cli") && csv.contains("20.00"), "{csv}");
+    let trial = refledger(&["report", "trial-balance"], data.path());
+    let trial: Value = serde_json::from_slice(&trial.stdout).unwrap();
+    assert_eq!(trial["balanced"], true);
+    let missing = refledger(&["report", "payouts"], data.path());
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--period"));
+
+    // One flipped bit inside the first record: verify fails and says where.
+    let segment = std::fs::read_dir(data.path().join("log").join("log"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .expect("a segment file");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[40] ^= 0x01;
+    std::fs::write(&segment, bytes).unwrap();
+    let corrupt = refledger(&["verify"], data.path());
+    assert!(!corrupt.status.success());
+    let stderr = String::from_utf8_lossy(&corrupt.stderr);
+    assert!(
+        stderr.contains("corrupt") && stderr.contains(".seg"),
+        "{stderr}"
+    );
+}
