@@ -46,6 +46,19 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum Bench {
+    /// The HTTP API on the durable file store: credits/spend and payments under
+    /// concurrent connections, next to a trivial axum endpoint (the stack's ceiling).
+    Api {
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds per workload per round.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Directory for the benchmark's data (a temporary directory inside it).
+        #[arg(long, default_value = "target/bench")]
+        dir: PathBuf,
+    },
     /// The embedded file log against SQLite (WAL, synchronous=FULL), side by side.
     Store {
         /// Events in the large log that is read back and reopened.

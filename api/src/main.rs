@@ -39,6 +39,14 @@ fn main() -> ExitCode {
             Command::Bench {
                 bench: Bench::Store { events, quick, dir },
             } => bench_store(events, quick, dir).await,
+            Command::Bench {
+                bench:
+                    Bench::Api {
+                        connections,
+                        seconds,
+                        dir,
+                    },
+            } => bench_api(connections, seconds, dir).await,
         }
     });
     match result {
@@ -61,6 +69,24 @@ async fn report(args: api::cli::ReportArgs) -> Result<(), Box<dyn std::error::Er
 async fn erase(args: api::cli::EraseArgs) -> Result<(), Box<dyn std::error::Error>> {
     let erased = api::privacy::run_erase(&args).await?;
     println!("{}", serde_json::to_string_pretty(&erased)?);
+    Ok(())
+}
+
+/// `bench api`: the API against a trivial axum endpoint, as a Markdown table.
+async fn bench_api(
+    connections: usize,
+    seconds: u64,
+    dir: std::path::PathBuf,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let options = bench::api::ApiBenchOptions {
+        connections,
+        seconds,
+        dir,
+    };
+    let report = bench::api::run(options)
+        .await
+        .map_err(|error| format!("benchmark failed: {error}"))?;
+    print!("{}", bench::api::render_markdown(&report));
     Ok(())
 }
 

@@ -1,3 +1,4 @@
 //! Benchmarks: measured speed, never asserted in tests. Run with `refledger bench ...`.
 
+pub mod api;
 pub mod store;
