@@ -216,8 +216,14 @@ async fn trivial_server() -> BenchResult<(std::net::SocketAddr, oneshot::Sender<
     Ok((address, stop))
 }
 
+/// A random-looking (version 4) account id, the same for the same kind and worker:
+/// referral codes derive from the id's bits, so ids must differ all over.
 fn account_id(kind: u8, worker: usize) -> String {
-    format!("b3c40000-0000-4000-8{kind:03x}-{worker:012x}")
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("bench-{kind}-{worker}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
 pub async fn run(options: ApiBenchOptions) -> BenchResult<ApiBenchReport> {
