@@ -223,7 +223,9 @@ fn account_id(kind: u8, worker: usize) -> String {
     let digest = sha2::Sha256::digest(format!("bench-{kind}-{worker}").as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 pub async fn run(options: ApiBenchOptions) -> BenchResult<ApiBenchReport> {
