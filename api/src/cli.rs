@@ -27,12 +27,16 @@ pub enum Command {
     Append(AppendArgs),
     /// Read events as JSON Lines: all of them, or one stream's.
     Read(ReadArgs),
-    /// Verify the hash chain of the log; exits non-zero if it does not verify.
+    /// Verify the log's files record by record, then replay it through every projection
+    /// (chain, trial balance, view invariants); exits non-zero naming the first
+    /// discrepancy.
     Verify(DataArgs),
-    /// Write a report (not yet available).
-    Report(DataArgs),
-    /// Erase a data subject's personal data (not yet available).
-    Erase(DataArgs),
+    /// Write a finance report (payouts, trial-balance, donations, commissions) from a
+    /// replay of the log, as JSON or CSV.
+    Report(ReportArgs),
+    /// Erase a data subject offline (the server stopped): record the request, destroy the
+    /// keys of their personal data, print the proof as JSON.
+    Erase(EraseArgs),
     /// Copy every event of the embedded log, in order and keeping ids, into a KurrentDB
     /// cluster or another data directory, then verify counts, every event and chain heads.
     Migrate(MigrateArgs),
@@ -72,6 +76,19 @@ pub struct SimulateArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Bench {
+    /// The HTTP API on the durable file store: credits/spend and payments under
+    /// concurrent connections, next to a trivial axum endpoint (the stack's ceiling).
+    Api {
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds per workload per round.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Directory for the benchmark's data (a temporary directory inside it).
+        #[arg(long, default_value = "target/bench")]
+        dir: PathBuf,
+    },
     /// The embedded file log against SQLite (WAL, synchronous=FULL), side by side.
     Store {
         /// Events in the large log that is read back and reopened.
@@ -210,4 +227,59 @@ pub struct ReadArgs {
     /// Most events to print.
     #[arg(long, env = "REFLEDGER_LIMIT", default_value_t = 100)]
     pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    /// The data directory.
+    #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// The account (data subject) to erase.
+    #[arg(long)]
+    pub account: uuid::Uuid,
+    /// The privacy officer's id for the request: running it again changes nothing.
+    #[arg(long)]
+    pub request_id: uuid::Uuid,
+    /// The vault's master key file; `DATA/master.key` when not given.
+    #[arg(long, env = "REFLEDGER_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportKind {
+    /// Who is owed or was paid what for `--period`.
+    Payouts,
+    /// Debits and credits per account, now or `--as-of` an instant or position.
+    TrialBalance,
+    /// Donations of `--period`, in aggregate.
+    Donations,
+    /// The commission statement of `--affiliate-id` for `--period`.
+    Commissions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormatArg {
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Which report.
+    #[arg(value_enum)]
+    pub kind: ReportKind,
+    /// The data directory.
+    #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// The calendar month, YYYY-MM (payouts, donations, commissions).
+    #[arg(long)]
+    pub period: Option<String>,
+    /// An RFC 3339 instant or a log position (trial-balance).
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// The affiliate's account id (commissions).
+    #[arg(long)]
+    pub affiliate_id: Option<String>,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: ReportFormatArg,
 }

@@ -33,10 +33,10 @@ fn main() -> ExitCode {
             Command::Export(args) => api::export::run_export(args).await.map_err(Into::into),
             Command::Append(args) => api::export::run_append(args).await.map_err(Into::into),
             Command::Read(args) => api::export::run_read(args).await.map_err(Into::into),
-            Command::Verify(args) => verify(args).await,
+            Command::Verify(args) => api::offline::run_verify(&args.data).await,
             Command::Migrate(args) => migrate(args).await,
-            Command::Report(_) => Err(not_yet("report")),
-            Command::Erase(_) => Err(not_yet("erase")),
+            Command::Report(args) => report(args).await,
+            Command::Erase(args) => erase(args).await,
             Command::Bench {
                 bench: Bench::Store { events, quick, dir },
             } => bench_store(events, quick, dir).await,
@@ -73,6 +73,14 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Simulate(args) => simulate(args).await,
+            Command::Bench {
+                bench:
+                    Bench::Api {
+                        connections,
+                        seconds,
+                        dir,
+                    },
+            } => bench_api(connections, seconds, dir).await,
         }
     });
     match result {
@@ -84,17 +92,36 @@ fn main() -> ExitCode {
     }
 }
 
-/// `verify`: prints the report as JSON; fails when the chain does not verify.
-async fn verify(args: api::cli::DataArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let opened = api::store::open(&args.data).await?;
-    let report = api::verify::verify_chain(opened.store.as_ref()).await?;
-    opened.close().await?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    if report.ok {
-        Ok(())
-    } else {
-        Err("the hash chain does not verify".into())
-    }
+/// `report`: the report on standard output.
+async fn report(args: api::cli::ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let text = api::offline::run_report(&args).await?;
+    print!("{text}");
+    Ok(())
+}
+
+/// `erase`: prints the erasure's proof as JSON.
+async fn erase(args: api::cli::EraseArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let erased = api::privacy::run_erase(&args).await?;
+    println!("{}", serde_json::to_string_pretty(&erased)?);
+    Ok(())
+}
+
+/// `bench api`: the API against a trivial axum endpoint, as a Markdown table.
+async fn bench_api(
+    connections: usize,
+    seconds: u64,
+    dir: std::path::PathBuf,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let options = bench::api::ApiBenchOptions {
+        connections,
+        seconds,
+        dir,
+    };
+    let report = bench::api::run(options)
+        .await
+        .map_err(|error| format!("benchmark failed: {error}"))?;
+    print!("{}", bench::api::render_markdown(&report));
+    Ok(())
 }
 
 /// `simulate`: writes the history, then prints its summary (text or JSON).
@@ -189,8 +216,4 @@ async fn bench_store(
     print!("{}", bench::store::render_markdown(&report));
     println!("\n(total {:.1} s)", report.elapsed.as_secs_f64());
     Ok(())
-}
-
-fn not_yet(command: &str) -> Box<dyn std::error::Error> {
-    format!("`{command}` is not yet available in this build").into()
 }

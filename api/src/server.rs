@@ -117,13 +117,29 @@ pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeE
 /// The key vault of the data directory (`DATA/vault`), under the master key of
 /// `--master-key-file`, or of `DATA/master.key`, generated there on first start.
 fn open_vault(args: &ServeArgs) -> Result<Arc<dyn KeyVault>, ServeError> {
+    open_data_vault(&args.data, args.master_key_file.as_deref(), true)
+}
+
+/// The key vault of the data directory `data`, under the master key in `master_key_file`
+/// or `DATA/master.key`. With `create`, a missing `DATA/master.key` is generated (first
+/// start of a server); without, it is an error (an offline command on existing data).
+pub fn open_data_vault(
+    data: &std::path::Path,
+    master_key_file: Option<&std::path::Path>,
+    create: bool,
+) -> Result<Arc<dyn KeyVault>, ServeError> {
     let config = |error: ledger::privacy::PrivacyError| ServeError::Config(error.to_string());
-    let master = match &args.master_key_file {
+    let master = match master_key_file {
         Some(path) => MasterKey::from_file(path).map_err(config)?,
         None => {
-            let path = args.data.join(MASTER_KEY_FILE_NAME);
+            let path = data.join(MASTER_KEY_FILE_NAME);
             if path.exists() {
                 MasterKey::from_file(&path).map_err(config)?
+            } else if !create {
+                return Err(ServeError::Config(format!(
+                    "no master key: {} does not exist; name the key with --master-key-file",
+                    path.display()
+                )));
             } else {
                 let master = MasterKey::generate().map_err(config)?;
                 write_private(&path, master.to_base64().as_bytes()).map_err(|source| {
@@ -141,7 +157,7 @@ fn open_vault(args: &ServeArgs) -> Result<Arc<dyn KeyVault>, ServeError> {
             }
         }
     };
-    let vault = DirVault::open(args.data.join(VAULT_DIR_NAME), master).map_err(config)?;
+    let vault = DirVault::open(data.join(VAULT_DIR_NAME), master).map_err(config)?;
     Ok(Arc::new(vault))
 }
 

@@ -54,6 +54,10 @@ policy!(
     FinanceOrAuditor => [Finance, Auditor]
 );
 policy!(
+    /// An affiliate's commissions: the billing service and finance.
+    BillingOrFinance => [Billing, Finance]
+);
+policy!(
     /// Erasure, export, restriction and personal data.
     PrivacyOnly => [Privacy]
 );

@@ -10,6 +10,8 @@ pub mod metrics;
 pub mod openapi;
 pub mod payments;
 pub mod payouts;
+pub mod privacy;
+pub mod reports;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub stream_locks: Arc<KeyedLocks>,
     pub fingerprinter: Arc<Fingerprinter>,
     pub metrics: Arc<Metrics>,
+    /// The read model of commissions and reports, caught up on every read.
+    pub views: crate::reports::ReportViews,
     /// Set when shutdown begins: `/readyz` turns 503 so load balancers stop sending.
     pub draining: Arc<AtomicBool>,
 }
@@ -65,6 +69,7 @@ impl AppState {
             stream_locks: Arc::new(KeyedLocks::default()),
             fingerprinter: Arc::new(Fingerprinter::new(random_key())),
             metrics,
+            views: crate::reports::ReportViews::default(),
             draining: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -92,6 +97,8 @@ pub fn app(state: AppState) -> Router {
         .merge(accounts::router())
         .merge(payments::router())
         .merge(payouts::router())
+        .merge(privacy::router())
+        .merge(reports::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

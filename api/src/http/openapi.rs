@@ -33,6 +33,15 @@ use super::AppState;
         super::payments::refund_payment,
         super::payouts::run_payouts,
         super::payouts::publish_plan,
+        super::reports::account_commissions,
+        super::reports::payouts,
+        super::reports::trial_balance,
+        super::reports::donations,
+        super::reports::commissions,
+        super::privacy::request_erasure,
+        super::privacy::export,
+        super::privacy::restriction,
+        super::privacy::requests,
         metrics_doc,
         openapi_doc,
     ),
@@ -42,8 +51,9 @@ use super::AppState;
         (name = "operations", description = "Probes, metrics and this description"),
         (name = "auditor", description = "The raw event log (role auditor)"),
         (name = "billing", description = "Accounts, credits, payments and refunds (role billing)"),
-        (name = "finance", description = "Payout runs (role finance)"),
+        (name = "finance", description = "Payout runs (role finance) and reports (finance, auditor)"),
         (name = "admin", description = "The commission plan (role admin)"),
+        (name = "privacy", description = "Erasure, export and restriction of processing (role privacy)"),
     )
 )]
 pub struct ApiDoc;

@@ -164,21 +164,6 @@ fn a_bad_token_flag_is_refused_at_start() {
     assert!(stderr.contains("unknown role"), "{stderr}");
 }
 
-#[test]
-fn commands_not_built_yet_say_so_and_fail() {
-    let data = tempfile::tempdir().unwrap();
-    for command in ["report", "erase"] {
-        let output = Command::new(BINARY)
-            .args([command, "--data"])
-            .arg(data.path())
-            .output()
-            .unwrap();
-        assert!(!output.status.success(), "{command}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("not yet available"), "{command}: {stderr}");
-    }
-}
-
 #[tokio::test]
 async fn serve_demo_loads_the_demo_data_on_first_run() {
     let data = tempfile::tempdir().unwrap();

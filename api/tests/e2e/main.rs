@@ -7,5 +7,7 @@ mod errors;
 mod events;
 mod ledger;
 mod operations;
+mod privacy;
+mod reports;
 mod shutdown;
 mod support;
