@@ -1,6 +1,10 @@
 //! Runs the projections scale benchmark: `cargo run --release -p projections --example
 //! projections_bench -- [--quick]`. The binary's `bench` command calls the same function.
 
+/// The same allocator as the `refledger` binary, so the benchmark measures what it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
     let config = if quick {
