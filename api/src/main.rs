@@ -8,6 +8,12 @@ use clap::Parser as _;
 
 use api::cli::{Bench, Cli, Command};
 
+/// mimalloc instead of glibc's allocator: a rebuild allocates and frees millions of small
+/// records, and glibc spent about a quarter of it in `malloc`/`free` (fragmented heap,
+/// `malloc_consolidate`); see docs/BENCHMARKS.md, Projections.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
