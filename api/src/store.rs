@@ -7,8 +7,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use ledger::store::file::{FileStore, FileStoreOptions};
 use ledger::store::{
-    AppendOutcome, ChainScope, Direction, EventStore, ExpectedRevision, NewEvent, Position,
-    RecordedEvent, StoreError, StreamFrom, StreamName, StreamState, Subscription,
+    AppendOutcome, ChainScope, Direction, EventStore, ExpectedRevision, IdScope, NewEvent,
+    Position, RecordedEvent, StoreError, StreamFrom, StreamName, StreamState, Subscription,
 };
 
 use crate::http::metrics::Metrics;
@@ -174,5 +174,9 @@ impl EventStore for MeteredStore {
 
     fn chain_scope(&self) -> ChainScope {
         self.inner.chain_scope()
+    }
+
+    fn id_scope(&self) -> IdScope {
+        self.inner.id_scope()
     }
 }
