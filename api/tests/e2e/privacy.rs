@@ -370,6 +370,15 @@ pub fn stop(process: &mut Process) -> String {
     process.output.lock().unwrap().clone()
 }
 
+/// A read answered "as of now" says when now was; that, not a number, differs between two
+/// reads.
+fn without_clock(mut body: Value) -> Value {
+    if let Some(object) = body.as_object_mut() {
+        object.remove("as_of");
+    }
+    body
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -488,6 +497,30 @@ async fn after_erasure_no_canary_is_in_any_response_file_or_log_line() {
         assert!(found.contains(&value.as_str()), "the export shows {value}");
     }
 
+    // The numbers, which erasure must leave exactly as they were.
+    let numbers = [
+        (AUDITOR, "/v1/reports/trial-balance".to_owned()),
+        (AUDITOR, "/v1/reports/payouts?period=2026-10".to_owned()),
+        (
+            AUDITOR,
+            format!("/v1/reports/commissions?affiliate_id={referrer}&period=2026-10"),
+        ),
+        (AUDITOR, "/v1/reports/donations?period=2026-10".to_owned()),
+        (BILLING, format!("/v1/accounts/{referrer}/commissions")),
+        (BILLING, format!("/v1/accounts/{person}/credits")),
+    ];
+    let mut numbers_before = Vec::new();
+    for (role, path) in &numbers {
+        let response = send(role, client.get(url(path))).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        numbers_before.push(without_clock(response.json::<Value>().await.unwrap()));
+    }
+    let commissions: &Value = &numbers_before[4];
+    assert!(
+        commissions.to_string().contains("pi_canary_1"),
+        "the referrer earned a commission on the erased member's payment: {commissions}"
+    );
+
     let response = send(PRIVACY, client.post(url("/v1/privacy/erasures")))
         .json(&json!({"account_id": person, "request_id": uuid(0xee)}))
         .send()
@@ -496,6 +529,17 @@ async fn after_erasure_no_canary_is_in_any_response_file_or_log_line() {
     assert_eq!(response.status(), StatusCode::CREATED);
     let mut seen: Vec<(String, Vec<u8>)> =
         vec![("erasure".into(), response.bytes().await.unwrap().to_vec())];
+
+    // Erasure changed no number: balances, commissions (still attributed to the erased
+    // member's payment), payouts, donations and credits read exactly as before.
+    for ((role, path), before) in numbers.iter().zip(&numbers_before) {
+        let response = send(role, client.get(url(path))).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let body = response.bytes().await.unwrap().to_vec();
+        let after = without_clock(serde_json::from_slice(&body).unwrap());
+        assert_eq!(&after, before, "erasure changed {path}");
+        seen.push((path.clone(), body));
+    }
 
     let gets = [
         (BILLING, format!("/v1/accounts/{person}")),
@@ -517,7 +561,7 @@ async fn after_erasure_no_canary_is_in_any_response_file_or_log_line() {
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         seen.push((path.clone(), response.bytes().await.unwrap().to_vec()));
     }
-    let events: Value = serde_json::from_slice(&seen[9].1).unwrap();
+    let events: Value = serde_json::from_slice(&seen[numbers.len() + 9].1).unwrap();
     assert!(
         !events["has_more"].as_bool().unwrap(),
         "one page holds the log"
