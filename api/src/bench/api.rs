@@ -348,9 +348,10 @@ pub async fn run(options: ApiBenchOptions) -> BenchResult<ApiBenchReport> {
         let pay: std::sync::Arc<MakeRequest> = std::sync::Arc::new(move |worker, n| {
             let body = serde_json::json!({
                 "payment_id": format!("pi_bench_{round}_{worker}_{n}"),
-                "account_id": account_id(3, worker), "kind": "credit_pack",
+                // A subscription payment: a credit pack would add a grant per request and
+                // soon meet the ledger's limit on active grants per account.
+                "account_id": account_id(3, worker), "kind": "subscription",
                 "amount": "19.99", "currency": "EUR", "paid_at": "2026-10-03T10:00:00Z",
-                "credits": 100,
             });
             ("/v1/payments".to_owned(), body.to_string().into_bytes())
         });
