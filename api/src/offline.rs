@@ -20,7 +20,7 @@ use projections::Progress;
 use crate::cli::{ReportArgs, ReportFormatArg, ReportKind};
 use crate::http::events::parse_position;
 use crate::http::metrics::Metrics;
-use crate::store::{MeteredStore, LOG_DIR_NAME};
+use crate::store::LOG_DIR_NAME;
 
 type Failure = Box<dyn std::error::Error>;
 
@@ -111,7 +111,7 @@ pub async fn run_verify(data: &std::path::Path) -> Result<(), Failure> {
         );
     }
     let opened = crate::store::open(data).await?;
-    let store = MeteredStore::new(opened.store.clone(), Arc::new(Metrics::default()));
+    let store = crate::store::metered(opened.store.clone(), Arc::new(Metrics::default()));
     let mut reporter = Reporter::new("verifying");
     let verified =
         projections::verify::verify_store(&store, None, &mut |progress| reporter.update(progress))
@@ -134,7 +134,7 @@ pub async fn run_verify(data: &std::path::Path) -> Result<(), Failure> {
 /// `report KIND --data DIR [--format csv|json]`: the report, as the API serves it.
 pub async fn run_report(args: &ReportArgs) -> Result<String, Failure> {
     let opened = crate::store::open(&args.data).await?;
-    let store = MeteredStore::new(opened.store.clone(), Arc::new(Metrics::default()));
+    let store = crate::store::metered(opened.store.clone(), Arc::new(Metrics::default()));
     let mut reporter = Reporter::new("replaying");
     let rebuilt = projections::rebuild_from_store(&store, LedgerViews::new(), &mut |progress| {
         reporter.update(progress)

@@ -307,7 +307,7 @@ pub async fn run_erase(
 ) -> Result<ErasureResponse, Box<dyn std::error::Error>> {
     let vault = crate::server::open_data_vault(&args.data, args.master_key_file.as_deref(), false)?;
     let opened = crate::store::open(&args.data).await?;
-    let metered = MeteredStore::new(
+    let metered = crate::store::metered(
         opened.store.clone(),
         std::sync::Arc::new(crate::http::metrics::Metrics::default()),
     );

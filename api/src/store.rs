@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use ledger::store::file::{FileStore, FileStoreOptions};
+use ledger::store::intercept::{AppendHook, Intercepted};
 use ledger::store::{
-    AppendOutcome, ChainScope, Direction, EventStore, ExpectedRevision, IdScope, NewEvent,
-    Position, RecordedEvent, StoreError, StreamFrom, StreamName, StreamState, Subscription,
+    AppendOutcome, EventStore, ExpectedRevision, NewEvent, StoreError, StreamName,
 };
 
 use crate::http::metrics::Metrics;
@@ -104,79 +104,37 @@ impl OpenedStore {
     }
 }
 
-/// A store that records every append in the metrics.
-#[derive(Clone)]
-pub struct MeteredStore {
-    inner: Arc<dyn EventStore>,
-    metrics: Arc<Metrics>,
+/// The server's store: every append recorded in the metrics.
+pub type MeteredStore = Intercepted<Arc<dyn EventStore>, AppendMetrics>;
+
+/// Wraps `store` so its appends are recorded in `metrics`.
+pub fn metered(store: Arc<dyn EventStore>, metrics: Arc<Metrics>) -> MeteredStore {
+    Intercepted::new(store, AppendMetrics(metrics))
 }
 
-impl MeteredStore {
-    pub fn new(inner: Arc<dyn EventStore>, metrics: Arc<Metrics>) -> MeteredStore {
-        MeteredStore { inner, metrics }
-    }
-}
+/// Times each append and counts it by result.
+#[derive(Clone)]
+pub struct AppendMetrics(Arc<Metrics>);
 
 #[async_trait]
-impl EventStore for MeteredStore {
+impl AppendHook<Arc<dyn EventStore>> for AppendMetrics {
     async fn append(
         &self,
+        inner: &Arc<dyn EventStore>,
         stream: &StreamName,
         expected: ExpectedRevision,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
         let started = Instant::now();
         let count = events.len();
-        let result = self.inner.append(stream, expected, events).await;
+        let result = inner.append(stream, expected, events).await;
         let label = match &result {
             Ok(_) => "ok",
             Err(StoreError::WrongExpectedVersion { .. }) => "wrong_expected_version",
             Err(StoreError::IdempotencyConflict { .. }) => "idempotency_conflict",
             Err(_) => "error",
         };
-        self.metrics.observe_append(label, count, started.elapsed());
+        self.0.observe_append(label, count, started.elapsed());
         result
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamName,
-        from: StreamFrom,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, from, direction, limit).await
-    }
-
-    async fn read_all(
-        &self,
-        from: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(from, limit).await
-    }
-
-    async fn stream_state(&self, stream: &StreamName) -> Result<StreamState, StoreError> {
-        self.inner.stream_state(stream).await
-    }
-
-    async fn head(&self) -> Result<Option<Position>, StoreError> {
-        self.inner.head().await
-    }
-
-    fn subscribe_all(&self, from: Position) -> Subscription {
-        self.inner.subscribe_all(from)
-    }
-
-    async fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush().await
-    }
-
-    fn chain_scope(&self) -> ChainScope {
-        self.inner.chain_scope()
-    }
-
-    fn id_scope(&self) -> IdScope {
-        self.inner.id_scope()
     }
 }

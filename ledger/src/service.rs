@@ -1014,8 +1014,9 @@ mod tests {
     use crate::domain::postings::{postings, Side};
     use crate::domain::scenario::{at, eur};
     use crate::domain::{Credits, Money, Period};
+    use crate::store::intercept::{AppendHook, Intercepted};
     use crate::store::memory::MemoryStore;
-    use crate::store::{AppendOutcome, NewEvent, Subscription};
+    use crate::store::{AppendOutcome, NewEvent};
 
     fn id(n: u8) -> AccountId {
         AccountId::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}")).unwrap()
@@ -1258,11 +1259,13 @@ mod tests {
         // The first attempt crashes after the payment append, before the purchase.
         let inner = MemoryStore::new();
         let failing = Arc::new(AtomicBool::new(true));
-        let flaky = FlakyStore {
-            inner: inner.clone(),
-            failing: failing.clone(),
-            fails: account_updates,
-        };
+        let flaky: FlakyStore = Intercepted::new(
+            inner.clone(),
+            Flaky {
+                failing: failing.clone(),
+                fails: account_updates,
+            },
+        );
         let ledger = Ledger::new(flaky, LedgerConfig::default(), vault());
         chain(&ledger, 1).await;
         let pack = RecordPayment {
@@ -1310,13 +1313,14 @@ mod tests {
         );
     }
 
-    /// A store whose appends that `fails` picks fail while `failing` is set: a crash
-    /// between the appends of a command.
-    struct FlakyStore {
-        inner: MemoryStore,
+    /// Appends that `fails` picks fail while `failing` is set: a crash between the appends
+    /// of a command.
+    struct Flaky {
         failing: Arc<AtomicBool>,
         fails: fn(&StreamName, &[NewEvent]) -> bool,
     }
+
+    type FlakyStore = Intercepted<MemoryStore, Flaky>;
 
     /// Appends of anything but a signup to account streams.
     fn account_updates(stream: &StreamName, events: &[NewEvent]) -> bool {
@@ -1327,9 +1331,10 @@ mod tests {
     }
 
     #[async_trait]
-    impl EventStore for FlakyStore {
+    impl AppendHook<MemoryStore> for Flaky {
         async fn append(
             &self,
+            inner: &MemoryStore,
             stream: &StreamName,
             expected: ExpectedRevision,
             events: Vec<NewEvent>,
@@ -1339,50 +1344,24 @@ mod tests {
                     reason: "simulated crash".to_owned(),
                 });
             }
-            self.inner.append(stream, expected, events).await
-        }
-        async fn read_stream(
-            &self,
-            stream: &StreamName,
-            from: StreamFrom,
-            direction: Direction,
-            limit: usize,
-        ) -> Result<Vec<RecordedEvent>, StoreError> {
-            self.inner.read_stream(stream, from, direction, limit).await
-        }
-        async fn read_all(
-            &self,
-            from: Position,
-            limit: usize,
-        ) -> Result<Vec<RecordedEvent>, StoreError> {
-            self.inner.read_all(from, limit).await
-        }
-        async fn stream_state(&self, stream: &StreamName) -> Result<StreamState, StoreError> {
-            self.inner.stream_state(stream).await
-        }
-        async fn head(&self) -> Result<Option<Position>, StoreError> {
-            self.inner.head().await
-        }
-        fn subscribe_all(&self, from: Position) -> Subscription {
-            self.inner.subscribe_all(from)
-        }
-        async fn flush(&self) -> Result<(), StoreError> {
-            self.inner.flush().await
+            inner.append(stream, expected, events).await
         }
     }
 
     #[tokio::test]
     async fn a_signup_that_crashed_after_recording_the_referral_completes_on_retry() {
         let failing = Arc::new(AtomicBool::new(false));
-        let flaky = FlakyStore {
-            inner: MemoryStore::new(),
-            failing: failing.clone(),
-            fails: |_, events| {
-                events
-                    .iter()
-                    .any(|event| event.event_type.as_str() == "AccountOpened")
+        let flaky: FlakyStore = Intercepted::new(
+            MemoryStore::new(),
+            Flaky {
+                failing: failing.clone(),
+                fails: |_, events| {
+                    events
+                        .iter()
+                        .any(|event| event.event_type.as_str() == "AccountOpened")
+                },
             },
-        };
+        );
         let ledger = Ledger::new(flaky, LedgerConfig::default(), vault());
         chain(&ledger, 1).await;
         failing.store(true, Ordering::SeqCst);
@@ -1430,56 +1409,28 @@ mod tests {
         assert_eq!(referrer.referrals.len(), 1);
     }
 
-    /// A store that lets another writer append to a stream just before our first append.
-    struct RacingStore {
-        inner: MemoryStore,
+    /// Lets another writer append to a stream just before our first append.
+    struct Racing {
         raced: AtomicBool,
         rival: Arc<dyn Fn() -> (StreamName, NewEvent) + Send + Sync>,
     }
 
     #[async_trait]
-    impl EventStore for RacingStore {
+    impl AppendHook<MemoryStore> for Racing {
         async fn append(
             &self,
+            inner: &MemoryStore,
             stream: &StreamName,
             expected: ExpectedRevision,
             events: Vec<NewEvent>,
         ) -> Result<AppendOutcome, StoreError> {
             if !self.raced.swap(true, Ordering::SeqCst) {
                 let (rival_stream, rival_event) = (self.rival)();
-                self.inner
+                inner
                     .append(&rival_stream, ExpectedRevision::Any, vec![rival_event])
                     .await?;
             }
-            self.inner.append(stream, expected, events).await
-        }
-        async fn read_stream(
-            &self,
-            stream: &StreamName,
-            from: StreamFrom,
-            direction: Direction,
-            limit: usize,
-        ) -> Result<Vec<RecordedEvent>, StoreError> {
-            self.inner.read_stream(stream, from, direction, limit).await
-        }
-        async fn read_all(
-            &self,
-            from: Position,
-            limit: usize,
-        ) -> Result<Vec<RecordedEvent>, StoreError> {
-            self.inner.read_all(from, limit).await
-        }
-        async fn stream_state(&self, stream: &StreamName) -> Result<StreamState, StoreError> {
-            self.inner.stream_state(stream).await
-        }
-        async fn head(&self) -> Result<Option<Position>, StoreError> {
-            self.inner.head().await
-        }
-        fn subscribe_all(&self, from: Position) -> Subscription {
-            self.inner.subscribe_all(from)
-        }
-        async fn flush(&self) -> Result<(), StoreError> {
-            self.inner.flush().await
+            inner.append(stream, expected, events).await
         }
     }
 
@@ -1520,11 +1471,13 @@ mod tests {
             )
         });
         let racing = Ledger::new(
-            RacingStore {
+            Intercepted::new(
                 inner,
-                raced: AtomicBool::new(false),
-                rival,
-            },
+                Racing {
+                    raced: AtomicBool::new(false),
+                    rival,
+                },
+            ),
             LedgerConfig::default(),
             vault,
         );

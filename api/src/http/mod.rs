@@ -58,7 +58,7 @@ impl AppState {
     /// [`AppState::with_fingerprinter`].
     pub fn new(store: Arc<dyn EventStore>, tokens: Tokens, idempotency: Idempotency) -> AppState {
         let metrics = Arc::new(Metrics::default());
-        let metered = MeteredStore::new(store, metrics.clone());
+        let metered = crate::store::metered(store, metrics.clone());
         let vault: Arc<dyn KeyVault> =
             Arc::new(MemoryVault::new().expect("the OS random number generator works"));
         AppState {

@@ -356,10 +356,9 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::store::intercept::{AppendHook, Intercepted};
     use crate::store::memory::MemoryStore;
-    use crate::store::{
-        AppendOutcome, Direction, EventMetadata, EventType, StreamFrom, StreamState, Subscription,
-    };
+    use crate::store::{AppendOutcome, EventMetadata, EventType};
 
     fn event(n: u64, payload: &[u8]) -> NewEvent {
         NewEvent {
@@ -396,55 +395,28 @@ mod tests {
         }
     }
 
-    /// A target that counts appends and the largest batch, delegating to memory.
+    /// Counts a target's appends and its largest batch.
     #[derive(Clone, Default)]
     struct Counting {
-        inner: MemoryStore,
         appends: Arc<AtomicU64>,
         largest: Arc<AtomicUsize>,
     }
 
     #[async_trait]
-    impl EventStore for Counting {
+    impl AppendHook<MemoryStore> for Counting {
         async fn append(
             &self,
+            inner: &MemoryStore,
             stream: &StreamName,
             expected: ExpectedRevision,
             events: Vec<NewEvent>,
         ) -> Result<AppendOutcome, StoreError> {
             self.appends.fetch_add(1, Ordering::SeqCst);
             self.largest.fetch_max(events.len(), Ordering::SeqCst);
-            self.inner.append(stream, expected, events).await
+            inner.append(stream, expected, events).await
         }
-        async fn read_stream(
-            &self,
-            stream: &StreamName,
-            from: StreamFrom,
-            direction: Direction,
-            limit: usize,
-        ) -> Result<Vec<RecordedEvent>, StoreError> {
-            self.inner.read_stream(stream, from, direction, limit).await
-        }
-        async fn read_all(
-            &self,
-            from: Position,
-            limit: usize,
-        ) -> Result<Vec<RecordedEvent>, StoreError> {
-            self.inner.read_all(from, limit).await
-        }
-        async fn stream_state(&self, stream: &StreamName) -> Result<StreamState, StoreError> {
-            self.inner.stream_state(stream).await
-        }
-        async fn head(&self) -> Result<Option<Position>, StoreError> {
-            self.inner.head().await
-        }
-        fn subscribe_all(&self, from: Position) -> Subscription {
-            self.inner.subscribe_all(from)
-        }
-        async fn flush(&self) -> Result<(), StoreError> {
-            self.inner.flush().await
-        }
-        fn chain_scope(&self) -> ChainScope {
+
+        fn chain_scope(&self, _inner: &MemoryStore) -> ChainScope {
             ChainScope::PerStream // pretend, to exercise per-stream heads
         }
     }
@@ -636,12 +608,15 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let target = Counting::default();
+        let target = Intercepted::new(MemoryStore::new(), Counting::default());
         let report = migrate(&source, &target, |_| {}).await.unwrap();
         assert_eq!(report.events, total);
         assert_eq!(report.appends, 2);
-        assert_eq!(target.appends.load(Ordering::SeqCst), 2);
-        assert_eq!(target.largest.load(Ordering::SeqCst), EVENTS_PER_APPEND_MAX);
+        assert_eq!(target.hook().appends.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            target.hook().largest.load(Ordering::SeqCst),
+            EVENTS_PER_APPEND_MAX
+        );
         assert_eq!(report.target.scope, ChainScope::PerStream);
     }
 

@@ -19,6 +19,7 @@ pub mod chain;
 pub mod codec;
 pub mod conformance;
 pub mod file;
+pub mod intercept;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrentdb;
 pub mod memory;
