@@ -310,7 +310,7 @@ impl Idempotency {
         hasher.update([0]);
         hasher.update(&canonical);
         let digest = hasher.finalize();
-        Ok(digest.iter().map(|byte| format!("{byte:02x}")).collect())
+        Ok(ledger::hex::encode(&digest))
     }
 
     async fn persist(&self, record: &Record) -> Result<(), ApiError> {

@@ -70,7 +70,7 @@ impl Fingerprinter {
         hasher.update([0]);
         hasher.update(value.as_bytes());
         let digest = hasher.finalize();
-        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        let hex: String = ledger::hex::encode(&digest);
         format!("{kind}:{hex}")
     }
 }

@@ -250,7 +250,7 @@ pub fn generate_tokens_file(path: &Path) -> Result<Vec<TokenSpec>, TokenError> {
     for role in Role::ALL {
         let mut bytes = [0u8; GENERATED_SECRET_BYTES];
         getrandom::fill(&mut bytes).map_err(|error| TokenError::Random(error.to_string()))?;
-        let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        let secret: String = ledger::hex::encode(&bytes);
         text.push_str(&format!("{role}:{secret}\n"));
         specs.push(TokenSpec::new(role, secret)?);
     }

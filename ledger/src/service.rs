@@ -260,6 +260,14 @@ cached! {
     DonationState => donations,
 }
 
+/// What one append attempt did.
+struct Appended {
+    outcome: Outcome,
+    /// The stream revision of the last event appended, when the store wrote the events
+    /// (an idempotent repeat reports the revision of the first write instead).
+    last_revision: Option<u64>,
+}
+
 /// Why one append attempt did not land.
 enum AppendFailure {
     /// The stream moved: read again and decide again.
@@ -357,7 +365,7 @@ impl<S: EventStore> Ledger<S> {
                 .append_or_recall(meta, &code_stream, code_revision, &claim)
                 .await
             {
-                Ok(appended) => outcome.absorb(appended),
+                Ok(appended) => outcome.absorb(appended.outcome),
                 Err(AppendFailure::Moved) => continue,
                 Err(AppendFailure::Failed(error)) => return Err(error),
             }
@@ -368,7 +376,7 @@ impl<S: EventStore> Ledger<S> {
                     .append_or_recall(meta, &stream, revision, &signup.referrer_events)
                     .await
                 {
-                    Ok(appended) => outcome.absorb(appended),
+                    Ok(appended) => outcome.absorb(appended.outcome),
                     Err(AppendFailure::Moved) => continue,
                     Err(AppendFailure::Failed(error)) => return Err(error),
                 }
@@ -384,7 +392,7 @@ impl<S: EventStore> Ledger<S> {
                 .await
             {
                 Ok(appended) => {
-                    outcome.absorb(appended);
+                    outcome.absorb(appended.outcome);
                     return Ok(outcome);
                 }
                 Err(AppendFailure::Moved) => continue,
@@ -436,7 +444,7 @@ impl<S: EventStore> Ledger<S> {
                 .await
             {
                 Ok(appended) => {
-                    outcome = Some(appended);
+                    outcome = Some(appended.outcome);
                     break;
                 }
                 Err(AppendFailure::Moved) => continue,
@@ -537,7 +545,7 @@ impl<S: EventStore> Ledger<S> {
                 .append_or_recall(meta, &stream, revision, &events)
                 .await
             {
-                Ok(outcome) => return Ok(outcome),
+                Ok(appended) => return Ok(appended.outcome),
                 Err(AppendFailure::Moved) => continue,
                 Err(AppendFailure::Failed(error)) => return Err(error),
             }
@@ -578,10 +586,20 @@ impl<S: EventStore> Ledger<S> {
 
     /// An account's state, or `None` if it does not exist.
     pub async fn account(&self, id: AccountId) -> Result<Option<account::Account>, LedgerError> {
+        self.with_account(id, |account| account.cloned()).await
+    }
+
+    /// What `read` takes from an account's state (`None` if it does not exist), without
+    /// copying the state: an account's wallet holds every spend it ever made.
+    pub async fn with_account<R>(
+        &self,
+        id: AccountId,
+        read: impl FnOnce(Option<&account::Account>) -> R,
+    ) -> Result<R, LedgerError> {
         let loaded = self.load_account(id).await?;
-        let account = loaded.state.account.clone();
+        let value = read(loaded.state.account.as_ref());
         self.keep(loaded);
-        Ok(account)
+        Ok(value)
     }
 
     /// The account that owns a referral code, if any.
@@ -741,12 +759,19 @@ impl<S: EventStore> Ledger<S> {
             let loaded = self.load(stream, initial(), evolve).await?;
             let decided = decide(&loaded.state);
             let revision = loaded.revision;
+            let erasures = loaded.erasures;
             self.keep(loaded);
+            let decided = decided?;
             match self
-                .append_or_recall(meta, stream, revision, &decided?)
+                .append_or_recall(meta, stream, revision, &decided)
                 .await
             {
-                Ok(outcome) => return Ok(outcome),
+                Ok(appended) => {
+                    if let Some(last) = appended.last_revision {
+                        self.advance::<T>(stream, revision, erasures, &decided, last, evolve);
+                    }
+                    return Ok(appended.outcome);
+                }
                 Err(AppendFailure::Moved) => continue,
                 Err(AppendFailure::Failed(error)) => return Err(error),
             }
@@ -809,6 +834,41 @@ impl<S: EventStore> Ledger<S> {
         }
     }
 
+    /// Moves the cached state of `stream` past events this service has just appended, so
+    /// the next command (or read) on the stream neither rereads nor re-decodes them. Only
+    /// a cached state still at `base`, the revision the events were decided on, moves:
+    /// anything else in the cache (an older state, or one already past) is left to `load`,
+    /// which catches up from the store. Events decided here are the events stored:
+    /// sealing and opening them is the identity, so folding either gives the same state.
+    fn advance<T: Cached>(
+        &self,
+        stream: &StreamName,
+        base: StreamState,
+        erasures: u64,
+        events: &[DomainEvent],
+        last_revision: u64,
+        evolve: fn(T, &DomainEvent) -> T,
+    ) {
+        let erasures_now = self
+            .caches
+            .erasures
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if erasures_now != erasures {
+            return;
+        }
+        let mut entries = T::cache(&self.caches).lock();
+        let Some((state, revision)) = entries.remove(stream) else {
+            return;
+        };
+        let expected_last = base.next_revision() + events.len() as u64 - 1;
+        if revision == base && last_revision == expected_last {
+            let state = events.iter().fold(state, evolve);
+            entries.insert(stream.clone(), (state, StreamState::At(last_revision)));
+        } else {
+            entries.insert(stream.clone(), (state, revision));
+        }
+    }
+
     /// Appends `events`; when there are none (the command repeats one already recorded),
     /// returns what this command id recorded in the stream before.
     async fn append_or_recall(
@@ -817,11 +877,15 @@ impl<S: EventStore> Ledger<S> {
         stream: &StreamName,
         revision: StreamState,
         events: &[DomainEvent],
-    ) -> Result<Outcome, AppendFailure> {
+    ) -> Result<Appended, AppendFailure> {
         if events.is_empty() {
             return self
                 .recorded_by(meta, stream)
                 .await
+                .map(|outcome| Appended {
+                    outcome,
+                    last_revision: None,
+                })
                 .map_err(AppendFailure::Failed);
         }
         self.append(meta, stream, revision, events).await
@@ -891,9 +955,12 @@ impl<S: EventStore> Ledger<S> {
         stream: &StreamName,
         revision: StreamState,
         events: &[DomainEvent],
-    ) -> Result<Outcome, AppendFailure> {
+    ) -> Result<Appended, AppendFailure> {
         if events.is_empty() {
-            return Ok(Outcome::nothing());
+            return Ok(Appended {
+                outcome: Outcome::nothing(),
+                last_revision: None,
+            });
         }
         let expected = match revision {
             StreamState::NoStream => ExpectedRevision::NoStream,
@@ -914,10 +981,13 @@ impl<S: EventStore> Ledger<S> {
         let new_events =
             sealed.map_err(|error| AppendFailure::Failed(LedgerError::Privacy(error)))?;
         match self.store.append(stream, expected, new_events).await {
-            Ok(appended) => Ok(Outcome {
-                events: events.to_vec(),
-                position: Some(appended.position),
-                replayed: false,
+            Ok(appended) => Ok(Appended {
+                outcome: Outcome {
+                    events: events.to_vec(),
+                    position: Some(appended.position),
+                    replayed: false,
+                },
+                last_revision: Some(appended.revision),
             }),
             Err(StoreError::WrongExpectedVersion { .. }) => Err(AppendFailure::Moved),
             Err(StoreError::IdempotencyConflict { .. }) => {
@@ -995,6 +1065,7 @@ fn futures_are_send<S: EventStore>(
     send(ledger.allocate_donation(meta, allocate));
     send(ledger.balances_at(run.as_of));
     send(ledger.account(open.account_id));
+    send(ledger.with_account(open.account_id, |account| account.is_some()));
     send(ledger.payment(&pay.payment_id));
 }
 
@@ -1539,6 +1610,66 @@ mod tests {
         for ledger in [&first, &second] {
             let wallet = ledger.account(id(1)).await.unwrap().unwrap().wallet;
             assert!(wallet.balance_at(at("2026-09-04T00:00:00Z")).is_zero());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cache_moves_past_the_services_own_appends_and_equals_a_fresh_read() {
+        // Two services on one store take turns granting and spending: each one's cached
+        // state must move past its own events without rereading them, catch up on the
+        // other's, and always equal the state a fresh service folds from the log.
+        let store = MemoryStore::new();
+        let vault = vault();
+        let first = Ledger::new(store.clone(), LedgerConfig::default(), vault.clone());
+        let second = Ledger::new(store.clone(), LedgerConfig::default(), vault.clone());
+        chain(&first, 1).await;
+        let stream = streams::account(id(1));
+        for step in 0..12u64 {
+            let ledger = if step % 3 == 2 { &second } else { &first };
+            let command = if step % 4 == 0 {
+                AccountCommand::GrantCredits {
+                    grant_id: GrantId::parse(&format!("g{step}")).unwrap(),
+                    credits: Credits::new(5).unwrap(),
+                    reason: GrantReason::Promotion,
+                    expires_at: None,
+                    granted_at: at("2026-09-02T00:00:00Z"),
+                }
+            } else {
+                AccountCommand::SpendCredits {
+                    spend_id: SpendId::parse(&format!("s{step}")).unwrap(),
+                    persona: PersonaId::parse("p").unwrap(),
+                    credits: Credits::new(1).unwrap(),
+                    spent_at: at("2026-09-03T00:00:00Z"),
+                }
+            };
+            let command = ForAccount {
+                account_id: id(1),
+                command,
+            };
+            ledger
+                .account_command(meta(200 + u128::from(step)), &command)
+                .await
+                .unwrap();
+            let last = store
+                .read_stream(&stream, StreamFrom::End, Direction::Backward, 1)
+                .await
+                .unwrap()[0]
+                .revision;
+            let cached = AccountState::cache(&ledger.caches)
+                .lock()
+                .get(&stream)
+                .map(|(_, revision)| *revision);
+            assert_eq!(cached, Some(StreamState::At(last)), "step {step}");
+            let fresh = Ledger::new(store.clone(), LedgerConfig::default(), vault.clone());
+            let expected = fresh.account(id(1)).await.unwrap();
+            assert!(expected.is_some());
+            for service in [&first, &second] {
+                assert_eq!(
+                    service.account(id(1)).await.unwrap(),
+                    expected,
+                    "step {step}"
+                );
+            }
         }
     }
 

@@ -234,15 +234,26 @@ impl AccountView {
     }
 }
 
-async fn existing_account(
+/// What `read` takes from an existing account, without copying its state; 404 if there
+/// is no such account.
+async fn read_existing<R>(
     ledger: &Ledger<MeteredStore>,
     id: AccountId,
-) -> Result<Account, ApiError> {
-    ledger.account(id).await?.ok_or_else(|| ApiError::Rejected {
-        status: StatusCode::NOT_FOUND,
-        code: "account_not_found",
-        detail: format!("account {id} does not exist"),
-    })
+    read: impl FnOnce(&Account) -> R,
+) -> Result<R, ApiError> {
+    ledger
+        .with_account(id, |account| account.map(read))
+        .await?
+        .ok_or_else(|| ApiError::Rejected {
+            status: StatusCode::NOT_FOUND,
+            code: "account_not_found",
+            detail: format!("account {id} does not exist"),
+        })
+}
+
+/// The accounts `account` referred, in id order.
+fn referees(account: &Account) -> Vec<AccountId> {
+    account.referrals.keys().copied().collect()
 }
 
 /// Opens an account, optionally referred by the owner of `referral_code`.
@@ -308,10 +319,12 @@ pub async fn open_account(
     let ledger = state.ledger.clone();
     idempotent(&state, key, &request, locks, |meta| async move {
         // A retry after a crash repeats the time recorded the first time.
-        let opened_at = match ledger.account(account_id).await? {
-            Some(existing) => existing.opened.opened_at,
-            None => Utc::now(),
-        };
+        let opened_at = ledger
+            .with_account(account_id, |existing| {
+                existing.map(|existing| existing.opened.opened_at)
+            })
+            .await?
+            .unwrap_or_else(Utc::now);
         let command = OpenAccount {
             account_id,
             referral_code: ReferralCode::for_account(account_id),
@@ -369,8 +382,11 @@ pub async fn get_account(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AccountView>, ApiError> {
-    let account = existing_account(&state.ledger, account_id(&id)?).await?;
-    Ok(Json(AccountView::of(&account, Utc::now())))
+    let view = read_existing(&state.ledger, account_id(&id)?, |account| {
+        AccountView::of(account, Utc::now())
+    })
+    .await?;
+    Ok(Json(view))
 }
 
 /// The credit balance and every grant of a wallet.
@@ -388,9 +404,14 @@ pub async fn get_credits(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CreditsResponse>, ApiError> {
-    let account = existing_account(&state.ledger, account_id(&id)?).await?;
+    let response = read_existing(&state.ledger, account_id(&id)?, credits_response).await?;
+    Ok(Json(response))
+}
+
+/// The wallet of `account` as the credits endpoint shows it.
+fn credits_response(account: &Account) -> CreditsResponse {
     let wallet = &account.wallet;
-    Ok(Json(CreditsResponse {
+    CreditsResponse {
         balance: wallet.balance_at(Utc::now()).units(),
         grants: wallet
             .grants
@@ -403,7 +424,7 @@ pub async fn get_credits(
                 granted_at: rfc3339(grant.granted_at),
             })
             .collect(),
-    }))
+    }
 }
 
 /// Grants credits (subscription allowance, promotion, referral bonus, goodwill).
@@ -442,13 +463,16 @@ pub async fn grant_credits(
         &fingerprinted,
         vec![stream_lock(account)],
         |meta| async move {
-            let existing = existing_account(&ledger, account).await?;
             // A retry after a crash repeats the time recorded the first time.
-            let granted_at = existing
-                .wallet
-                .grants
-                .get(&grant_id)
-                .map_or_else(Utc::now, |grant| grant.granted_at);
+            let granted_at = read_existing(&ledger, account, |existing| {
+                existing
+                    .wallet
+                    .grants
+                    .get(&grant_id)
+                    .map(|grant| grant.granted_at)
+            })
+            .await?
+            .unwrap_or_else(Utc::now);
             let command = ForAccount {
                 account_id: account,
                 command: AccountCommand::GrantCredits {
@@ -460,10 +484,13 @@ pub async fn grant_credits(
                 },
             };
             let outcome = ledger.account_command(meta, &command).await?;
-            let after = existing_account(&ledger, account).await?;
+            let balance = read_existing(&ledger, account, |after| {
+                after.wallet.balance_at(Utc::now()).units()
+            })
+            .await?;
             let response = GrantResponse {
                 grant_id: grant_id.to_string(),
-                balance: after.wallet.balance_at(Utc::now()).units(),
+                balance,
             };
             Ok((
                 fresh_or_repeat(&outcome, StatusCode::CREATED),
@@ -520,11 +547,11 @@ pub async fn spend_credits(
                 },
             };
             ledger.account_command(meta, &command).await?;
-            let after = existing_account(&ledger, account).await?;
-            let response = BalanceResponse {
-                balance: after.wallet.balance_at(spent_at).units(),
-            };
-            Ok((StatusCode::OK, body(&response)?))
+            let balance = read_existing(&ledger, account, |after| {
+                after.wallet.balance_at(spent_at).units()
+            })
+            .await?;
+            Ok((StatusCode::OK, body(&BalanceResponse { balance })?))
         },
     )
     .await
@@ -562,24 +589,27 @@ pub async fn upline(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<UplineResponse>, ApiError> {
-    let account = existing_account(&state.ledger, account_id(&id)?).await?;
+    let id = account_id(&id)?;
+    let mut next = read_existing(&state.ledger, id, Account::referrer).await?;
     let mut upline = Vec::new();
-    let mut next = account.referrer();
     // A loop, never recursion: referral chains can be long.
-    while let Some(id) = next {
+    while let Some(member) = next {
         if upline.len() == REFERRAL_DEPTH_MAX {
             break;
         }
-        let member = existing_account(&state.ledger, id).await?;
+        let (flagged, referrer) = read_existing(&state.ledger, member, |member| {
+            (!member.referral_flags().is_empty(), member.referrer())
+        })
+        .await?;
         upline.push(ReferralLink {
-            account_id: id.as_uuid(),
+            account_id: member.as_uuid(),
             level: upline.len() + 1,
-            flagged: !member.referral_flags().is_empty(),
+            flagged,
         });
-        next = member.referrer();
+        next = referrer;
     }
     Ok(Json(UplineResponse {
-        account_id: account.id().as_uuid(),
+        account_id: id.as_uuid(),
         upline,
     }))
 }
@@ -625,18 +655,18 @@ pub async fn downline(
             "depth: must be 1 to {REFERRAL_DEPTH_MAX}, got {depth}"
         )));
     }
-    let root = existing_account(&state.ledger, account_id(&id)?).await?;
-    let root_id = root.id();
+    let root_id = account_id(&id)?;
+    let root_referees = read_existing(&state.ledger, root_id, referees).await?;
     let mut downline = Vec::new();
-    let mut seen = HashSet::from([root.id()]);
+    let mut seen = HashSet::from([root_id]);
     // Breadth first with an explicit queue: no recursion over user data.
-    let mut queue = VecDeque::from([(root, 0usize)]);
+    let mut queue = VecDeque::from([(root_referees, 0usize)]);
     let mut truncated = false;
-    while let Some((account, level)) = queue.pop_front() {
+    while let Some((referees_of_account, level)) = queue.pop_front() {
         if level == depth {
             continue;
         }
-        for referee in account.referrals.keys() {
+        for referee in &referees_of_account {
             if !seen.insert(*referee) {
                 continue;
             }
@@ -645,15 +675,21 @@ pub async fn downline(
                 break;
             }
             // The referee may not be open yet (a signup between its two appends).
-            let Some(member) = state.ledger.account(*referee).await? else {
+            let member = state
+                .ledger
+                .with_account(*referee, |member| {
+                    member.map(|member| (!member.referral_flags().is_empty(), referees(member)))
+                })
+                .await?;
+            let Some((flagged, next_referees)) = member else {
                 continue;
             };
             downline.push(ReferralLink {
                 account_id: referee.as_uuid(),
                 level: level + 1,
-                flagged: !member.referral_flags().is_empty(),
+                flagged,
             });
-            queue.push_back((member, level + 1));
+            queue.push_back((next_referees, level + 1));
         }
         if truncated {
             break;

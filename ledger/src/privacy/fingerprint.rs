@@ -96,7 +96,7 @@ pub(crate) mod hex32 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn encode(bytes: &[u8; 32]) -> String {
-        bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+        crate::hex::encode(bytes)
     }
 
     pub fn decode(text: &str) -> Option<[u8; 32]> {

@@ -678,18 +678,14 @@ impl Canaries {
                 forms.push(bytes.to_vec());
                 forms.push(BASE64.encode(bytes).into_bytes());
                 forms.push(BASE64_URL.encode(bytes).into_bytes());
-                forms.push(hex(bytes).into_bytes());
+                forms.push(crate::hex::encode(bytes).into_bytes());
                 forms.push(digest.to_vec());
-                forms.push(hex(&digest).into_bytes());
+                forms.push(crate::hex::encode(&digest).into_bytes());
                 forms.push(BASE64.encode(digest).into_bytes());
             }
         }
         forms
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

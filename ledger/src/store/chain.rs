@@ -20,13 +20,7 @@ impl Digest {
     pub const GENESIS: Digest = Digest([0; 32]);
 
     pub fn to_hex(&self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(64);
-        for byte in self.0 {
-            out.push(HEX[usize::from(byte >> 4)] as char);
-            out.push(HEX[usize::from(byte & 0x0f)] as char);
-        }
-        out
+        crate::hex::encode(&self.0)
     }
 
     pub fn from_hex(text: &str) -> Option<Digest> {

@@ -226,7 +226,7 @@ impl MasterKey {
             .expect("HMAC accepts any key length");
         mac.update(b"refledger.master-key-id.v1");
         let tag = mac.finalize().into_bytes();
-        tag[..8].iter().map(|byte| format!("{byte:02x}")).collect()
+        crate::hex::encode(&tag[..8])
     }
 
     /// Encrypts `key` under this master key, bound to `aad`: nonce (12 bytes) followed by
