@@ -438,12 +438,16 @@ impl<S: EventStore> Ledger<S> {
             let context = self.payment_context(&payment.state, command).await?;
             let events = payment::decide_payment(&payment.state, &context, command)?;
             let revision = payment.revision;
+            let erasures = payment.erasures;
             self.keep(payment);
             match self
                 .append_or_recall(meta, &stream, revision, &events)
                 .await
             {
                 Ok(appended) => {
+                    if let Some(last) = appended.last_revision {
+                        self.advance(&stream, revision, erasures, &events, last, payment::evolve);
+                    }
                     outcome = Some(appended.outcome);
                     break;
                 }
