@@ -31,10 +31,21 @@
 //! Concurrent requests with the same key are serialised by a per-key lock, so a second
 //! one waits for the first and then replays its result instead of deciding again.
 //!
+//! # Compaction
+//!
+//! Each record carries the time it was recorded. Records older than [`RETRY_HORIZON`]
+//! (longer than any caller retries: Stripe retries a webhook for three days) are dropped
+//! when the table is opened and once a day while the server runs ([`Idempotency::compact`]):
+//! the kept records are written to a new file, fsynced, and renamed over the table, so a
+//! crash leaves either the old table or the new one. Memory and disk stay bounded by the
+//! commands of one horizon. A retry that arrives after its record expired is still not
+//! doubled: it is caught one level down, as in the crash window above. Records written
+//! before records carried a time count as recorded when the table is opened.
+//!
 //! Limits, known: in the crash window above, the retry's response is rebuilt from the
 //! state now (a spend answers the balance now, with 200), not the response never sent.
-//! The table grows by one line per command and is read into memory on start; expiring
-//! records older than the retry horizon of the callers (compaction) is not built yet.
+//! A compaction holds the table's writer while it rewrites the file, so commands that
+//! finish meanwhile wait for it (a table of 1 million records is about 300 MB).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -43,6 +54,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
@@ -59,6 +71,10 @@ pub const RESPONSE_SIZE_MAX: usize = 64 * 1024;
 const LINE_LENGTH_MAX: usize = RESPONSE_SIZE_MAX + 2 * KEY_LENGTH_MAX + 1024;
 
 pub const TABLE_FILE_NAME: &str = "idempotency.jsonl";
+/// Where a compaction writes the kept records before renaming them over the table.
+const COMPACTING_FILE_NAME: &str = "idempotency.jsonl.compacting";
+/// How long a command's response is kept for replay.
+pub const RETRY_HORIZON: chrono::TimeDelta = chrono::TimeDelta::days(7);
 pub const SALT_FILE_NAME: &str = "idempotency.salt";
 
 /// The namespace of command ids derived from command keys (UUID v5).
@@ -112,6 +128,9 @@ struct Record {
     fingerprint: String,
     status: u16,
     body: serde_json::Value,
+    /// When the command completed; `None` in records written before records were dated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at: Option<DateTime<Utc>>,
 }
 
 /// The table of completed commands.
@@ -161,7 +180,15 @@ impl Idempotency {
     /// Opens (or creates) the table of the data directory `data`. A torn last line, left
     /// by a crash during a write that was never acknowledged, is cut off; a bad line
     /// before the last is corruption and an error.
+    /// Opens (or creates) the table in `data`, dropping the records older than
+    /// [`RETRY_HORIZON`].
     pub fn open(data: &Path) -> std::io::Result<Idempotency> {
+        let table = Idempotency::open_unpruned(data)?;
+        table.compact_blocking(Utc::now())?;
+        Ok(table)
+    }
+
+    fn open_unpruned(data: &Path) -> std::io::Result<Idempotency> {
         let salt = read_or_create_key(&data.join(SALT_FILE_NAME))?;
         let path = data.join(TABLE_FILE_NAME);
         let mut file = OpenOptions::new()
@@ -278,18 +305,88 @@ impl Idempotency {
             fingerprint,
             status: status.as_u16(),
             body,
+            at: Some(Utc::now()),
         };
-        self.persist(&record).await?;
         let body = record.body.clone();
-        self.records
-            .lock()
-            .expect("idempotency lock poisoned")
-            .insert(key.clone(), record);
+        if let Err(error) = self.persist(record).await {
+            self.records
+                .lock()
+                .expect("idempotency lock poisoned")
+                .remove(key);
+            return Err(error);
+        }
         Ok(Completed {
             status,
             body,
             replayed: false,
         })
+    }
+
+    /// Drops the records older than [`RETRY_HORIZON`] at `now`, from memory and from the
+    /// file (rewritten and renamed over the table; see the module's "Compaction"). Returns
+    /// how many records it dropped. Blocks: call it from a blocking thread.
+    pub fn compact_blocking(&self, now: DateTime<Utc>) -> std::io::Result<usize> {
+        let cutoff = now - RETRY_HORIZON;
+        let Some(log) = &self.log else {
+            let mut records = self.records.lock().expect("idempotency lock poisoned");
+            let before = records.len();
+            records.retain(|_, record| record.at.is_none_or(|at| at >= cutoff));
+            return Ok(before - records.len());
+        };
+        // The writer's lock first: no record is appended while the file is rewritten.
+        let mut writer = log.file.lock().expect("idempotency lock poisoned");
+        let mut records = self.records.lock().expect("idempotency lock poisoned");
+        let before = records.len();
+        let undated = records
+            .values()
+            .filter(|record| record.at.is_none())
+            .count();
+        records.retain(|_, record| record.at.is_none_or(|at| at >= cutoff));
+        let dropped = before - records.len();
+        if dropped == 0 && undated == 0 {
+            return Ok(0);
+        }
+        let dir = log.path.parent().unwrap_or(Path::new("."));
+        let compacting = dir.join(COMPACTING_FILE_NAME);
+        let mut out = std::io::BufWriter::new(File::create(&compacting)?);
+        let mut length = 0u64;
+        // In recording order is not needed (keys are unique); sorted, so that the same
+        // table always compacts to the same bytes.
+        let mut kept: Vec<&mut Record> = records.values_mut().collect();
+        kept.sort_by(|a, b| (a.at, &a.key.kind, &a.key.id).cmp(&(b.at, &b.key.kind, &b.key.id)));
+        for record in kept {
+            record.at.get_or_insert(now);
+            let mut line = serde_json::to_vec(&*record).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            out.write_all(&line)?;
+            length += line.len() as u64;
+        }
+        let file = out.into_inner().map_err(|error| error.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&compacting, &log.path)?;
+        File::open(dir)?.sync_all()?;
+        let mut reopened = OpenOptions::new().read(true).append(true).open(&log.path)?;
+        reopened.seek(SeekFrom::End(0))?;
+        writer.file = reopened;
+        writer.length = length;
+        tracing::info!(
+            dropped,
+            kept = records.len(),
+            "compacted the idempotency table"
+        );
+        Ok(dropped)
+    }
+
+    /// [`Idempotency::compact_blocking`] on a blocking thread.
+    pub async fn compact(
+        self: &std::sync::Arc<Self>,
+        now: DateTime<Utc>,
+    ) -> std::io::Result<usize> {
+        let table = std::sync::Arc::clone(self);
+        tokio::task::spawn_blocking(move || table.compact_blocking(now))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     fn lookup(&self, key: &CommandKey) -> Option<Record> {
@@ -313,11 +410,20 @@ impl Idempotency {
         Ok(ledger::hex::encode(&digest))
     }
 
-    async fn persist(&self, record: &Record) -> Result<(), ApiError> {
+    /// Keeps `record` in memory and appends it to the table, durably when it returns. The
+    /// record enters memory in the same critical section as its line enters the file, so a
+    /// compaction in between (which rewrites the file from memory) cannot lose it; nobody
+    /// reads it before it is durable, because its key's lock is held until then. On an
+    /// error the caller removes it again.
+    async fn persist(&self, record: Record) -> Result<(), ApiError> {
         let Some(log) = &self.log else {
+            self.records
+                .lock()
+                .expect("idempotency lock poisoned")
+                .insert(record.key.clone(), record);
             return Ok(());
         };
-        let mut line = serde_json::to_vec(record).map_err(ApiError::internal)?;
+        let mut line = serde_json::to_vec(&record).map_err(ApiError::internal)?;
         if line.len() > RESPONSE_SIZE_MAX + 2 * KEY_LENGTH_MAX + 512 {
             return Err(ApiError::internal(format!(
                 "a response of {} bytes is too large to keep for replay",
@@ -341,6 +447,10 @@ impl Idempotency {
             }
             writer.length += line.len() as u64;
             writer.written += 1;
+            self.records
+                .lock()
+                .expect("idempotency lock poisoned")
+                .insert(record.key.clone(), record);
             writer.written
         };
         let mut synced = log.sync.lock().await;
@@ -366,6 +476,81 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    fn record_line(id: &str, at: Option<&str>) -> String {
+        let mut record = serde_json::json!({
+            "key": {"kind": "spend", "id": id},
+            "fingerprint": "f",
+            "status": 200,
+            "body": {"id": id},
+        });
+        if let Some(at) = at {
+            record["at"] = serde_json::json!(at);
+        }
+        format!("{record}\n")
+    }
+
+    #[test]
+    fn opening_drops_records_past_the_retry_horizon_and_dates_undated_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let now: DateTime<Utc> = "2026-11-29T12:00:00Z".parse().unwrap();
+        let old = (now - RETRY_HORIZON - chrono::TimeDelta::seconds(1)).to_rfc3339();
+        let recent = (now - RETRY_HORIZON + chrono::TimeDelta::seconds(1)).to_rfc3339();
+        let table_text = [
+            record_line("expired", Some(&old)),
+            record_line("recent", Some(&recent)),
+            record_line("undated", None),
+        ]
+        .concat();
+        std::fs::write(dir.path().join(TABLE_FILE_NAME), table_text).unwrap();
+        let table = Idempotency::open_unpruned(dir.path()).unwrap();
+        assert_eq!(table.compact_blocking(now).unwrap(), 1);
+        assert!(table.lookup(&key("expired")).is_none());
+        assert!(table.lookup(&key("recent")).is_some());
+        assert_eq!(table.lookup(&key("undated")).unwrap().at, Some(now));
+        assert!(!dir.path().join(COMPACTING_FILE_NAME).exists());
+        drop(table);
+        // The file holds what memory held, and the undated record now expires one horizon
+        // after this compaction.
+        let reopened = Idempotency::open_unpruned(dir.path()).unwrap();
+        assert!(reopened.lookup(&key("expired")).is_none());
+        assert_eq!(reopened.lookup(&key("undated")).unwrap().at, Some(now));
+        assert_eq!(reopened.compact_blocking(now).unwrap(), 0);
+        let later = now + RETRY_HORIZON + chrono::TimeDelta::seconds(2);
+        assert_eq!(reopened.compact_blocking(later).unwrap(), 2);
+        drop(reopened);
+        let text = std::fs::read_to_string(dir.path().join(TABLE_FILE_NAME)).unwrap();
+        assert_eq!(text, "");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_compaction_during_commands_loses_no_acknowledged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = Arc::new(Idempotency::open(dir.path()).unwrap());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mut commands = Vec::new();
+        for n in 0..200 {
+            let (table, runs) = (table.clone(), runs.clone());
+            commands.push(tokio::spawn(async move {
+                spend(&table, &format!("c-{n}"), 1, &runs).await.unwrap()
+            }));
+        }
+        // Compactions at a time far enough ahead to expire the records written before
+        // them would drop acknowledged records on purpose; at "now" they must keep all.
+        for _ in 0..20 {
+            table.compact(Utc::now()).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        for command in commands {
+            command.await.unwrap();
+        }
+        table.compact(Utc::now()).await.unwrap();
+        drop(table);
+        let reopened = Idempotency::open(dir.path()).unwrap();
+        for n in 0..200 {
+            assert!(reopened.lookup(&key(&format!("c-{n}"))).is_some(), "c-{n}");
+        }
+    }
 
     fn key(id: &str) -> CommandKey {
         CommandKey::new("spend", id, "spend_id").unwrap()

@@ -189,6 +189,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let draining = state.draining.clone();
     let store = state.store.clone();
+    let compactor = tokio::spawn(compact_daily(state.idempotency.clone()));
     let app = crate::http::app(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -201,9 +202,23 @@ pub async fn run(
             context: "the server failed".to_owned(),
             source,
         })?;
+    compactor.abort();
     store.flush().await?;
     tracing::info!("stopped; the store is flushed");
     Ok(())
+}
+
+/// Drops expired idempotency records once a day (the table was compacted when opened).
+async fn compact_daily(table: std::sync::Arc<crate::idempotency::Idempotency>) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = table.compact(chrono::Utc::now()).await {
+            // The table stays as it was: a failed rewrite is never renamed over it.
+            tracing::error!(%error, "cannot compact the idempotency table");
+        }
+    }
 }
 
 /// `serve`: binds, prints the address, serves until SIGTERM or ctrl-c.
