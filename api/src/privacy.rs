@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use ledger::domain::{streams, AccountId};
 use ledger::privacy::events::{
-    privacy_stream, ProcessingRestricted, ProcessingRestrictionLifted, SubjectErased,
+    privacy_stream, HoldReason, LegalHoldLifted, LegalHoldPlaced, ProcessingRestricted,
+    ProcessingRestrictionLifted, SubjectErased,
 };
 use ledger::privacy::retention::RetentionPolicy;
 use ledger::privacy::{PrivacyEvent, SubjectId};
@@ -331,3 +332,129 @@ pub async fn run_erase(
     closed?;
     Ok(erased)
 }
+
+/// The answer to placing or lifting a legal hold.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LegalHoldResponse {
+    pub hold_id: Uuid,
+    pub account_id: Uuid,
+    /// Whether this hold is in force after the request.
+    pub in_force: bool,
+    /// Why the hold was placed (`litigation`, `regulatory_inquiry`, `tax_audit`,
+    /// `law_enforcement_request`).
+    #[schema(value_type = String)]
+    pub reason: HoldReason,
+    /// When the hold was placed, or lifted (RFC 3339).
+    pub at: String,
+    /// Groups of retained personal data destroyed because lifting this hold let them go
+    /// (their retention had ended while the hold kept them); 0 when placing.
+    pub shredded_groups: usize,
+}
+
+/// Places legal hold `hold_id` on `account` (`lift` false) or lifts it (`lift` true). While
+/// any hold stands, no retained personal data of the subject is destroyed, even after an
+/// erasure request; lifting the last hold runs the shredder at once, so what was kept
+/// only for the hold goes now. A repeat finds the earlier event and answers with its time.
+/// Returns the response and whether it recorded anything now.
+pub async fn legal_hold(
+    ledger: &Ledger<MeteredStore>,
+    command_id: Uuid,
+    account: AccountId,
+    hold_id: Uuid,
+    placing: Option<HoldReason>,
+    now: DateTime<Utc>,
+    policy: &RetentionPolicy,
+) -> Result<(LegalHoldResponse, bool), ApiError> {
+    let store = ledger.store();
+    require_account(store, account).await?;
+    let subject = SubjectId::from(account);
+    let mut placed: Option<(HoldReason, DateTime<Utc>)> = None;
+    let mut lifted_at: Option<DateTime<Utc>> = None;
+    for (_, event) in privacy_events(store, account).await? {
+        match event {
+            PrivacyEvent::LegalHoldPlaced(hold) if hold.hold_id == hold_id => {
+                placed = Some((hold.reason, hold.placed_at));
+            }
+            PrivacyEvent::LegalHoldLifted(hold) if hold.hold_id == hold_id => {
+                lifted_at = Some(hold.lifted_at);
+            }
+            _ => {}
+        }
+    }
+    let response = |in_force, reason, at, shredded_groups| LegalHoldResponse {
+        hold_id,
+        account_id: account.as_uuid(),
+        in_force,
+        reason,
+        at: rfc3339(at),
+        shredded_groups,
+    };
+    match placing {
+        Some(reason) => {
+            if let Some((earlier, at)) = placed {
+                if earlier != reason || lifted_at.is_some() {
+                    // A hold id names one hold, placed once: reusing it for another reason,
+                    // or after it was lifted, is a different request under the same id.
+                    return Err(ApiError::IdempotencyConflict {
+                        key: hold_id.to_string(),
+                    });
+                }
+                return Ok((response(true, reason, at, 0), false));
+            }
+            let event = PrivacyEvent::LegalHoldPlaced(LegalHoldPlaced {
+                hold_id,
+                subject,
+                placed_at: now,
+                reason,
+            });
+            ledger
+                .record_privacy_event(CommandMeta::new(command_id), event)
+                .await?;
+            Ok((response(true, reason, now, 0), true))
+        }
+        None => {
+            let Some((reason, _)) = placed else {
+                return Err(ApiError::Rejected {
+                    status: axum::http::StatusCode::NOT_FOUND,
+                    code: "hold_not_found",
+                    detail: format!("hold_id: no hold {hold_id} was placed on account {account}"),
+                });
+            };
+            if let Some(at) = lifted_at {
+                return Ok((response(false, reason, at, 0), false));
+            }
+            let event = PrivacyEvent::LegalHoldLifted(LegalHoldLifted {
+                hold_id,
+                subject,
+                lifted_at: now,
+            });
+            ledger
+                .record_privacy_event(sub_command(command_id, "lift"), event)
+                .await?;
+            let shredded = ledger
+                .run_shredder(sub_command(command_id, "shred"), now, policy)
+                .await?;
+            Ok((response(false, reason, now, shredded.events.len()), true))
+        }
+    }
+}
+
+/// Runs the retention shredder at `now`: destroys the retained personal data whose time
+/// has come (payment data 7 years after the last payment, for erased subjects not under a
+/// legal hold) and records each destruction. The command id is derived from the hour, so
+/// two instances (or a restart) running it in the same hour append nothing twice.
+pub async fn run_shredder(
+    ledger: &Ledger<MeteredStore>,
+    now: DateTime<Utc>,
+    policy: &RetentionPolicy,
+) -> Result<usize, ApiError> {
+    let hour = now.format("%Y-%m-%dT%H").to_string();
+    let command_id = Uuid::new_v5(&SHREDDER_NAMESPACE, hour.as_bytes());
+    let outcome = ledger
+        .run_shredder(CommandMeta::new(command_id), now, policy)
+        .await?;
+    Ok(outcome.events.len())
+}
+
+/// The namespace of the shredder's hourly command ids.
+const SHREDDER_NAMESPACE: Uuid = Uuid::from_u128(0x2f0c_5d1e_8a43_4b6f_9e27_c1d8_0b5a_7e34);

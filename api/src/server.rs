@@ -190,6 +190,7 @@ pub async fn run(
     let draining = state.draining.clone();
     let store = state.store.clone();
     let compactor = tokio::spawn(compact_daily(state.idempotency.clone()));
+    let shredder = tokio::spawn(shred_hourly(state.ledger.clone()));
     let app = crate::http::app(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -203,9 +204,28 @@ pub async fn run(
             source,
         })?;
     compactor.abort();
+    shredder.abort();
     store.flush().await?;
     tracing::info!("stopped; the store is flushed");
     Ok(())
+}
+
+/// Runs the retention shredder every hour, so retained personal data is destroyed when
+/// its retention ends (or a legal hold is lifted) without anyone asking.
+async fn shred_hourly(ledger: std::sync::Arc<ledger::service::Ledger<crate::store::MeteredStore>>) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+    let policy = ledger::privacy::retention::RetentionPolicy::default();
+    let mut ticks = tokio::time::interval(EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match crate::privacy::run_shredder(&ledger, chrono::Utc::now(), &policy).await {
+            Ok(0) => {}
+            Ok(groups) => tracing::info!(groups, "the retention shredder destroyed retained data"),
+            // Nothing was destroyed without its record: the next run tries again.
+            Err(error) => tracing::error!(%error, "the retention shredder failed"),
+        }
+    }
 }
 
 /// Drops expired idempotency records once a day (the table was compacted when opened).

@@ -41,6 +41,7 @@ use super::AppState;
         super::privacy::request_erasure,
         super::privacy::export,
         super::privacy::restriction,
+        super::privacy::hold,
         super::privacy::requests,
         metrics_doc,
         openapi_doc,
@@ -53,7 +54,7 @@ use super::AppState;
         (name = "billing", description = "Accounts, credits, payments and refunds (role billing)"),
         (name = "finance", description = "Payout runs (role finance) and reports (finance, auditor)"),
         (name = "admin", description = "The commission plan (role admin)"),
-        (name = "privacy", description = "Erasure, export and restriction of processing (role privacy)"),
+        (name = "privacy", description = "Erasure, export, restriction of processing and legal holds (role privacy)"),
     )
 )]
 pub struct ApiDoc;

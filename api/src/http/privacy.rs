@@ -1,6 +1,6 @@
 //! The privacy officer's endpoints (role `privacy`): `POST /v1/privacy/erasures`,
 //! `GET /v1/privacy/exports/{id}`, `POST /v1/privacy/restrictions`,
-//! `GET /v1/privacy/requests`.
+//! `POST /v1/privacy/legal-holds`, `GET /v1/privacy/requests`.
 //!
 //! Erasure and restriction responses hold no personal data (they are kept in the
 //! idempotency table); the export does, and is never kept or logged.
@@ -25,7 +25,10 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
 use super::events::rfc3339;
 use super::AppState;
 use crate::idempotency::CommandKey;
-use crate::privacy::{erase, restrict, ErasureResponse, RestrictionResponse};
+use crate::privacy::{
+    erase, legal_hold, restrict, ErasureResponse, LegalHoldResponse, RestrictionResponse,
+};
+use ledger::privacy::events::HoldReason;
 
 /// Most erasure requests listed by one `GET /v1/privacy/requests`.
 pub const ERASURE_REQUESTS_LIST_MAX: usize = 10_000;
@@ -35,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/privacy/erasures", post(request_erasure))
         .route("/v1/privacy/exports/{id}", get(export))
         .route("/v1/privacy/restrictions", post(restriction))
+        .route("/v1/privacy/legal-holds", post(hold))
         .route("/v1/privacy/requests", get(requests))
 }
 
@@ -65,6 +69,50 @@ pub struct RestrictionRequest {
     /// The privacy officer's id for the request; its idempotency key.
     pub request_id: Uuid,
     pub action: RestrictionAction,
+}
+
+/// What a legal-hold request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldAction {
+    /// Place the hold: nothing of the subject's retained personal data is destroyed while
+    /// it stands, even after an erasure request.
+    Place,
+    /// Lift the hold; retained data whose time has come is destroyed at once.
+    Lift,
+}
+
+/// Why a hold is placed: a category, never free text (which could carry personal data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LegalHoldReason {
+    Litigation,
+    RegulatoryInquiry,
+    TaxAudit,
+    LawEnforcementRequest,
+}
+
+impl From<LegalHoldReason> for HoldReason {
+    fn from(reason: LegalHoldReason) -> HoldReason {
+        match reason {
+            LegalHoldReason::Litigation => HoldReason::Litigation,
+            LegalHoldReason::RegulatoryInquiry => HoldReason::RegulatoryInquiry,
+            LegalHoldReason::TaxAudit => HoldReason::TaxAudit,
+            LegalHoldReason::LawEnforcementRequest => HoldReason::LawEnforcementRequest,
+        }
+    }
+}
+
+/// `POST /v1/privacy/legal-holds`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LegalHoldRequest {
+    /// The hold's id, chosen by legal; its idempotency key with `action`.
+    pub hold_id: Uuid,
+    pub account_id: Uuid,
+    pub action: HoldAction,
+    /// Required to place a hold; must be absent to lift one.
+    pub reason: Option<LegalHoldReason>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -214,6 +262,73 @@ pub async fn restriction(
             request.request_id,
             request.action == RestrictionAction::Restrict,
             Utc::now(),
+        )
+        .await?;
+        let status = if fresh {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok((status, body(&response)?))
+    })
+    .await
+}
+
+/// Places a legal hold on a subject's retained personal data, or lifts it. Lifting runs
+/// the retention shredder at once for what the hold alone kept.
+#[utoipa::path(
+    post, path = "/v1/privacy/legal-holds", tag = "privacy",
+    request_body = LegalHoldRequest,
+    responses(
+        (status = 201, description = "Recorded", body = LegalHoldResponse),
+        (status = 200, description = "A repeat of the request", body = LegalHoldResponse),
+        (status = 400, description = "Invalid request: `reason` missing when placing, or given when lifting", body = Problem),
+        (status = 404, description = "`account_not_found`, or `hold_not_found` when lifting a hold never placed", body = Problem),
+        (status = 409, description = "`idempotency_conflict`: the hold id was placed with another reason, or reused after it was lifted", body = Problem),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn hold(
+    _: Authorized<PrivacyOnly>,
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<LegalHoldRequest>,
+) -> Result<Response, ApiError> {
+    let subject = account(request.account_id)?;
+    let placing = match (request.action, request.reason) {
+        (HoldAction::Place, Some(reason)) => Some(HoldReason::from(reason)),
+        (HoldAction::Place, None) => {
+            return Err(ApiError::validation(
+                "reason: required to place a hold (litigation, regulatory_inquiry, tax_audit or law_enforcement_request)",
+            ))
+        }
+        (HoldAction::Lift, None) => None,
+        (HoldAction::Lift, Some(_)) => {
+            return Err(ApiError::validation(
+                "reason: must be absent when lifting a hold (the hold keeps the reason it was placed with)",
+            ))
+        }
+    };
+    let action = match request.action {
+        HoldAction::Place => "place",
+        HoldAction::Lift => "lift",
+    };
+    let key = CommandKey::new(
+        "legal_hold",
+        &format!("{}/{action}", request.hold_id),
+        "hold_id",
+    )?;
+    let command_id = key.command_id();
+    let ledger = state.ledger.clone();
+    let locks = vec![format!("privacy-{subject}")];
+    idempotent(&state, key, &request, locks, |_meta| async move {
+        let (response, fresh): (LegalHoldResponse, bool) = legal_hold(
+            &ledger,
+            command_id,
+            subject,
+            request.hold_id,
+            placing,
+            Utc::now(),
+            &RetentionPolicy::default(),
         )
         .await?;
         let status = if fresh {

@@ -231,6 +231,151 @@ async fn privacy_endpoints_refuse_other_roles_unknown_accounts_and_bad_bodies() 
     server.stop().await;
 }
 
+/// The personal data of the signup in a subject export.
+fn personal_data(export: &str) -> Value {
+    let export: Value = serde_json::from_str(export).unwrap();
+    export["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["event_type"] == "AccountOpened")
+        .expect("the signup")["data"]["personal_data"]
+        .clone()
+}
+
+#[tokio::test]
+async fn a_legal_hold_keeps_an_erased_persons_data_until_it_is_lifted() {
+    let server = TestServer::start().await;
+    let person = uuid(0x31);
+    open_account(&server, &person, "Held.Person@Example.org", None).await;
+    let hold = uuid(0x51);
+    let place =
+        json!({"hold_id": hold, "account_id": person, "action": "place", "reason": "litigation"});
+
+    // Bad requests are refused before anything is written.
+    let count = server.event_count().await;
+    for (body, status, code) in [
+        (
+            json!({"hold_id": hold, "account_id": person, "action": "place"}),
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+        ),
+        (
+            json!({"hold_id": hold, "account_id": person, "action": "lift", "reason": "tax_audit"}),
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+        ),
+        (
+            json!({"hold_id": hold, "account_id": person, "action": "lift"}),
+            StatusCode::NOT_FOUND,
+            "hold_not_found",
+        ),
+        (
+            json!({"hold_id": hold, "account_id": uuid(0x3f), "action": "place", "reason": "litigation"}),
+            StatusCode::NOT_FOUND,
+            "account_not_found",
+        ),
+    ] {
+        let response = server
+            .post("/v1/privacy/legal-holds", Some(Role::Privacy))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{body}");
+        let problem = problem(response).await;
+        assert_eq!(problem["type"], code, "{problem}");
+    }
+    assert_eq!(server.event_count().await, count, "nothing written");
+    let response = server
+        .post("/v1/privacy/legal-holds", Some(Role::Billing))
+        .json(&place)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    let (status, placed) = server
+        .command("/v1/privacy/legal-holds", Role::Privacy, &place)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    assert_eq!(placed["in_force"], true);
+    assert_eq!(placed["reason"], "litigation");
+    let (status, again) = server
+        .command("/v1/privacy/legal-holds", Role::Privacy, &place)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, placed);
+    let response = server
+        .post("/v1/privacy/legal-holds", Some(Role::Privacy))
+        .json(&json!({"hold_id": hold, "account_id": person, "action": "place", "reason": "tax_audit"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+
+    // Erased while held: the request and its proof are recorded, but no key is destroyed.
+    let (status, erased) = server
+        .command(
+            "/v1/privacy/erasures",
+            Role::Privacy,
+            &json!({"account_id": person, "request_id": uuid(0x52)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{erased}");
+    assert_eq!(erased["proof"]["groups_shredded"], json!([]), "{erased}");
+    let export_path = format!("/v1/privacy/exports/{person}");
+    let export = |server: &TestServer| {
+        let request = server.get(&export_path, Some(Role::Privacy));
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    // Retained, not disclosed: the export says why each value is kept.
+    let held = export(&server).await;
+    assert!(!held.contains("Held.Person@Example.org"), "{held}");
+    for field in ["name", "email", "signup_ip"] {
+        let value = &personal_data(&held)[field];
+        assert_eq!(
+            value["retained"]["legal_basis"], "legal_hold",
+            "{field}: {value}"
+        );
+    }
+
+    // Lifted: what the hold alone kept is destroyed at once.
+    let lift = json!({"hold_id": hold, "account_id": person, "action": "lift"});
+    let (status, lifted) = server
+        .command("/v1/privacy/legal-holds", Role::Privacy, &lift)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{lifted}");
+    assert_eq!(lifted["in_force"], false);
+    assert_eq!(lifted["reason"], "litigation");
+    assert_eq!(lifted["shredded_groups"], 2, "{lifted}");
+    let after = export(&server).await;
+    for field in ["name", "email", "signup_ip"] {
+        let value = &personal_data(&after)[field];
+        assert!(value["erased_at"].is_string(), "{field}: {value}");
+    }
+    assert!(!after.contains("Held.Person@Example.org"));
+    let (status, again) = server
+        .command("/v1/privacy/legal-holds", Role::Privacy, &lift)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, lifted);
+    // The placing request sent again replays the first answer; it places no new hold.
+    let response = server
+        .post("/v1/privacy/legal-holds", Some(Role::Privacy))
+        .json(&json!({"hold_id": hold, "account_id": person, "action": "place", "reason": "litigation"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the first placing replays"
+    );
+    assert!(!export(&server).await.contains("Held.Person@Example.org"));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn restriction_is_recorded_once_and_can_be_lifted() {
     let server = TestServer::start().await;
