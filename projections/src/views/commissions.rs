@@ -21,7 +21,6 @@ use ledger::domain::events::{
 };
 use ledger::domain::ids::{OrganisationId, PaymentId, PayoutReference, RefundId};
 use ledger::domain::{AccountId, Currency, Money, Period, PlanVersion, Rate};
-use ledger::store::Position;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -54,31 +53,44 @@ pub struct Reversal {
 }
 
 /// One commission and its history.
+///
+/// Millions of these are kept, so the record is compact: what every commission has is
+/// inline, the first payout that paid it too (most are paid once, if at all), and what
+/// only some commissions go through (review, reversals, forfeiture, further payouts) sits
+/// behind one pointer that is allocated only when it happens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commission {
     /// Index into the payment list.
     pub payment: u32,
+    pub plan_version: PlanVersion,
     pub beneficiary: AccountId,
     pub payer: AccountId,
-    pub level: u8,
     pub rate: Rate,
-    pub plan_version: PlanVersion,
     pub base_amount: Decimal,
     pub amount: Decimal,
-    pub currency: Currency,
     pub earned_at: DateTime<Utc>,
-    pub earned_position: Position,
     pub hold_until: DateTime<Utc>,
-    /// As earned: whether it was held for review (see `review` for how that ended).
+    pub level: u8,
+    pub currency: Currency,
+    /// As earned: whether it was held for review (see [`Commission::review`] for how
+    /// that ended).
     pub held_for_review: bool,
-    pub review_reasons: Vec<FraudFlag>,
-    pub reversals: Vec<Reversal>,
+    /// The first part matched to a payout: (period, amount).
+    paid_first: Option<(Period, Decimal)>,
+    history: Option<Box<CommissionHistory>>,
+}
+
+/// What happens to few commissions: kept out of line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct CommissionHistory {
+    review_reasons: Vec<FraudFlag>,
+    reversals: Vec<Reversal>,
     /// How the review of a commission held for review ended, if it did.
-    pub review: Option<Review>,
+    review: Option<Review>,
     /// What a forfeiting review took back (zero otherwise).
-    pub forfeited: Decimal,
-    /// Parts of the commission matched to payouts: (period, amount).
-    pub paid_by: Vec<(Period, Decimal)>,
+    forfeited: Decimal,
+    /// Parts matched to payouts after `paid_first`, in the order matched.
+    paid_more: Vec<(Period, Decimal)>,
 }
 
 /// The end of a review of a held commission.
@@ -92,13 +104,82 @@ pub enum Review {
 }
 
 impl Commission {
+    /// Why it was held for review (empty if it was not).
+    pub fn review_reasons(&self) -> &[FraudFlag] {
+        self.history
+            .as_ref()
+            .map_or(&[], |history| history.review_reasons.as_slice())
+    }
+
+    /// The refunds and chargebacks that reversed part or all of it, in order.
+    pub fn reversals(&self) -> &[Reversal] {
+        self.history
+            .as_ref()
+            .map_or(&[], |history| history.reversals.as_slice())
+    }
+
+    /// How the review of a commission held for review ended, if it did.
+    pub fn review(&self) -> Option<Review> {
+        self.history.as_ref().and_then(|history| history.review)
+    }
+
+    /// What a forfeiting review took back (zero otherwise).
+    pub fn forfeited(&self) -> Decimal {
+        self.history
+            .as_ref()
+            .map_or(Decimal::ZERO, |history| history.forfeited)
+    }
+
+    /// Parts of the commission matched to payouts: (period, amount), in the order matched.
+    pub fn paid_by(&self) -> impl Iterator<Item = (Period, Decimal)> + '_ {
+        self.paid_first.into_iter().chain(
+            self.history
+                .iter()
+                .flat_map(|history| history.paid_more.iter().copied()),
+        )
+    }
+
+    fn history_mut(&mut self) -> &mut CommissionHistory {
+        self.history.get_or_insert_with(Box::default)
+    }
+
+    fn push_paid(&mut self, period: Period, amount: Decimal) {
+        if self.paid_first.is_none() {
+            self.paid_first = Some((period, amount));
+        } else {
+            self.history_mut().paid_more.push((period, amount));
+        }
+    }
+
+    /// Unmatches every part paid by the payout of `period`.
+    fn remove_paid(&mut self, period: Period) {
+        if let Some(history) = self.history.as_mut() {
+            history.paid_more.retain(|(paid_in, _)| *paid_in != period);
+        }
+        if self
+            .paid_first
+            .is_some_and(|(paid_in, _)| paid_in == period)
+        {
+            self.paid_first = match self.history.as_mut() {
+                Some(history) if !history.paid_more.is_empty() => Some(history.paid_more.remove(0)),
+                _ => None,
+            };
+        }
+    }
+
     /// What refunds clawed back and a review forfeited.
     pub fn reversed(&self) -> Decimal {
-        self.reversals
-            .iter()
-            .map(|reversal| reversal.amount)
-            .sum::<Decimal>()
-            + self.forfeited
+        match &self.history {
+            None => Decimal::ZERO,
+            Some(history) => {
+                history
+                    .reversals
+                    .iter()
+                    .map(|reversal| reversal.amount)
+                    .sum::<Decimal>()
+                    + history.forfeited
+            }
+        }
     }
 
     /// What is left after clawbacks and forfeiture.
@@ -108,18 +189,23 @@ impl Commission {
 
     /// The part matched to payouts (scheduled or sent).
     pub fn matched(&self) -> Decimal {
-        self.paid_by.iter().map(|(_, amount)| *amount).sum()
+        self.paid_by().map(|(_, amount)| amount).sum()
     }
 
     /// The part neither reversed nor matched to a payout.
     pub fn open(&self) -> Decimal {
+        if self.history.is_none() {
+            // The common case, without summing empty lists.
+            let matched = self.paid_first.map_or(Decimal::ZERO, |(_, amount)| amount);
+            return (self.amount - matched).max(Decimal::ZERO);
+        }
         (self.net() - self.matched()).max(Decimal::ZERO)
     }
 
     /// Whether the commission can be paid at `at`: its hold is over, and it was not held
     /// for review or a review released it by then (as the domain's payable book reads it).
     pub fn is_payable_at(&self, at: DateTime<Utc>) -> bool {
-        let cleared = match self.review {
+        let cleared = match self.review() {
             _ if !self.held_for_review => true,
             Some(Review::Released { at: released }) => released <= at,
             Some(Review::Forfeited { .. }) | None => false,
@@ -287,12 +373,12 @@ pub struct Affiliate {
     /// Indexes into the commission list, in the order earned.
     pub commissions: Vec<u32>,
     /// Reversals of paid-out money not yet settled, per currency.
-    pub owed: BTreeMap<Currency, Decimal>,
+    pub owed: CurrencyAmounts,
     /// Index of the first commission that may still have an open part (FIFO cursor).
     pub cursor: u32,
     /// Sum of `open()` over all its commissions, per currency, kept as they change, so
     /// a payout run need not scan matured history.
-    pub open: BTreeMap<Currency, Decimal>,
+    pub open: CurrencyAmounts,
     /// Whether hold ends never decrease along `commissions` (true unless a plan change
     /// shortened the hold): then the unmatured commissions are a suffix of the list.
     pub holds_in_order: bool,
@@ -304,9 +390,9 @@ impl Default for Affiliate {
     fn default() -> Self {
         Affiliate {
             commissions: Vec::new(),
-            owed: BTreeMap::new(),
+            owed: CurrencyAmounts::default(),
             cursor: 0,
-            open: BTreeMap::new(),
+            open: CurrencyAmounts::default(),
             holds_in_order: true,
             reviewed: 0,
         }
@@ -318,18 +404,73 @@ impl Affiliate {
         if delta.is_zero() {
             return;
         }
-        let open = self.open.entry(currency).or_default();
-        *open += delta;
-        if open.is_zero() {
-            self.open.remove(&currency);
+        let open = self.open.get(currency) + delta;
+        self.open.set(currency, open);
+    }
+}
+
+/// Amounts per currency, in currency order, for one affiliate. Nearly every affiliate has
+/// one currency or none, so this is a short list (no allocation while empty) rather than
+/// a map with a node per affiliate.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CurrencyAmounts(Vec<(Currency, Decimal)>);
+
+impl CurrencyAmounts {
+    pub fn get(&self, currency: Currency) -> Decimal {
+        self.0
+            .iter()
+            .find(|(known, _)| *known == currency)
+            .map_or(Decimal::ZERO, |(_, amount)| *amount)
+    }
+
+    /// Sets the amount of `currency`, removing it when zero.
+    pub fn set(&mut self, currency: Currency, amount: Decimal) {
+        match self.0.binary_search_by_key(&currency, |(known, _)| *known) {
+            Ok(at) if amount.is_zero() => {
+                self.0.remove(at);
+            }
+            Ok(at) => self.0[at].1 = amount,
+            Err(_) if amount.is_zero() => {}
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, (currency, amount));
+            }
         }
+    }
+
+    /// Adds `delta` to the amount of `currency`, keeping the entry even when it is zero.
+    pub fn add(&mut self, currency: Currency, delta: Decimal) {
+        match self.0.binary_search_by_key(&currency, |(known, _)| *known) {
+            Ok(at) => self.0[at].1 += delta,
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, (currency, delta));
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Currency, Decimal)> + '_ {
+        self.0.iter().copied()
     }
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Commissions {
     payments: Chunked<PaymentRecord>,
-    payment_index: FastMap<PaymentId, u32>,
+    /// Payment id (by its 64-bit hash) to index into `payments`: the id itself is stored
+    /// once, in its record, and a lookup compares it there.
+    payment_index: FastMap<u64, u32>,
+    /// Payments whose id hashes like an earlier payment's (rare): by the id itself.
+    payment_collisions: FastMap<PaymentId, u32>,
     commissions: Chunked<Commission>,
     affiliates: FastMap<AccountId, Affiliate>,
     runs: BTreeMap<Period, BTreeMap<AccountId, Payout>>,
@@ -358,7 +499,7 @@ impl Commissions {
     }
 
     pub fn payment_received(&mut self, event: &PaymentReceived) -> Result<(), CommissionError> {
-        if self.payment_index.contains_key(&event.payment_id) {
+        if self.lookup_payment(&event.payment_id).is_some() {
             return Err(CommissionError::DuplicatePayment {
                 payment: event.payment_id.clone(),
             });
@@ -372,8 +513,28 @@ impl Commissions {
             refunds: Vec::new(),
             commissions: Vec::new(),
         });
-        self.payment_index.insert(event.payment_id.clone(), index);
+        self.index_payment(&event.payment_id, index);
         Ok(())
+    }
+
+    fn index_payment(&mut self, payment: &PaymentId, index: u32) {
+        match self.payment_index.entry(id_hash(payment)) {
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(index);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.payment_collisions.insert(payment.clone(), index);
+            }
+        }
+    }
+
+    fn lookup_payment(&self, payment: &PaymentId) -> Option<u32> {
+        let index = *self.payment_index.get(&id_hash(payment))?;
+        if self.payments[index as usize].payment_id == *payment {
+            Some(index)
+        } else {
+            self.payment_collisions.get(payment).copied()
+        }
     }
 
     pub fn refunded(&mut self, event: &PaymentRefunded) -> Result<&PaymentRecord, CommissionError> {
@@ -414,32 +575,30 @@ impl Commissions {
         Ok(record)
     }
 
-    pub fn earned(
-        &mut self,
-        position: Position,
-        event: &CommissionEarned,
-    ) -> Result<(), CommissionError> {
+    pub fn earned(&mut self, event: &CommissionEarned) -> Result<(), CommissionError> {
         let payment = self.payment(&event.payment_id)?;
         let index = u32::try_from(self.commissions.len()).expect("fewer than 2^32 commissions");
+        let history = (event.held_for_review || !event.review_reasons.is_empty()).then(|| {
+            Box::new(CommissionHistory {
+                review_reasons: event.review_reasons.clone(),
+                ..CommissionHistory::default()
+            })
+        });
         self.commissions.push(Commission {
             payment,
+            plan_version: event.plan_version,
             beneficiary: event.beneficiary,
             payer: event.payer,
-            level: event.level,
             rate: event.rate,
-            plan_version: event.plan_version,
             base_amount: event.base_amount.amount(),
             amount: event.amount.amount(),
-            currency: event.amount.currency(),
             earned_at: event.earned_at,
-            earned_position: position,
             hold_until: event.hold_until,
+            level: event.level,
+            currency: event.amount.currency(),
             held_for_review: event.held_for_review,
-            review_reasons: event.review_reasons.clone(),
-            reversals: Vec::new(),
-            review: None,
-            forfeited: Decimal::ZERO,
-            paid_by: Vec::new(),
+            paid_first: None,
+            history,
         });
         self.payments[payment as usize].commissions.push(index);
         let affiliate = self.affiliates.entry(event.beneficiary).or_default();
@@ -480,13 +639,13 @@ impl Commissions {
     pub fn released(&mut self, event: &CommissionReleased) -> Result<(), CommissionError> {
         let index = self.find(&event.payment_id, event.beneficiary, event.level)?;
         let commission = &mut self.commissions[index as usize];
-        if !commission.held_for_review || commission.review.is_some() {
+        if !commission.held_for_review || commission.review().is_some() {
             return Err(CommissionError::NotUnderReview {
                 payment: event.payment_id.clone(),
                 level: event.level,
             });
         }
-        commission.review = Some(Review::Released {
+        commission.history_mut().review = Some(Review::Released {
             at: event.released_at,
         });
         Ok(())
@@ -496,7 +655,7 @@ impl Commissions {
     pub fn forfeited(&mut self, event: &CommissionForfeited) -> Result<(), CommissionError> {
         let index = self.find(&event.payment_id, event.beneficiary, event.level)?;
         let commission = &mut self.commissions[index as usize];
-        if !commission.held_for_review || commission.review.is_some() {
+        if !commission.held_for_review || commission.review().is_some() {
             return Err(CommissionError::NotUnderReview {
                 payment: event.payment_id.clone(),
                 level: event.level,
@@ -512,8 +671,9 @@ impl Commissions {
             });
         }
         let before = commission.open();
-        commission.forfeited = amount;
-        commission.review = Some(Review::Forfeited {
+        let history = commission.history_mut();
+        history.forfeited = amount;
+        history.review = Some(Review::Forfeited {
             at: event.forfeited_at,
         });
         let (currency, delta) = (commission.currency, commission.open() - before);
@@ -533,7 +693,7 @@ impl Commissions {
             return Err(CommissionError::ReversalExceedsCommission { amount, net });
         }
         let open = commission.open();
-        commission.reversals.push(Reversal {
+        commission.history_mut().reversals.push(Reversal {
             refund_id: event.refund_id.clone(),
             amount,
             at: event.reversed_at,
@@ -545,7 +705,7 @@ impl Commissions {
         let affiliate = self.affiliates.entry(event.beneficiary).or_default();
         affiliate.adjust_open(currency, delta);
         if !owed.is_zero() {
-            *affiliate.owed.entry(currency).or_default() += owed;
+            affiliate.owed.add(currency, owed);
         }
         Ok(())
     }
@@ -575,7 +735,7 @@ impl Commissions {
         let currency = event.amount.currency();
         let affiliate = self.affiliates.entry(event.affiliate).or_default();
         let mut to_match = event.amount.amount();
-        let mut owed = affiliate.owed.get(&currency).copied().unwrap_or_default();
+        let mut owed = affiliate.owed.get(currency);
         let settled_before = owed;
         let mut matched = Vec::new();
         let start = affiliate.cursor as usize;
@@ -604,7 +764,7 @@ impl Commissions {
             owed -= settle;
             let take = (open - settle).min(to_match);
             let part = settle + take;
-            commission.paid_by.push((event.period, part));
+            commission.push_paid(event.period, part);
             open_delta += commission.open() - open;
             to_match -= take;
             if take > Decimal::ZERO || settle > Decimal::ZERO {
@@ -618,11 +778,7 @@ impl Commissions {
         }
         affiliate.cursor = cursor as u32;
         affiliate.adjust_open(currency, open_delta);
-        if owed.is_zero() {
-            affiliate.owed.remove(&currency);
-        } else {
-            affiliate.owed.insert(currency, owed);
-        }
+        affiliate.owed.set(currency, owed);
         run.insert(
             event.affiliate,
             Payout {
@@ -661,9 +817,7 @@ impl Commissions {
         for (index, _) in &matched {
             let commission = &mut self.commissions[*index as usize];
             let before = commission.open();
-            commission
-                .paid_by
-                .retain(|(period, _)| *period != event.period);
+            commission.remove_paid(event.period);
             open_delta += commission.open() - before;
             if let Some(position) = affiliate.commissions.iter().position(|i| i == index) {
                 first = first.min(position);
@@ -672,7 +826,7 @@ impl Commissions {
         affiliate.cursor = affiliate.cursor.min(first as u32);
         affiliate.adjust_open(currency, open_delta);
         if !settled.is_zero() {
-            *affiliate.owed.entry(currency).or_default() += settled;
+            affiliate.owed.add(currency, settled);
         }
         Ok(())
     }
@@ -711,9 +865,7 @@ impl Commissions {
     }
 
     fn payment(&self, payment: &PaymentId) -> Result<u32, CommissionError> {
-        self.payment_index
-            .get(payment)
-            .copied()
+        self.lookup_payment(payment)
             .ok_or_else(|| CommissionError::PaymentNotFound {
                 payment: payment.clone(),
             })
@@ -726,9 +878,8 @@ impl Commissions {
     }
 
     pub fn payment_by_id(&self, payment: &PaymentId) -> Option<&PaymentRecord> {
-        self.payment_index
-            .get(payment)
-            .map(|index| &self.payments[*index as usize])
+        self.lookup_payment(payment)
+            .map(|index| &self.payments[index as usize])
     }
 
     pub fn payments(&self) -> impl Iterator<Item = &PaymentRecord> {
@@ -766,8 +917,8 @@ impl Commissions {
             add_commission(entry, commission, at);
         }
         if let Some(book) = self.affiliates.get(affiliate) {
-            for (currency, owed) in &book.owed {
-                totals.entry(*currency).or_default().owed += *owed;
+            for (currency, owed) in book.owed.iter() {
+                totals.entry(currency).or_default().owed += owed;
             }
         }
         totals
@@ -788,11 +939,11 @@ impl Commissions {
             add_commission(entry, commission, at);
         }
         for (affiliate, book) in &self.affiliates {
-            for (currency, owed) in &book.owed {
+            for (currency, owed) in book.owed.iter() {
                 per_affiliate
-                    .entry((*affiliate, *currency))
+                    .entry((*affiliate, currency))
                     .or_default()
-                    .owed += *owed;
+                    .owed += owed;
             }
         }
         totals.extend(per_affiliate);
@@ -809,9 +960,9 @@ impl Commissions {
             if affiliate.holds_in_order && affiliate.reviewed == 0 && affiliate.open.len() <= 1 {
                 // Everything open is payable except a suffix of unmatured commissions:
                 // walk back over that suffix only.
-                let Some((&currency, &open_total)) = affiliate.open.iter().next() else {
+                let Some((currency, open_total)) = affiliate.open.iter().next() else {
                     if let Some((currency, owed)) = affiliate.owed.iter().next() {
-                        payables.entry((*account, *currency)).or_default().payable -= *owed;
+                        payables.entry((*account, currency)).or_default().payable -= owed;
                     }
                     continue;
                 };
@@ -831,8 +982,8 @@ impl Commissions {
                 let entry = payables.entry((*account, currency)).or_default();
                 entry.payable += payable;
                 entry.held += held;
-                for (currency, owed) in &affiliate.owed {
-                    payables.entry((*account, *currency)).or_default().payable -= *owed;
+                for (currency, owed) in affiliate.owed.iter() {
+                    payables.entry((*account, currency)).or_default().payable -= owed;
                 }
                 continue;
             }
@@ -852,8 +1003,8 @@ impl Commissions {
                     entry.held += open;
                 }
             }
-            for (currency, owed) in &affiliate.owed {
-                payables.entry((*account, *currency)).or_default().payable -= *owed;
+            for (currency, owed) in affiliate.owed.iter() {
+                payables.entry((*account, currency)).or_default().payable -= owed;
             }
         }
         payables
@@ -903,26 +1054,31 @@ impl Commissions {
     }
 
     pub fn from_state(state: CommissionsState) -> Commissions {
-        let payment_index = state
-            .payments
-            .iter()
-            .enumerate()
-            .map(|(index, payment)| (payment.payment_id.clone(), index as u32))
-            .collect::<FastMap<_, _>>();
-        Commissions {
+        let mut commissions = Commissions {
             payments: state.payments.into_iter().collect(),
-            payment_index,
+            payment_index: FastMap::default(),
+            payment_collisions: FastMap::default(),
             commissions: state.commissions.into_iter().collect(),
             affiliates: state.affiliates.into_iter().collect(),
             runs: state.runs,
             summaries: state.summaries,
             donations: state.donations,
             plans: state.plans,
+        };
+        for index in 0..commissions.payments.len() {
+            let payment = commissions.payments[index].payment_id.clone();
+            commissions.index_payment(&payment, index as u32);
         }
+        commissions
     }
 }
 
-/// Adds a commission earned by `at` (later ones are left out) to `totals`.
+/// The 64-bit hash a payment id is indexed by.
+fn id_hash(payment: &PaymentId) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<crate::hash::FastHasher>::default().hash_one(payment.as_str())
+}
+
 /// Elements a [`Chunked`] list holds per chunk.
 const CHUNK_ELEMENTS: usize = 1 << 16;
 
@@ -992,6 +1148,7 @@ impl<T> FromIterator<T> for Chunked<T> {
     }
 }
 
+/// Adds a commission earned by `at` (later ones are left out) to `totals`.
 fn add_commission(totals: &mut AffiliateTotals, commission: &Commission, at: DateTime<Utc>) {
     if commission.earned_at > at {
         return;
@@ -1068,24 +1225,21 @@ mod tests {
                 })
                 .unwrap();
             self.commissions
-                .earned(
-                    Position::sequence(0),
-                    &CommissionEarned {
-                        payment_id,
-                        beneficiary: self.affiliate,
-                        payer: self.payer,
-                        level: 1,
-                        rate: Rate::parse("0.1").unwrap(),
-                        plan_version: PlanVersion::FIRST,
-                        base_amount: eur(cents * 10),
-                        amount: eur(cents),
-                        rounding: Decimal::ZERO,
-                        earned_at: day,
-                        hold_until: day + chrono::Duration::days(30),
-                        held_for_review: false,
-                        review_reasons: Vec::new(),
-                    },
-                )
+                .earned(&CommissionEarned {
+                    payment_id,
+                    beneficiary: self.affiliate,
+                    payer: self.payer,
+                    level: 1,
+                    rate: Rate::parse("0.1").unwrap(),
+                    plan_version: PlanVersion::FIRST,
+                    base_amount: eur(cents * 10),
+                    amount: eur(cents),
+                    rounding: Decimal::ZERO,
+                    earned_at: day,
+                    hold_until: day + chrono::Duration::days(30),
+                    held_for_review: false,
+                    review_reasons: Vec::new(),
+                })
                 .unwrap();
         }
 

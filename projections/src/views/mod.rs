@@ -166,7 +166,7 @@ impl LedgerViews {
                     self.network
                         .revenue(payer, amount.currency(), -amount.amount(), at)
                 }),
-            DomainEvent::CommissionEarned(earned) => self.commissions.earned(position, earned),
+            DomainEvent::CommissionEarned(earned) => self.commissions.earned(earned),
             DomainEvent::CommissionReversed(reversed) => self.commissions.reversed(reversed),
             DomainEvent::CommissionReleased(released) => self.commissions.released(released),
             DomainEvent::ProcessingRestricted(restricted) => {

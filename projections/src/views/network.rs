@@ -40,9 +40,9 @@ pub struct PeriodAnalytics {
 pub struct Network {
     forest: ReferralForest<AccountId>,
     opened: FastMap<AccountId, DateTime<Utc>>,
-    revenue: FastMap<AccountId, Revenue>,
-    /// Per payer, net revenue per period, kept so a restriction can take a subject's past
-    /// contributions out of the analytics.
+    /// Per payer, net revenue per period and currency: its total revenue is their sum, and
+    /// a restriction takes a subject's past contributions out of the analytics with them.
+    /// One short list per payer (no separate totals map) keeps a million payers small.
     revenue_by_period: FastMap<AccountId, PeriodRevenue>,
     analytics: BTreeMap<Period, PeriodAnalytics>,
     restricted: BTreeSet<AccountId>,
@@ -75,17 +75,6 @@ impl Network {
         amount: Decimal,
         at: DateTime<Utc>,
     ) {
-        let revenue = self.revenue.entry(payer).or_default();
-        match revenue.iter_mut().find(|(known, _)| *known == currency) {
-            Some((_, total)) => *total += amount,
-            None => {
-                assert!(
-                    revenue.len() < MEMBER_CURRENCIES_MAX,
-                    "member_currencies_max is {MEMBER_CURRENCIES_MAX}"
-                );
-                revenue.push((currency, amount));
-            }
-        }
         let period = Period::containing(at);
         let history = self.revenue_by_period.entry(payer).or_default();
         match history
@@ -93,7 +82,18 @@ impl Network {
             .find(|(known, known_currency, _)| *known == period && *known_currency == currency)
         {
             Some((_, _, total)) => *total += amount,
-            None => history.push((period, currency, amount)),
+            None => {
+                assert!(
+                    history.iter().any(|(_, known, _)| *known == currency)
+                        || currencies_of(history) < MEMBER_CURRENCIES_MAX,
+                    "member_currencies_max is {MEMBER_CURRENCIES_MAX}"
+                );
+                // Grow by half, not by doubling from four: most payers pay in few months.
+                if history.len() == history.capacity() {
+                    history.reserve_exact((history.len() / 2).max(1));
+                }
+                history.push((period, currency, amount));
+            }
         }
         if !self.restricted.contains(&payer) {
             *self
@@ -173,12 +173,19 @@ impl Network {
 
     /// The net revenue of an account's own payments.
     pub fn own_revenue(&self, account: &AccountId) -> BTreeMap<Currency, Decimal> {
-        self.revenue
-            .get(account)
-            .into_iter()
-            .flatten()
-            .copied()
-            .collect()
+        self.revenue_of(account).into_iter().collect()
+    }
+
+    /// An account's net revenue per currency, in the order its currencies first appear.
+    fn revenue_of(&self, account: &AccountId) -> Revenue {
+        let mut revenue: Revenue = Vec::new();
+        for (_, currency, amount) in self.revenue_by_period.get(account).into_iter().flatten() {
+            match revenue.iter_mut().find(|(known, _)| known == currency) {
+                Some((_, total)) => *total += *amount,
+                None => revenue.push((*currency, *amount)),
+            }
+        }
+        revenue
     }
 
     /// The net revenue of everyone below `account` (down to `forest::WALK_DEPTH_MAX` levels),
@@ -189,7 +196,7 @@ impl Network {
     ) -> Result<BTreeMap<Currency, Decimal>, ForestError> {
         let mut total: BTreeMap<Currency, Decimal> = BTreeMap::new();
         for member in self.forest.downline(account)? {
-            for (currency, amount) in self.revenue.get(&member).into_iter().flatten() {
+            for (_, currency, amount) in self.revenue_by_period.get(&member).into_iter().flatten() {
                 *total.entry(*currency).or_default() += *amount;
             }
         }
@@ -202,7 +209,7 @@ impl Network {
             .members_in_order()
             .map(|(account, referrer, _)| {
                 let opened = self.opened[&account];
-                let mut revenue = self.revenue.get(&account).cloned().unwrap_or_default();
+                let mut revenue = self.revenue_of(&account);
                 revenue.sort_unstable_by_key(|(currency, _)| *currency);
                 let mut by_period = self
                     .revenue_by_period
@@ -215,11 +222,11 @@ impl Network {
             .collect();
         // Revenue of payers who never opened an account (not expected, but kept).
         let mut orphans: Vec<OrphanState> = self
-            .revenue
-            .iter()
-            .filter(|(account, _)| !self.forest.contains(account))
-            .map(|(account, revenue)| {
-                let mut revenue = revenue.clone();
+            .revenue_by_period
+            .keys()
+            .filter(|account| !self.forest.contains(account))
+            .map(|account| {
+                let mut revenue = self.revenue_of(account);
                 revenue.sort_unstable_by_key(|(currency, _)| *currency);
                 let mut by_period = self
                     .revenue_by_period
@@ -245,22 +252,27 @@ impl Network {
             restricted: state.restricted,
             ..Network::default()
         };
-        for (account, referrer, opened, revenue, by_period) in state.members {
+        // The revenue totals in the state are the sums of the periods, kept for readers.
+        for (account, referrer, opened, _revenue, by_period) in state.members {
             network.forest.add(account, referrer, opened)?;
             network.opened.insert(account, opened);
-            if !revenue.is_empty() {
-                network.revenue.insert(account, revenue);
-            }
             if !by_period.is_empty() {
                 network.revenue_by_period.insert(account, by_period);
             }
         }
-        for (account, revenue, by_period) in state.orphans {
-            network.revenue.insert(account, revenue);
+        for (account, _revenue, by_period) in state.orphans {
             network.revenue_by_period.insert(account, by_period);
         }
         Ok(network)
     }
+}
+
+/// How many currencies one member's revenue history holds.
+fn currencies_of(history: &PeriodRevenue) -> usize {
+    let mut currencies: Vec<Currency> = history.iter().map(|(_, currency, _)| *currency).collect();
+    currencies.sort_unstable();
+    currencies.dedup();
+    currencies.len()
 }
 
 type MemberState = (
