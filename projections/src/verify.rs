@@ -232,7 +232,7 @@ fn currency_totals(views: &LedgerViews) -> BTreeMap<String, CurrencyTotals> {
     for payment in commissions.payments() {
         let sum = sums.entry(payment.amount.currency()).or_default();
         sum.payments += payment.amount.amount();
-        for refund in &payment.refunds {
+        for refund in payment.refunds() {
             sum.refunds += refund.amount.amount();
         }
     }

@@ -31,9 +31,73 @@ pub struct PaymentRecord {
     pub payer: AccountId,
     pub amount: Money,
     pub received_at: DateTime<Utc>,
-    pub refunds: Vec<RefundRecord>,
-    /// Indexes into the commission list, in the order earned.
-    pub commissions: Vec<u32>,
+    /// Refunds and chargebacks, in order; allocated only for a payment that has any.
+    refunds: Option<Box<[RefundRecord]>>,
+    /// The commissions it funded.
+    commissions: PaymentCommissions,
+}
+
+impl PaymentRecord {
+    /// Its refunds and chargebacks, in order.
+    pub fn refunds(&self) -> &[RefundRecord] {
+        self.refunds.as_deref().unwrap_or_default()
+    }
+
+    /// Indexes of the commissions it funded into the commission list, in the order earned.
+    pub fn commissions(&self) -> impl Iterator<Item = u32> + '_ {
+        let (run, listed) = match &self.commissions {
+            PaymentCommissions::Run { first, count } => (*first..*first + *count, &[][..]),
+            PaymentCommissions::Listed(listed) => (0..0, &listed[..]),
+        };
+        run.chain(listed.iter().copied())
+    }
+
+    fn push_refund(&mut self, refund: RefundRecord) {
+        // Refunds are rare and few per payment: a copy per refund costs nothing.
+        let mut refunds = self.refunds.take().map(Vec::from).unwrap_or_default();
+        refunds.push(refund);
+        self.refunds = Some(refunds.into_boxed_slice());
+    }
+
+    fn push_commission(&mut self, index: u32) {
+        self.commissions = match std::mem::take(&mut self.commissions) {
+            PaymentCommissions::Run { count: 0, .. } => PaymentCommissions::Run {
+                first: index,
+                count: 1,
+            },
+            PaymentCommissions::Run { first, count } if first + count == index => {
+                PaymentCommissions::Run {
+                    first,
+                    count: count + 1,
+                }
+            }
+            PaymentCommissions::Run { first, count } => {
+                let mut listed: Vec<u32> = (first..first + count).collect();
+                listed.push(index);
+                PaymentCommissions::Listed(listed.into_boxed_slice())
+            }
+            PaymentCommissions::Listed(listed) => {
+                let mut listed = Vec::from(listed);
+                listed.push(index);
+                PaymentCommissions::Listed(listed.into_boxed_slice())
+            }
+        };
+    }
+}
+
+/// A payment's commissions. The domain records them together, right after the payment,
+/// so they are a run of consecutive indexes (stored as two numbers, not a list); a log in
+/// which they are not is still read, as a list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum PaymentCommissions {
+    Run { first: u32, count: u32 },
+    Listed(Box<[u32]>),
+}
+
+impl Default for PaymentCommissions {
+    fn default() -> Self {
+        PaymentCommissions::Run { first: 0, count: 0 }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -510,8 +574,8 @@ impl Commissions {
             payer: event.account_id,
             amount: event.amount,
             received_at: event.received_at,
-            refunds: Vec::new(),
-            commissions: Vec::new(),
+            refunds: None,
+            commissions: PaymentCommissions::default(),
         });
         self.index_payment(&event.payment_id, index);
         Ok(())
@@ -571,7 +635,7 @@ impl Commissions {
     ) -> Result<&PaymentRecord, CommissionError> {
         let index = self.payment(payment)?;
         let record = &mut self.payments[index as usize];
-        record.refunds.push(refund);
+        record.push_refund(refund);
         Ok(record)
     }
 
@@ -600,7 +664,7 @@ impl Commissions {
             paid_first: None,
             history,
         });
-        self.payments[payment as usize].commissions.push(index);
+        self.payments[payment as usize].push_commission(index);
         let affiliate = self.affiliates.entry(event.beneficiary).or_default();
         if let Some(last) = affiliate.commissions.last() {
             if self.commissions[*last as usize].hold_until > event.hold_until {
@@ -621,9 +685,7 @@ impl Commissions {
     ) -> Result<u32, CommissionError> {
         let payment = self.payment(payment_id)?;
         self.payments[payment as usize]
-            .commissions
-            .iter()
-            .copied()
+            .commissions()
             .find(|index| {
                 let commission = &self.commissions[*index as usize];
                 commission.beneficiary == beneficiary && commission.level == level

@@ -39,11 +39,14 @@ pub struct PeriodAnalytics {
 #[derive(Clone, Debug, Default)]
 pub struct Network {
     forest: ReferralForest<AccountId>,
-    opened: FastMap<AccountId, DateTime<Utc>>,
     /// Per payer, net revenue per period and currency: its total revenue is their sum, and
     /// a restriction takes a subject's past contributions out of the analytics with them.
     /// One short list per payer (no separate totals map) keeps a million payers small.
-    revenue_by_period: FastMap<AccountId, PeriodRevenue>,
+    /// Indexed by the member's place in the forest (signup order), so a million members
+    /// need no second map keyed by account id.
+    member_revenue: Vec<PeriodRevenue>,
+    /// The same for payers that are not in the forest (not expected, but kept).
+    orphan_revenue: FastMap<AccountId, PeriodRevenue>,
     analytics: BTreeMap<Period, PeriodAnalytics>,
     restricted: BTreeSet<AccountId>,
 }
@@ -60,7 +63,12 @@ impl Network {
         at: DateTime<Utc>,
     ) -> Result<(), ForestError> {
         self.forest.add(account, referrer, at)?;
-        self.opened.insert(account, at);
+        debug_assert_eq!(
+            self.forest.index_of(&account),
+            Some(self.member_revenue.len())
+        );
+        let earlier = self.orphan_revenue.remove(&account).unwrap_or_default();
+        self.member_revenue.push(earlier);
         let period = self.analytics.entry(Period::containing(at)).or_default();
         period.signups += 1;
         period.referred_signups += u64::from(referrer.is_some());
@@ -76,7 +84,10 @@ impl Network {
         at: DateTime<Utc>,
     ) {
         let period = Period::containing(at);
-        let history = self.revenue_by_period.entry(payer).or_default();
+        let history = match self.forest.index_of(&payer) {
+            Some(index) => &mut self.member_revenue[index],
+            None => self.orphan_revenue.entry(payer).or_default(),
+        };
         match history
             .iter_mut()
             .find(|(known, known_currency, _)| *known == period && *known_currency == currency)
@@ -122,16 +133,19 @@ impl Network {
             Decimal::ONE
         };
         let count_sign: i64 = if restricted { -1 } else { 1 };
-        if let Some(at) = self.opened.get(&subject) {
+        if let Ok(at) = self.forest.joined_at(&subject) {
             let referred = matches!(self.forest.referrer(&subject), Ok(Some(_)));
-            let period = self.analytics.entry(Period::containing(*at)).or_default();
+            let period = self.analytics.entry(Period::containing(at)).or_default();
             period.signups = period.signups.saturating_add_signed(count_sign);
             if referred {
                 period.referred_signups = period.referred_signups.saturating_add_signed(count_sign);
             }
         }
-        for (period, currency, amount) in self.revenue_by_period.get(&subject).into_iter().flatten()
-        {
+        let history = match self.forest.index_of(&subject) {
+            Some(index) => self.member_revenue.get(index),
+            None => self.orphan_revenue.get(&subject),
+        };
+        for (period, currency, amount) in history.into_iter().flatten() {
             *self
                 .analytics
                 .entry(*period)
@@ -164,8 +178,8 @@ impl Network {
             if self.restricted.contains(&member) {
                 continue;
             }
-            if let Some(at) = self.opened.get(&member) {
-                *growth.entry(Month::of(*at)).or_insert(0) += 1;
+            if let Ok(at) = self.forest.joined_at(&member) {
+                *growth.entry(Month::of(at)).or_insert(0) += 1;
             }
         }
         Ok(growth)
@@ -176,10 +190,18 @@ impl Network {
         self.revenue_of(account).into_iter().collect()
     }
 
+    /// An account's net revenue per period and currency, if it paid anything.
+    fn revenue_history(&self, account: &AccountId) -> Option<&PeriodRevenue> {
+        match self.forest.index_of(account) {
+            Some(index) => self.member_revenue.get(index),
+            None => self.orphan_revenue.get(account),
+        }
+    }
+
     /// An account's net revenue per currency, in the order its currencies first appear.
     fn revenue_of(&self, account: &AccountId) -> Revenue {
         let mut revenue: Revenue = Vec::new();
-        for (_, currency, amount) in self.revenue_by_period.get(account).into_iter().flatten() {
+        for (_, currency, amount) in self.revenue_history(account).into_iter().flatten() {
             match revenue.iter_mut().find(|(known, _)| known == currency) {
                 Some((_, total)) => *total += *amount,
                 None => revenue.push((*currency, *amount)),
@@ -196,7 +218,7 @@ impl Network {
     ) -> Result<BTreeMap<Currency, Decimal>, ForestError> {
         let mut total: BTreeMap<Currency, Decimal> = BTreeMap::new();
         for member in self.forest.downline(account)? {
-            for (_, currency, amount) in self.revenue_by_period.get(&member).into_iter().flatten() {
+            for (_, currency, amount) in self.revenue_history(&member).into_iter().flatten() {
                 *total.entry(*currency).or_default() += *amount;
             }
         }
@@ -208,31 +230,25 @@ impl Network {
             .forest
             .members_in_order()
             .map(|(account, referrer, _)| {
-                let opened = self.opened[&account];
+                let opened = self
+                    .forest
+                    .joined_at(&account)
+                    .expect("a member in order is in the forest");
                 let mut revenue = self.revenue_of(&account);
                 revenue.sort_unstable_by_key(|(currency, _)| *currency);
-                let mut by_period = self
-                    .revenue_by_period
-                    .get(&account)
-                    .cloned()
-                    .unwrap_or_default();
+                let mut by_period = self.revenue_history(&account).cloned().unwrap_or_default();
                 by_period.sort_unstable_by_key(|(period, currency, _)| (*period, *currency));
                 (account, referrer, opened, revenue, by_period)
             })
             .collect();
         // Revenue of payers who never opened an account (not expected, but kept).
         let mut orphans: Vec<OrphanState> = self
-            .revenue_by_period
-            .keys()
-            .filter(|account| !self.forest.contains(account))
-            .map(|account| {
+            .orphan_revenue
+            .iter()
+            .map(|(account, history)| {
                 let mut revenue = self.revenue_of(account);
                 revenue.sort_unstable_by_key(|(currency, _)| *currency);
-                let mut by_period = self
-                    .revenue_by_period
-                    .get(account)
-                    .cloned()
-                    .unwrap_or_default();
+                let mut by_period = history.clone();
                 by_period.sort_unstable_by_key(|(period, currency, _)| (*period, *currency));
                 (*account, revenue, by_period)
             })
@@ -255,13 +271,10 @@ impl Network {
         // The revenue totals in the state are the sums of the periods, kept for readers.
         for (account, referrer, opened, _revenue, by_period) in state.members {
             network.forest.add(account, referrer, opened)?;
-            network.opened.insert(account, opened);
-            if !by_period.is_empty() {
-                network.revenue_by_period.insert(account, by_period);
-            }
+            network.member_revenue.push(by_period);
         }
         for (account, _revenue, by_period) in state.orphans {
-            network.revenue_by_period.insert(account, by_period);
+            network.orphan_revenue.insert(account, by_period);
         }
         Ok(network)
     }

@@ -165,7 +165,7 @@ fn views_agree_with_each_other() {
     let refunded: Decimal = views
         .commissions
         .payments()
-        .flat_map(|payment| &payment.refunds)
+        .flat_map(|payment| payment.refunds())
         .map(|refund| refund.amount.amount())
         .sum();
     let sent: Decimal = views
