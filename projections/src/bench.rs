@@ -349,6 +349,7 @@ fn run_from(
                 / 1024
         };
         let mut views = views;
+        eprintln!("TMP {}", views.commissions.tmp_breakdown(&rss));
         let r0 = rss();
         drop(std::mem::take(&mut views.commissions));
         let r1 = rss();

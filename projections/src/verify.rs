@@ -238,7 +238,7 @@ fn currency_totals(views: &LedgerViews) -> BTreeMap<String, CurrencyTotals> {
     }
     for index in 0..commissions.commission_count() {
         let commission = commissions.commission(index as u32);
-        let sum = sums.entry(commission.currency).or_default();
+        let sum = sums.entry(commission.currency()).or_default();
         sum.earned += commission.amount;
         sum.reversed += commission.reversed();
     }

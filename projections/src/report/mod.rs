@@ -128,7 +128,7 @@ pub fn payout_report(
         let open = open_through(commission, period);
         if open > Decimal::ZERO {
             *carried
-                .entry((commission.beneficiary, commission.currency))
+                .entry((commission.beneficiary, commission.currency()))
                 .or_default() += open;
         }
     }
@@ -354,7 +354,7 @@ pub fn commission_statement(
     let end = period.end();
     for (_, commission) in commissions.of_affiliate(affiliate) {
         let payment = commissions.payment_record(commission.payment);
-        let currency = commission.currency;
+        let currency = commission.currency();
         let line = |at: DateTime<Utc>, kind: &str, amount: Decimal, refund: &str, status: &str| {
             StatementLine {
                 at: time_text(at),

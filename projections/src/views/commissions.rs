@@ -135,7 +135,9 @@ pub struct Commission {
     pub earned_at: DateTime<Utc>,
     pub hold_until: DateTime<Utc>,
     pub level: u8,
-    pub currency: Currency,
+    /// The currency of `base_amount` and `amount` (see [`Commission::currency`]), as its
+    /// three-letter code: a `Currency` is 24 bytes, and there are millions of these.
+    currency: CurrencyCode,
     /// As earned: whether it was held for review (see [`Commission::review`] for how
     /// that ended).
     pub held_for_review: bool,
@@ -168,6 +170,11 @@ pub enum Review {
 }
 
 impl Commission {
+    /// The currency of its amounts.
+    pub fn currency(&self) -> Currency {
+        self.currency.currency()
+    }
+
     /// Why it was held for review (empty if it was not).
     pub fn review_reasons(&self) -> &[FraudFlag] {
         self.history
@@ -563,12 +570,25 @@ impl Commissions {
     }
 
     pub fn payment_received(&mut self, event: &PaymentReceived) -> Result<(), CommissionError> {
-        if self.lookup_payment(&event.payment_id).is_some() {
-            return Err(CommissionError::DuplicatePayment {
-                payment: event.payment_id.clone(),
-            });
-        }
         let index = u32::try_from(self.payments.len()).expect("fewer than 2^32 payments");
+        // One probe of the index both refuses a duplicate and files the new payment.
+        match self.payment_index.entry(id_hash(&event.payment_id)) {
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(index);
+            }
+            std::collections::hash_map::Entry::Occupied(occupied) => {
+                let known = &self.payments[*occupied.get() as usize].payment_id;
+                if *known == event.payment_id
+                    || self.payment_collisions.contains_key(&event.payment_id)
+                {
+                    return Err(CommissionError::DuplicatePayment {
+                        payment: event.payment_id.clone(),
+                    });
+                }
+                self.payment_collisions
+                    .insert(event.payment_id.clone(), index);
+            }
+        }
         self.payments.push(PaymentRecord {
             payment_id: event.payment_id.clone(),
             payer: event.account_id,
@@ -577,10 +597,10 @@ impl Commissions {
             refunds: None,
             commissions: PaymentCommissions::default(),
         });
-        self.index_payment(&event.payment_id, index);
         Ok(())
     }
 
+    /// Files the payment at `index` under its id (when reading a state back).
     fn index_payment(&mut self, payment: &PaymentId, index: u32) {
         match self.payment_index.entry(id_hash(payment)) {
             std::collections::hash_map::Entry::Vacant(vacant) => {
@@ -593,6 +613,12 @@ impl Commissions {
     }
 
     fn lookup_payment(&self, payment: &PaymentId) -> Option<u32> {
+        // A payment's commissions are recorded right after it, so the newest payment is
+        // the likeliest: checking it first skips a probe of a table of millions.
+        let newest = self.payments.len().checked_sub(1)?;
+        if self.payments[newest].payment_id == *payment {
+            return Some(newest as u32);
+        }
         let index = *self.payment_index.get(&id_hash(payment))?;
         if self.payments[index as usize].payment_id == *payment {
             Some(index)
@@ -659,7 +685,7 @@ impl Commissions {
             earned_at: event.earned_at,
             hold_until: event.hold_until,
             level: event.level,
-            currency: event.amount.currency(),
+            currency: CurrencyCode::of(event.amount.currency()),
             held_for_review: event.held_for_review,
             paid_first: None,
             history,
@@ -738,7 +764,7 @@ impl Commissions {
         history.review = Some(Review::Forfeited {
             at: event.forfeited_at,
         });
-        let (currency, delta) = (commission.currency, commission.open() - before);
+        let (currency, delta) = (commission.currency(), commission.open() - before);
         self.affiliates
             .entry(event.beneficiary)
             .or_default()
@@ -763,7 +789,7 @@ impl Commissions {
         // Whatever the reversal takes beyond the unpaid part was already paid out: the
         // affiliate owes it back.
         let owed = amount - open.min(amount);
-        let (currency, delta) = (commission.currency, commission.open() - open);
+        let (currency, delta) = (commission.currency(), commission.open() - open);
         let affiliate = self.affiliates.entry(event.beneficiary).or_default();
         affiliate.adjust_open(currency, delta);
         if !owed.is_zero() {
@@ -795,6 +821,7 @@ impl Commissions {
             });
         }
         let currency = event.amount.currency();
+        let code = CurrencyCode::of(currency);
         let affiliate = self.affiliates.entry(event.affiliate).or_default();
         let mut to_match = event.amount.amount();
         let mut owed = affiliate.owed.get(currency);
@@ -817,7 +844,7 @@ impl Commissions {
                 }
                 continue;
             }
-            if commission.currency != currency || !commission.is_payable_at(event.as_of) {
+            if commission.currency != code || !commission.is_payable_at(event.as_of) {
                 advance_cursor = false;
                 continue;
             }
@@ -975,7 +1002,7 @@ impl Commissions {
     ) -> BTreeMap<Currency, AffiliateTotals> {
         let mut totals: BTreeMap<Currency, AffiliateTotals> = BTreeMap::new();
         for (_, commission) in self.of_affiliate(affiliate) {
-            let entry = totals.entry(commission.currency).or_default();
+            let entry = totals.entry(commission.currency()).or_default();
             add_commission(entry, commission, at);
         }
         if let Some(book) = self.affiliates.get(affiliate) {
@@ -996,7 +1023,7 @@ impl Commissions {
         let mut per_affiliate: FastMap<(AccountId, Currency), AffiliateTotals> = FastMap::default();
         for commission in self.commissions.iter() {
             let entry = per_affiliate
-                .entry((commission.beneficiary, commission.currency))
+                .entry((commission.beneficiary, commission.currency()))
                 .or_default();
             add_commission(entry, commission, at);
         }
@@ -1058,7 +1085,9 @@ impl Commissions {
                 if open.is_zero() {
                     continue;
                 }
-                let entry = payables.entry((*account, commission.currency)).or_default();
+                let entry = payables
+                    .entry((*account, commission.currency()))
+                    .or_default();
                 if commission.is_payable_at(at) {
                     entry.payable += open;
                 } else {
@@ -1097,6 +1126,30 @@ impl Commissions {
             .map(|(version, plan)| (*version, plan))
     }
 
+    /// TMP: drops parts one by one, reporting RSS deltas.
+    pub fn tmp_breakdown(&mut self, rss: &dyn Fn() -> u64) -> String {
+        let r0 = rss();
+        drop(std::mem::take(&mut self.commissions));
+        let r1 = rss();
+        drop(std::mem::take(&mut self.payments));
+        let r2 = rss();
+        drop(std::mem::take(&mut self.payment_index));
+        let r3 = rss();
+        let affiliates = self.affiliates.len();
+        drop(std::mem::take(&mut self.affiliates));
+        let r4 = rss();
+        drop(std::mem::take(&mut self.runs));
+        let r5 = rss();
+        format!(
+            "commissions {} payments {} index {} affiliates({affiliates}) {} runs {}",
+            r0 - r1,
+            r1 - r2,
+            r2 - r3,
+            r3 - r4,
+            r4 - r5
+        )
+    }
+
     pub fn to_state(&self) -> CommissionsState {
         let mut affiliates: Vec<(AccountId, Affiliate)> = self
             .affiliates
@@ -1132,6 +1185,47 @@ impl Commissions {
             commissions.index_payment(&payment, index as u32);
         }
         commissions
+    }
+}
+
+/// A currency by its ISO 4217 code, in 3 bytes. Serialized as the code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CurrencyCode([u8; 3]);
+
+impl CurrencyCode {
+    pub fn of(currency: Currency) -> CurrencyCode {
+        let code: [u8; 3] = currency
+            .code()
+            .as_bytes()
+            .try_into()
+            .expect("ISO 4217 codes are three letters");
+        CurrencyCode(code)
+    }
+
+    pub fn currency(self) -> Currency {
+        // The common currencies without a search of the domain's table.
+        match &self.0 {
+            b"EUR" => Currency::EUR,
+            b"USD" => Currency::USD,
+            code => Currency::parse(std::str::from_utf8(code).expect("made from a code"))
+                .expect("made from a currency the domain knows"),
+        }
+    }
+}
+
+impl TryFrom<String> for CurrencyCode {
+    type Error = String;
+    fn try_from(code: String) -> Result<CurrencyCode, String> {
+        Currency::parse(&code)
+            .map(CurrencyCode::of)
+            .map_err(|error| error.to_string())
+    }
+}
+
+impl From<CurrencyCode> for String {
+    fn from(code: CurrencyCode) -> String {
+        code.currency().code().to_owned()
     }
 }
 
