@@ -10,6 +10,8 @@
 //! - `--write-history FILE`: only generate the history into FILE.
 //! - `--history FILE`: rebuild from FILE (written with the same size flag); peak memory is
 //!   the rebuild's alone, the views plus one chunk of events.
+//! - `--checkpoint` (with either of the above): also encode the views' checkpoint state
+//!   at the end and print its size.
 //! - `--generator-only`: generate and record the history in the same chunks without the
 //!   views, and print the peak memory (the generator's share of the first mode's peak).
 
@@ -52,11 +54,12 @@ fn flag_value(flag: &str) -> Option<std::path::PathBuf> {
 
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
-    let config = if quick {
+    let mut config = if quick {
         projections::bench::BenchConfig::quick()
     } else {
         projections::bench::BenchConfig::full()
     };
+    config.checkpoint = std::env::args().any(|arg| arg == "--checkpoint");
     if std::env::args().any(|arg| arg == "--generator-only") {
         let events = generate_only(&config);
         println!("events                 {events} (generated and recorded, no views)");

@@ -33,6 +33,9 @@ pub struct BenchConfig {
     pub chain_depth: usize,
     pub events: u64,
     pub months: u32,
+    /// Also encode the views' checkpoint state at the end and report its size (this
+    /// holds a copy of the state and the encoding in memory besides the views).
+    pub checkpoint: bool,
 }
 
 impl BenchConfig {
@@ -44,6 +47,7 @@ impl BenchConfig {
             chain_depth: 100_000,
             events: 10_000_000,
             months: 12,
+            checkpoint: false,
         }
     }
 
@@ -55,6 +59,7 @@ impl BenchConfig {
             chain_depth: 10_000,
             events: 500_000,
             months: 6,
+            checkpoint: false,
         }
     }
 }
@@ -74,8 +79,11 @@ pub struct BenchReport {
     /// CPU time of the rebuild, all threads (decoders included); the machine is shared.
     pub rebuild_cpu_seconds: f64,
     pub rebuild_events_per_cpu_second: f64,
-    /// VmHWM of the process, in bytes, if the platform reports it.
+    /// VmHWM of the process right after the rebuild, in bytes, if the platform reports it.
     pub peak_memory_bytes: Option<u64>,
+    /// VmHWM at the end, after the queries below (the payout report of a period with
+    /// hundreds of thousands of rows among them).
+    pub peak_memory_after_queries_bytes: Option<u64>,
     pub payout_period: String,
     /// Payable balances of every affiliate at the period's end, then the minimum applied:
     /// what a payout run computes.
@@ -92,6 +100,9 @@ pub struct BenchReport {
     pub downline_root_members: u64,
     pub downline_counts_ms: f64,
     pub downline_page_us: f64,
+    /// Size of the encoded checkpoint state and the time to encode it, if asked for.
+    pub checkpoint_bytes: Option<u64>,
+    pub checkpoint_encode_ms: Option<f64>,
 }
 
 impl fmt::Display for BenchReport {
@@ -116,6 +127,11 @@ impl fmt::Display for BenchReport {
             self.rebuild_cpu_seconds, self.rebuild_events_per_cpu_second
         )?;
         writeln!(f, "peak memory (VmHWM)    {}", mib(self.peak_memory_bytes))?;
+        writeln!(
+            f,
+            "peak after queries     {}",
+            mib(self.peak_memory_after_queries_bytes)
+        )?;
         let cpu = |ms: Option<f64>| ms.map_or("unknown".to_owned(), |ms| format!("{ms:.1} ms"));
         writeln!(
             f,
@@ -146,7 +162,15 @@ impl fmt::Display for BenchReport {
             "downline counts, root  {:.1} ms ({} members)",
             self.downline_counts_ms, self.downline_root_members
         )?;
-        write!(f, "downline page, level 1 {:.1} µs", self.downline_page_us)
+        write!(f, "downline page, level 1 {:.1} µs", self.downline_page_us)?;
+        if let (Some(bytes), Some(ms)) = (self.checkpoint_bytes, self.checkpoint_encode_ms) {
+            write!(
+                f,
+                "\ncheckpoint state       {:.0} MiB, encoded in {ms:.0} ms",
+                bytes as f64 / 1024.0 / 1024.0
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -421,6 +445,14 @@ fn run_from(
         .expect("root exists");
     let downline_page_us = page.elapsed().as_secs_f64() * 1e6;
     assert!(members.total > 0 || downline.total == 0);
+    let peak_memory_after_queries_bytes = self::peak_memory_bytes();
+    let (checkpoint_bytes, checkpoint_encode_ms) = if config.checkpoint {
+        let encode = Instant::now();
+        let state = crate::projection::state_bytes(&views);
+        (Some(state.len() as u64), Some(millis(encode.elapsed())))
+    } else {
+        (None, None)
+    };
 
     BenchReport {
         config: config.clone(),
@@ -433,6 +465,7 @@ fn run_from(
         rebuild_cpu_seconds: applying_cpu,
         rebuild_events_per_cpu_second: applied as f64 / applying_cpu.max(1e-9),
         peak_memory_bytes,
+        peak_memory_after_queries_bytes,
         payout_period: payout_period.to_string(),
         payout_run_ms,
         payout_run_cpu_ms,
@@ -445,6 +478,8 @@ fn run_from(
         downline_root_members: downline.total,
         downline_counts_ms,
         downline_page_us,
+        checkpoint_bytes,
+        checkpoint_encode_ms,
     }
 }
 

@@ -161,7 +161,7 @@ struct CommissionHistory {
 
 /// The end of a review of a held commission.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "decision", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Review {
     /// Payable once its hold ends, like any other.
     Released { at: DateTime<Utc> },

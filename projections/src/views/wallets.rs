@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a grant's credits came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "source", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum GrantSource {
     Granted { reason: GrantReason },
     Purchased { payment_id: PaymentId },
