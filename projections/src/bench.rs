@@ -357,41 +357,6 @@ fn run_from(
         });
     }
     drop(chunk);
-    if std::env::var_os("TMP_BREAKDOWN").is_some() {
-        let rss = || {
-            std::thread::sleep(Duration::from_millis(300));
-            let status = std::fs::read_to_string("/proc/self/status").unwrap();
-            let line = status
-                .lines()
-                .find(|line| line.starts_with("VmRSS:"))
-                .unwrap();
-            line.split_whitespace()
-                .nth(1)
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-                / 1024
-        };
-        let mut views = views;
-        eprintln!("TMP {}", views.commissions.tmp_breakdown(&rss));
-        let r0 = rss();
-        drop(std::mem::take(&mut views.commissions));
-        let r1 = rss();
-        drop(std::mem::take(&mut views.journal));
-        let r2 = rss();
-        drop(std::mem::take(&mut views.wallets));
-        let r3 = rss();
-        drop(std::mem::take(&mut views.network));
-        let r4 = rss();
-        eprintln!(
-            "TMP rss {r0} MiB: commissions {} journal {} wallets {} network {} rest {r4}",
-            r0 - r1,
-            r1 - r2,
-            r2 - r3,
-            r3 - r4
-        );
-        std::process::exit(0);
-    }
     let peak_memory_bytes = peak_memory_bytes();
 
     // The last complete month with a payout run.

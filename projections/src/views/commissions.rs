@@ -1126,30 +1126,6 @@ impl Commissions {
             .map(|(version, plan)| (*version, plan))
     }
 
-    /// TMP: drops parts one by one, reporting RSS deltas.
-    pub fn tmp_breakdown(&mut self, rss: &dyn Fn() -> u64) -> String {
-        let r0 = rss();
-        drop(std::mem::take(&mut self.commissions));
-        let r1 = rss();
-        drop(std::mem::take(&mut self.payments));
-        let r2 = rss();
-        drop(std::mem::take(&mut self.payment_index));
-        let r3 = rss();
-        let affiliates = self.affiliates.len();
-        drop(std::mem::take(&mut self.affiliates));
-        let r4 = rss();
-        drop(std::mem::take(&mut self.runs));
-        let r5 = rss();
-        format!(
-            "commissions {} payments {} index {} affiliates({affiliates}) {} runs {}",
-            r0 - r1,
-            r1 - r2,
-            r2 - r3,
-            r3 - r4,
-            r4 - r5
-        )
-    }
-
     pub fn to_state(&self) -> CommissionsState {
         let mut affiliates: Vec<(AccountId, Affiliate)> = self
             .affiliates
