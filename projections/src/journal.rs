@@ -322,11 +322,14 @@ fn trial_balance_of<A: Clone, C: Copy + Ord>(
 /// touched it.
 type BalanceHistory = Segmented<(u32, Decimal)>;
 
+/// One account's balance history as a checkpoint holds it.
+type BalanceEntries = Vec<(u32, Decimal)>;
+
 /// The journal's whole state, in a deterministic order, for checkpoints.
 #[derive(Serialize, Deserialize)]
 pub struct JournalState<A, C: Ord> {
     moments: Vec<(Position, i64)>,
-    history: Vec<((A, C), Vec<(u32, Decimal)>)>,
+    history: Vec<((A, C), BalanceEntries)>,
     totals: BTreeMap<C, Decimal>,
 }
 
