@@ -1473,4 +1473,92 @@ mod tests {
             Err(CommissionError::PayoutSettled { .. })
         ));
     }
+
+    #[test]
+    fn payment_ids_whose_hashes_collide_are_still_told_apart() {
+        let mut book = Book::new();
+        book.earn("pi_a", 100, at(1, 1));
+        // Pretend "pi_b" hashes like "pi_a": file its hash under pi_a's index.
+        let b = PaymentId::parse("pi_b").unwrap();
+        book.commissions.payment_index.insert(id_hash(&b), 0);
+        book.earn("pi_b", 200, at(1, 2));
+        assert_eq!(book.commissions.payment_collisions.len(), 1);
+        // A later payment, so neither is found as the newest.
+        book.earn("pi_c", 300, at(1, 3));
+        for (id, cents) in [("pi_a", 1000), ("pi_b", 2000), ("pi_c", 3000)] {
+            let record = book
+                .commissions
+                .payment_by_id(&PaymentId::parse(id).unwrap())
+                .unwrap_or_else(|| panic!("{id} is found"));
+            assert_eq!(record.amount, eur(cents), "{id}");
+        }
+        // Both the first holder of the hash and the colliding id are refused a second time.
+        for id in ["pi_a", "pi_b"] {
+            let again = book.commissions.payment_received(&PaymentReceived {
+                payment_id: PaymentId::parse(id).unwrap(),
+                account_id: book.payer,
+                kind: PaymentKind::CreditPack {
+                    credits: Credits::new(1).unwrap(),
+                },
+                amount: eur(1),
+                payment_fingerprint: None,
+                received_at: at(1, 5),
+            });
+            assert!(
+                matches!(again, Err(CommissionError::DuplicatePayment { .. })),
+                "{id}: {again:?}"
+            );
+        }
+        // A state read back indexes the same way.
+        let restored = Commissions::from_state(book.commissions.to_state());
+        assert!(restored.payment_by_id(&b).is_some());
+    }
+
+    #[test]
+    fn a_failed_payout_unmatches_only_its_own_part_of_a_commission() {
+        let mut book = Book::new();
+        book.earn("pi_1", 3000, at(1, 1));
+        let (february, march) = (Period::new(2026, 2).unwrap(), Period::new(2026, 3).unwrap());
+        // Two payouts pay the one commission in two parts.
+        book.schedule(february, 1000);
+        book.schedule(march, 1500);
+        let paid: Vec<_> = book.commissions.commission(0).paid_by().collect();
+        assert_eq!(
+            paid,
+            vec![(february, eur(1000).amount()), (march, eur(1500).amount())]
+        );
+        book.commissions
+            .payout_failed(&PayoutFailed {
+                period: february,
+                affiliate: book.affiliate,
+                amount: eur(1000),
+                reason: "closed".to_owned(),
+                failed_at: march.end(),
+            })
+            .unwrap();
+        let commission = book.commissions.commission(0);
+        assert_eq!(
+            commission.paid_by().collect::<Vec<_>>(),
+            vec![(march, eur(1500).amount())]
+        );
+        assert_eq!(commission.open(), eur(1500).amount());
+    }
+
+    #[test]
+    fn a_payment_whose_commissions_are_not_consecutive_lists_them() {
+        let mut record = PaymentRecord {
+            payment_id: PaymentId::parse("pi_1").unwrap(),
+            payer: AccountId::new(SplitMix64::new(1).uuid()).unwrap(),
+            amount: eur(100),
+            received_at: at(1, 1),
+            refunds: None,
+            commissions: PaymentCommissions::default(),
+        };
+        assert_eq!(record.commissions().count(), 0);
+        for index in [4, 5, 9, 10] {
+            record.push_commission(index);
+        }
+        assert_eq!(record.commissions().collect::<Vec<_>>(), vec![4, 5, 9, 10]);
+        assert!(matches!(record.commissions, PaymentCommissions::Listed(_)));
+    }
 }
