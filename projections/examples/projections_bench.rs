@@ -1,11 +1,19 @@
-//! Runs the projections scale benchmark: `cargo run --release -p projections --example
-//! projections_bench -- [--quick] [--generator-only]`. The binary's `bench` command calls
-//! the same function.
+//! Runs the projections scale benchmark:
 //!
-//! `--generator-only` generates and records the same history in the same chunks without
-//! the views and prints its peak memory: the views' share of the benchmark's peak is
-//! about the difference between the two runs (the generator's books grow to the end of
-//! the history, as the views do, so the two peaks coincide).
+//! ```text
+//! cargo run --release -p projections --example projections_bench -- [--quick] [MODE]
+//! ```
+//!
+//! Modes:
+//! - none: generate the history and rebuild from it in the same process (the binary's
+//!   `bench` command does the same); peak memory includes the generator's books.
+//! - `--write-history FILE`: only generate the history into FILE.
+//! - `--history FILE`: rebuild from FILE (written with the same size flag); peak memory is
+//!   the rebuild's alone, the views plus one chunk of events.
+//! - `--checkpoint` (with either of the above): also encode the views' checkpoint state
+//!   at the end and print its size.
+//! - `--generator-only`: generate and record the history in the same chunks without the
+//!   views, and print the peak memory (the generator's share of the first mode's peak).
 
 /// mimalloc, the same allocator as the `refledger` binary, so the benchmark measures what
 /// it runs.
@@ -22,44 +30,36 @@ fn peak_resident_bytes() -> Option<u64> {
 
 /// The history `bench::run` generates, recorded in the same chunks, with no views.
 fn generate_only(config: &projections::bench::BenchConfig) -> u64 {
-    use chrono::TimeZone as _;
-    let mut generator = projections::history::Generator::new(projections::history::HistoryConfig {
-        seed: config.seed,
-        accounts: config.accounts,
-        chain_depth: config.chain_depth,
-        events: config.events,
-        start: chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
-        months: config.months,
-    });
-    let mut recorder = projections::history::Recorder::new(config.seed);
+    let mut source = projections::bench::GeneratedHistory::new(config);
     let mut chunk = Vec::new();
     let mut events = 0u64;
     loop {
-        chunk.clear();
-        let mut done = false;
-        while chunk.len() < 1 << 16 {
-            match generator.next_batch() {
-                Some(batch) => recorder.record(&batch, &mut chunk),
-                None => {
-                    done = true;
-                    break;
-                }
-            }
-        }
+        let more = source.fill(&mut chunk);
         events += chunk.len() as u64;
-        if done {
+        if !more {
             return events;
         }
     }
 }
 
+/// The value after `flag` on the command line.
+fn flag_value(flag: &str) -> Option<std::path::PathBuf> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|arg| arg == flag)?;
+    Some(std::path::PathBuf::from(
+        args.get(at + 1)
+            .unwrap_or_else(|| panic!("{flag} needs a file name")),
+    ))
+}
+
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
-    let config = if quick {
+    let mut config = if quick {
         projections::bench::BenchConfig::quick()
     } else {
         projections::bench::BenchConfig::full()
     };
+    config.checkpoint = std::env::args().any(|arg| arg == "--checkpoint");
     if std::env::args().any(|arg| arg == "--generator-only") {
         let events = generate_only(&config);
         println!("events                 {events} (generated and recorded, no views)");
@@ -67,13 +67,29 @@ fn main() {
         println!("peak memory (VmHWM)    {peak} MiB (generator only)");
         return;
     }
-    let report = projections::bench::run(&config, &mut |progress| {
+    if let Some(path) = flag_value("--write-history") {
+        let started = std::time::Instant::now();
+        let events =
+            projections::bench::write_history(&config, &path).expect("the history file is written");
+        println!(
+            "events                 {events} written to {} in {:.1} s",
+            path.display(),
+            started.elapsed().as_secs_f64()
+        );
+        return;
+    }
+    let mut progress = |progress: &projections::Progress| {
         eprintln!(
             "{} events applied, {:.0} s",
             progress.applied,
             progress.elapsed.as_secs_f64()
         );
-    });
+    };
+    let report = match flag_value("--history") {
+        Some(path) => projections::bench::run_from_file(&config, &path, &mut progress)
+            .expect("the history file is read"),
+        None => projections::bench::run(&config, &mut progress),
+    };
     println!("{report}");
     println!(
         "{}",

@@ -4,15 +4,16 @@
 //!
 //! Generation is interleaved with the rebuild in chunks, so the history never has to fit in
 //! memory; only the time spent applying events counts towards the rebuild throughput. The
-//! peak memory (VmHWM) is the whole process's, generator included, so it overstates what the
-//! views alone need.
+//! peak memory (VmHWM) is the whole process's: with [`run`] it includes the generator's
+//! own books; with [`write_history`] first and [`run_from_file`] in another process it is
+//! the rebuild's alone (the views and one chunk of events).
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use ledger::domain::{AccountId, Period};
-use ledger::store::Position;
+use ledger::store::{Position, RecordedEvent};
 use serde::Serialize;
 
 use crate::history::{Generator, HistoryConfig, Recorder};
@@ -32,6 +33,9 @@ pub struct BenchConfig {
     pub chain_depth: usize,
     pub events: u64,
     pub months: u32,
+    /// Also encode the views' checkpoint state at the end and report its size (this
+    /// holds a copy of the state and the encoding in memory besides the views).
+    pub checkpoint: bool,
 }
 
 impl BenchConfig {
@@ -43,6 +47,7 @@ impl BenchConfig {
             chain_depth: 100_000,
             events: 10_000_000,
             months: 12,
+            checkpoint: false,
         }
     }
 
@@ -54,6 +59,7 @@ impl BenchConfig {
             chain_depth: 10_000,
             events: 500_000,
             months: 6,
+            checkpoint: false,
         }
     }
 }
@@ -65,14 +71,19 @@ pub struct BenchReport {
     pub events: u64,
     pub accounts: usize,
     pub commissions: usize,
+    /// Time spent producing the events (generating them, or reading the history file);
+    /// not part of the rebuild.
     pub generate_seconds: f64,
     pub rebuild_seconds: f64,
     pub rebuild_events_per_second: f64,
     /// CPU time of the rebuild, all threads (decoders included); the machine is shared.
     pub rebuild_cpu_seconds: f64,
     pub rebuild_events_per_cpu_second: f64,
-    /// VmHWM of the process, in bytes, if the platform reports it.
+    /// VmHWM of the process right after the rebuild, in bytes, if the platform reports it.
     pub peak_memory_bytes: Option<u64>,
+    /// VmHWM at the end, after the queries below (the payout report of a period with
+    /// hundreds of thousands of rows among them).
+    pub peak_memory_after_queries_bytes: Option<u64>,
     pub payout_period: String,
     /// Payable balances of every affiliate at the period's end, then the minimum applied:
     /// what a payout run computes.
@@ -89,6 +100,9 @@ pub struct BenchReport {
     pub downline_root_members: u64,
     pub downline_counts_ms: f64,
     pub downline_page_us: f64,
+    /// Size of the encoded checkpoint state and the time to encode it, if asked for.
+    pub checkpoint_bytes: Option<u64>,
+    pub checkpoint_encode_ms: Option<f64>,
 }
 
 impl fmt::Display for BenchReport {
@@ -113,6 +127,11 @@ impl fmt::Display for BenchReport {
             self.rebuild_cpu_seconds, self.rebuild_events_per_cpu_second
         )?;
         writeln!(f, "peak memory (VmHWM)    {}", mib(self.peak_memory_bytes))?;
+        writeln!(
+            f,
+            "peak after queries     {}",
+            mib(self.peak_memory_after_queries_bytes)
+        )?;
         let cpu = |ms: Option<f64>| ms.map_or("unknown".to_owned(), |ms| format!("{ms:.1} ms"));
         writeln!(
             f,
@@ -143,22 +162,171 @@ impl fmt::Display for BenchReport {
             "downline counts, root  {:.1} ms ({} members)",
             self.downline_counts_ms, self.downline_root_members
         )?;
-        write!(f, "downline page, level 1 {:.1} µs", self.downline_page_us)
+        write!(f, "downline page, level 1 {:.1} µs", self.downline_page_us)?;
+        if let (Some(bytes), Some(ms)) = (self.checkpoint_bytes, self.checkpoint_encode_ms) {
+            write!(
+                f,
+                "\ncheckpoint state       {:.0} MiB, encoded in {ms:.0} ms",
+                bytes as f64 / 1024.0 / 1024.0
+            )?;
+        }
+        Ok(())
     }
 }
 
 /// Runs the benchmark; `progress` is called after every chunk applied.
 pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&Progress)) -> BenchReport {
-    let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-    let mut generator = Generator::new(HistoryConfig {
-        seed: config.seed,
-        accounts: config.accounts,
-        chain_depth: config.chain_depth,
-        events: config.events,
-        start,
-        months: config.months,
-    });
-    let mut recorder = Recorder::new(config.seed);
+    let mut source = GeneratedHistory::new(config);
+    run_from(config, &mut |chunk| source.fill(chunk), progress)
+}
+
+/// Runs the benchmark on the history stored in `path` by [`write_history`]: the process
+/// then holds only the views and one chunk of events, so its peak memory is the
+/// rebuild's, not the generator's.
+pub fn run_from_file(
+    config: &BenchConfig,
+    path: &std::path::Path,
+    progress: &mut dyn FnMut(&Progress),
+) -> std::io::Result<BenchReport> {
+    let mut reader = HistoryReader::open(path)?;
+    let mut failure = None;
+    let report = run_from(
+        config,
+        &mut |chunk| match reader.fill(chunk) {
+            Ok(more) => more,
+            Err(error) => {
+                failure = Some(error);
+                false
+            }
+        },
+        progress,
+    );
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(report),
+    }
+}
+
+/// Generates the history of `config` into `path`, in the format [`run_from_file`] reads.
+/// Returns how many events were written.
+pub fn write_history(config: &BenchConfig, path: &std::path::Path) -> std::io::Result<u64> {
+    use std::io::Write as _;
+    let mut source = GeneratedHistory::new(config);
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut chunk = Vec::with_capacity(CHUNK_EVENTS + ledger::store::EVENTS_PER_APPEND_MAX);
+    let mut written = 0u64;
+    loop {
+        let more = source.fill(&mut chunk);
+        for event in &chunk {
+            let body = ledger::store::codec::body_of(event);
+            let body_len = u32::try_from(body.len()).expect("a body is bounded by the limits");
+            out.write_all(&body_len.to_le_bytes())?;
+            out.write_all(&event.position.commit.to_le_bytes())?;
+            out.write_all(&body)?;
+            written += 1;
+        }
+        if !more {
+            break;
+        }
+    }
+    out.into_inner()
+        .map_err(|error| error.into_error())?
+        .sync_all()?;
+    Ok(written)
+}
+
+/// The generator and recorder of a benchmark history, read one chunk at a time.
+pub struct GeneratedHistory {
+    generator: Generator,
+    recorder: Recorder,
+}
+
+impl GeneratedHistory {
+    pub fn new(config: &BenchConfig) -> GeneratedHistory {
+        GeneratedHistory {
+            generator: Generator::new(HistoryConfig {
+                seed: config.seed,
+                accounts: config.accounts,
+                chain_depth: config.chain_depth,
+                events: config.events,
+                start: bench_start(),
+                months: config.months,
+            }),
+            recorder: Recorder::new(config.seed),
+        }
+    }
+
+    /// Replaces `chunk` with the next events (about [`CHUNK_EVENTS`]); false once the
+    /// history is exhausted (the chunk may still hold its last events).
+    pub fn fill(&mut self, chunk: &mut Vec<RecordedEvent>) -> bool {
+        chunk.clear();
+        while chunk.len() < CHUNK_EVENTS {
+            match self.generator.next_batch() {
+                Some(batch) => self.recorder.record(&batch, chunk),
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Reads a history file written by [`write_history`]: per event, the body length (u32
+/// little-endian), the position (u64 little-endian) and the canonical record body of
+/// `ledger::store::codec`. Chain links are not stored: the benchmark's are all zero.
+struct HistoryReader {
+    input: std::io::BufReader<std::fs::File>,
+    body: Vec<u8>,
+}
+
+impl HistoryReader {
+    fn open(path: &std::path::Path) -> std::io::Result<HistoryReader> {
+        Ok(HistoryReader {
+            input: std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?),
+            body: Vec::new(),
+        })
+    }
+
+    fn fill(&mut self, chunk: &mut Vec<RecordedEvent>) -> std::io::Result<bool> {
+        use std::io::Read as _;
+        chunk.clear();
+        while chunk.len() < CHUNK_EVENTS {
+            let mut header = [0u8; 12];
+            match self.input.read_exact(&mut header) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Ok(false)
+                }
+                Err(error) => return Err(error),
+            }
+            let body_len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+            let commit = u64::from_le_bytes(header[4..].try_into().expect("8 bytes"));
+            self.body.resize(body_len as usize, 0);
+            self.input.read_exact(&mut self.body)?;
+            let link = ledger::store::ChainLink {
+                previous: ledger::store::Digest::GENESIS,
+                current: ledger::store::Digest::GENESIS,
+            };
+            let event =
+                ledger::store::codec::decode_body(&self.body, Position::sequence(commit), link)
+                    .map_err(|error| std::io::Error::other(error.to_string()))?;
+            chunk.push(event);
+        }
+        Ok(true)
+    }
+}
+
+fn bench_start() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+/// Runs the benchmark on the events `next_chunk` provides: it replaces the chunk's
+/// contents and returns false after the last chunk.
+fn run_from(
+    config: &BenchConfig,
+    next_chunk: &mut dyn FnMut(&mut Vec<RecordedEvent>) -> bool,
+    progress: &mut dyn FnMut(&Progress),
+) -> BenchReport {
+    let start = bench_start();
     let mut views = LedgerViews::new();
     let mut chunk = Vec::with_capacity(CHUNK_EVENTS + ledger::store::EVENTS_PER_APPEND_MAX);
     let mut generating = Duration::ZERO;
@@ -169,16 +337,7 @@ pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&Progress)) -> BenchRe
     let mut done = false;
     while !done {
         let generation = Instant::now();
-        chunk.clear();
-        while chunk.len() < CHUNK_EVENTS {
-            match generator.next_batch() {
-                Some(batch) => recorder.record(&batch, &mut chunk),
-                None => {
-                    done = true;
-                    break;
-                }
-            }
-        }
+        done = !next_chunk(&mut chunk);
         generating += generation.elapsed();
         let apply = Instant::now();
         let cpu_before = cpu_seconds();
@@ -198,7 +357,6 @@ pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&Progress)) -> BenchRe
         });
     }
     drop(chunk);
-    drop(generator);
     let peak_memory_bytes = peak_memory_bytes();
 
     // The last complete month with a payout run.
@@ -252,6 +410,14 @@ pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&Progress)) -> BenchRe
         .expect("root exists");
     let downline_page_us = page.elapsed().as_secs_f64() * 1e6;
     assert!(members.total > 0 || downline.total == 0);
+    let peak_memory_after_queries_bytes = self::peak_memory_bytes();
+    let (checkpoint_bytes, checkpoint_encode_ms) = if config.checkpoint {
+        let encode = Instant::now();
+        let state = crate::projection::state_bytes(&views);
+        (Some(state.len() as u64), Some(millis(encode.elapsed())))
+    } else {
+        (None, None)
+    };
 
     BenchReport {
         config: config.clone(),
@@ -264,6 +430,7 @@ pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&Progress)) -> BenchRe
         rebuild_cpu_seconds: applying_cpu,
         rebuild_events_per_cpu_second: applied as f64 / applying_cpu.max(1e-9),
         peak_memory_bytes,
+        peak_memory_after_queries_bytes,
         payout_period: payout_period.to_string(),
         payout_run_ms,
         payout_run_cpu_ms,
@@ -276,6 +443,8 @@ pub fn run(config: &BenchConfig, progress: &mut dyn FnMut(&Progress)) -> BenchRe
         downline_root_members: downline.total,
         downline_counts_ms,
         downline_page_us,
+        checkpoint_bytes,
+        checkpoint_encode_ms,
     }
 }
 

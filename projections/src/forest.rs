@@ -56,7 +56,9 @@ pub enum ForestError {
 #[derive(Clone, Debug)]
 struct Member<K> {
     account: K,
-    joined: Month,
+    /// When it signed up (the network view's signup analytics read it here rather than
+    /// keeping a second map over every account).
+    joined: DateTime<Utc>,
     /// Depth below the root of its tree (a root is 0); kept so upline and level queries
     /// know the length of a walk before taking it.
     depth: u32,
@@ -157,7 +159,7 @@ impl<K: Copy + Eq + Hash + std::fmt::Display> ReferralForest<K> {
         let depth = parent.map_or(0, |parent| self.graph[parent].depth.saturating_add(1));
         let node = self.graph.add_node(Member {
             account,
-            joined: Month::of(joined),
+            joined,
             depth,
         });
         debug_assert_eq!(node.index(), self.parent.len(), "nodes are never removed");
@@ -282,7 +284,9 @@ impl<K: Copy + Eq + Hash + std::fmt::Display> ReferralForest<K> {
         let mut growth = BTreeMap::new();
         self.walk_levels(self.node(account)?, WALK_DEPTH_MAX, |_, members| {
             for node in members {
-                *growth.entry(self.graph[*node].joined).or_insert(0) += 1;
+                *growth
+                    .entry(Month::of(self.graph[*node].joined))
+                    .or_insert(0) += 1;
             }
             true
         });
@@ -296,8 +300,18 @@ impl<K: Copy + Eq + Hash + std::fmt::Display> ReferralForest<K> {
             let referrer = self
                 .parent_of(node)
                 .map(|parent| self.graph[parent].account);
-            (member.account, referrer, member.joined)
+            (member.account, referrer, Month::of(member.joined))
         })
+    }
+
+    /// The dense index of `account`: its place in signup order (0 for the first).
+    pub fn index_of(&self, account: &K) -> Option<usize> {
+        self.index.get(account).map(|node| node.index())
+    }
+
+    /// When `account` signed up.
+    pub fn joined_at(&self, account: &K) -> Result<DateTime<Utc>, ForestError> {
+        Ok(self.graph[self.node(account)?].joined)
     }
 
     fn node(&self, account: &K) -> Result<NodeIndex, ForestError> {

@@ -7,6 +7,7 @@
 //! every event; [`Journal::post`] refuses, naming the position, anything else.
 
 use crate::hash::FastMap;
+use crate::segmented::Segmented;
 use std::collections::BTreeMap;
 use std::hash::Hash;
 
@@ -91,7 +92,7 @@ struct Moment {
 #[derive(Clone, Debug)]
 pub struct Journal<A, C> {
     /// Every event that posted anything, in log order.
-    moments: Vec<Moment>,
+    moments: Segmented<Moment>,
     /// Per account and currency: (index into `moments`, balance after it), one entry per
     /// event that touched it. The last entry is the live balance.
     history: FastMap<(A, C), BalanceHistory>,
@@ -102,7 +103,7 @@ pub struct Journal<A, C> {
 impl<A, C> Default for Journal<A, C> {
     fn default() -> Self {
         Journal {
-            moments: Vec::new(),
+            moments: Segmented::default(),
             history: FastMap::default(),
             totals: BTreeMap::new(),
         }
@@ -143,22 +144,30 @@ where
                 });
             }
         }
-        let mut sums: Vec<(C, Decimal)> = Vec::new();
-        for posting in postings {
-            match sums
-                .iter_mut()
-                .find(|(currency, _)| *currency == posting.currency)
-            {
-                Some((_, sum)) => *sum += posting.amount,
-                None => sums.push((posting.currency, posting.amount)),
+        // Per currency, the sum of its postings must be zero. Postings are few (bounded
+        // above), so each currency is summed where it first appears, without allocating.
+        let first_of_currency = |index: usize| {
+            postings[..index]
+                .iter()
+                .all(|earlier| earlier.currency != postings[index].currency)
+        };
+        let sum_of = |currency: C| -> Decimal {
+            postings
+                .iter()
+                .filter(|posting| posting.currency == currency)
+                .map(|posting| posting.amount)
+                .sum()
+        };
+        for index in (0..postings.len()).filter(|index| first_of_currency(*index)) {
+            let currency = postings[index].currency;
+            let imbalance = sum_of(currency);
+            if !imbalance.is_zero() {
+                return Err(JournalError::Unbalanced {
+                    position,
+                    currency: currency.to_string(),
+                    imbalance,
+                });
             }
-        }
-        if let Some((currency, imbalance)) = sums.iter().find(|(_, sum)| !sum.is_zero()) {
-            return Err(JournalError::Unbalanced {
-                position,
-                currency: currency.to_string(),
-                imbalance: *imbalance,
-            });
         }
         let at_micros = recorded_at
             .timestamp_micros()
@@ -183,9 +192,10 @@ where
                 _ => entries.push((moment, after)),
             }
         }
-        for (currency, sum) in sums {
+        for index in (0..postings.len()).filter(|index| first_of_currency(*index)) {
+            let currency = postings[index].currency;
             let total = self.totals.entry(currency).or_default();
-            *total += sum;
+            *total += sum_of(currency);
             // Checked again on the running total: the sums above being zero is what
             // keeps this zero, and this catches a bug in that reasoning.
             assert!(
@@ -274,9 +284,12 @@ where
 
 /// The balance after the first `count` moments, or `None` if the account had no entry
 /// by then.
-fn balance_at(entries: &[(u32, Decimal)], count: usize) -> Option<Decimal> {
+fn balance_at(entries: &BalanceHistory, count: usize) -> Option<Decimal> {
     let within = entries.partition_point(|(moment, _)| (*moment as usize) < count);
-    within.checked_sub(1).map(|last| entries[last].1)
+    within
+        .checked_sub(1)
+        .and_then(|last| entries.get(last))
+        .map(|(_, balance)| *balance)
 }
 
 fn trial_balance_of<A: Clone, C: Copy + Ord>(
@@ -305,14 +318,18 @@ fn trial_balance_of<A: Clone, C: Copy + Ord>(
     TrialBalance { rows, totals }
 }
 
-/// One account's balances: (moment index, balance after it).
-type BalanceHistory = Vec<(u32, Decimal)>;
+/// One account's balances: (moment index, balance after it), one entry per event that
+/// touched it.
+type BalanceHistory = Segmented<(u32, Decimal)>;
+
+/// One account's balance history as a checkpoint holds it.
+type BalanceEntries = Vec<(u32, Decimal)>;
 
 /// The journal's whole state, in a deterministic order, for checkpoints.
 #[derive(Serialize, Deserialize)]
 pub struct JournalState<A, C: Ord> {
     moments: Vec<(Position, i64)>,
-    history: Vec<((A, C), BalanceHistory)>,
+    history: Vec<((A, C), BalanceEntries)>,
     totals: BTreeMap<C, Decimal>,
 }
 
@@ -325,7 +342,7 @@ where
         let mut history: Vec<_> = self
             .history
             .iter()
-            .map(|(key, entries)| (key.clone(), entries.clone()))
+            .map(|(key, entries)| (key.clone(), entries.iter().copied().collect()))
             .collect();
         history.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         JournalState {
@@ -349,7 +366,11 @@ where
                     at_micros,
                 })
                 .collect(),
-            history: state.history.into_iter().collect(),
+            history: state
+                .history
+                .into_iter()
+                .map(|(key, entries)| (key, entries.into_iter().collect()))
+                .collect(),
             totals: state.totals,
         }
     }

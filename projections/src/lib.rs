@@ -24,6 +24,7 @@ pub mod projection;
 pub mod report;
 pub mod rng;
 pub mod runner;
+pub mod segmented;
 pub mod verify;
 pub mod views;
 

@@ -232,13 +232,13 @@ fn currency_totals(views: &LedgerViews) -> BTreeMap<String, CurrencyTotals> {
     for payment in commissions.payments() {
         let sum = sums.entry(payment.amount.currency()).or_default();
         sum.payments += payment.amount.amount();
-        for refund in &payment.refunds {
+        for refund in payment.refunds() {
             sum.refunds += refund.amount.amount();
         }
     }
     for index in 0..commissions.commission_count() {
         let commission = commissions.commission(index as u32);
-        let sum = sums.entry(commission.currency).or_default();
+        let sum = sums.entry(commission.currency()).or_default();
         sum.earned += commission.amount;
         sum.reversed += commission.reversed();
     }

@@ -227,7 +227,7 @@ pub async fn account_commissions(
             break;
         }
         let payment = commissions.payment_record(commission.payment);
-        let currency = commission.currency;
+        let currency = commission.currency();
         listed.push(CommissionView {
             payment_id: payment.payment_id.to_string(),
             payer_id: commission.payer.as_uuid(),

@@ -128,7 +128,7 @@ pub fn payout_report(
         let open = open_through(commission, period);
         if open > Decimal::ZERO {
             *carried
-                .entry((commission.beneficiary, commission.currency))
+                .entry((commission.beneficiary, commission.currency()))
                 .or_default() += open;
         }
     }
@@ -258,10 +258,9 @@ pub fn payout_report(
 /// What is left of a commission after reversals and the payouts of `period` and before.
 fn open_through(commission: &Commission, period: Period) -> Decimal {
     let matched: Decimal = commission
-        .paid_by
-        .iter()
+        .paid_by()
         .filter(|(paid_in, _)| *paid_in <= period)
-        .map(|(_, amount)| *amount)
+        .map(|(_, amount)| amount)
         .sum();
     (commission.net() - matched).max(Decimal::ZERO)
 }
@@ -355,7 +354,7 @@ pub fn commission_statement(
     let end = period.end();
     for (_, commission) in commissions.of_affiliate(affiliate) {
         let payment = commissions.payment_record(commission.payment);
-        let currency = commission.currency;
+        let currency = commission.currency();
         let line = |at: DateTime<Utc>, kind: &str, amount: Decimal, refund: &str, status: &str| {
             StatementLine {
                 at: time_text(at),
@@ -386,13 +385,13 @@ pub fn commission_statement(
             ));
             totals.entry(currency).or_default().0 += commission.amount;
         }
-        if let Some(crate::views::commissions::Review::Forfeited { at }) = commission.review {
+        if let Some(crate::views::commissions::Review::Forfeited { at }) = commission.review() {
             if period.contains(at) {
-                lines.push((at, line(at, "forfeited", -commission.forfeited, "", "")));
-                totals.entry(currency).or_default().1 += commission.forfeited;
+                lines.push((at, line(at, "forfeited", -commission.forfeited(), "", "")));
+                totals.entry(currency).or_default().1 += commission.forfeited();
             }
         }
-        for reversal in &commission.reversals {
+        for reversal in commission.reversals() {
             if period.contains(reversal.at) {
                 lines.push((
                     reversal.at,
@@ -447,14 +446,14 @@ fn status_at_period_end(
     period: Period,
     end: DateTime<Utc>,
 ) -> CommissionStatus {
-    let forfeited = match commission.review {
+    let forfeited = match commission.review() {
         Some(crate::views::commissions::Review::Forfeited { at }) if at < end => {
-            commission.forfeited
+            commission.forfeited()
         }
         _ => Decimal::ZERO,
     };
     let reversed: Decimal = commission
-        .reversals
+        .reversals()
         .iter()
         .filter(|reversal| reversal.at < end)
         .map(|reversal| reversal.amount)
@@ -462,10 +461,9 @@ fn status_at_period_end(
         + forfeited;
     let net = commission.amount - reversed;
     let matched: Decimal = commission
-        .paid_by
-        .iter()
+        .paid_by()
         .filter(|(paid_in, _)| *paid_in < period)
-        .map(|(_, amount)| *amount)
+        .map(|(_, amount)| amount)
         .sum();
     if net.is_zero() {
         CommissionStatus::Reversed

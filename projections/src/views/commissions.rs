@@ -21,7 +21,6 @@ use ledger::domain::events::{
 };
 use ledger::domain::ids::{OrganisationId, PaymentId, PayoutReference, RefundId};
 use ledger::domain::{AccountId, Currency, Money, Period, PlanVersion, Rate};
-use ledger::store::Position;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -32,9 +31,73 @@ pub struct PaymentRecord {
     pub payer: AccountId,
     pub amount: Money,
     pub received_at: DateTime<Utc>,
-    pub refunds: Vec<RefundRecord>,
-    /// Indexes into the commission list, in the order earned.
-    pub commissions: Vec<u32>,
+    /// Refunds and chargebacks, in order; allocated only for a payment that has any.
+    refunds: Option<Box<[RefundRecord]>>,
+    /// The commissions it funded.
+    commissions: PaymentCommissions,
+}
+
+impl PaymentRecord {
+    /// Its refunds and chargebacks, in order.
+    pub fn refunds(&self) -> &[RefundRecord] {
+        self.refunds.as_deref().unwrap_or_default()
+    }
+
+    /// Indexes of the commissions it funded into the commission list, in the order earned.
+    pub fn commissions(&self) -> impl Iterator<Item = u32> + '_ {
+        let (run, listed) = match &self.commissions {
+            PaymentCommissions::Run { first, count } => (*first..*first + *count, &[][..]),
+            PaymentCommissions::Listed(listed) => (0..0, &listed[..]),
+        };
+        run.chain(listed.iter().copied())
+    }
+
+    fn push_refund(&mut self, refund: RefundRecord) {
+        // Refunds are rare and few per payment: a copy per refund costs nothing.
+        let mut refunds = self.refunds.take().map(Vec::from).unwrap_or_default();
+        refunds.push(refund);
+        self.refunds = Some(refunds.into_boxed_slice());
+    }
+
+    fn push_commission(&mut self, index: u32) {
+        self.commissions = match std::mem::take(&mut self.commissions) {
+            PaymentCommissions::Run { count: 0, .. } => PaymentCommissions::Run {
+                first: index,
+                count: 1,
+            },
+            PaymentCommissions::Run { first, count } if first + count == index => {
+                PaymentCommissions::Run {
+                    first,
+                    count: count + 1,
+                }
+            }
+            PaymentCommissions::Run { first, count } => {
+                let mut listed: Vec<u32> = (first..first + count).collect();
+                listed.push(index);
+                PaymentCommissions::Listed(listed.into_boxed_slice())
+            }
+            PaymentCommissions::Listed(listed) => {
+                let mut listed = Vec::from(listed);
+                listed.push(index);
+                PaymentCommissions::Listed(listed.into_boxed_slice())
+            }
+        };
+    }
+}
+
+/// A payment's commissions. The domain records them together, right after the payment,
+/// so they are a run of consecutive indexes (stored as two numbers, not a list); a log in
+/// which they are not is still read, as a list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum PaymentCommissions {
+    Run { first: u32, count: u32 },
+    Listed(Box<[u32]>),
+}
+
+impl Default for PaymentCommissions {
+    fn default() -> Self {
+        PaymentCommissions::Run { first: 0, count: 0 }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,36 +117,51 @@ pub struct Reversal {
 }
 
 /// One commission and its history.
+///
+/// Millions of these are kept, so the record is compact: what every commission has is
+/// inline, the first payout that paid it too (most are paid once, if at all), and what
+/// only some commissions go through (review, reversals, forfeiture, further payouts) sits
+/// behind one pointer that is allocated only when it happens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commission {
     /// Index into the payment list.
     pub payment: u32,
+    pub plan_version: PlanVersion,
     pub beneficiary: AccountId,
     pub payer: AccountId,
-    pub level: u8,
     pub rate: Rate,
-    pub plan_version: PlanVersion,
     pub base_amount: Decimal,
     pub amount: Decimal,
-    pub currency: Currency,
     pub earned_at: DateTime<Utc>,
-    pub earned_position: Position,
     pub hold_until: DateTime<Utc>,
-    /// As earned: whether it was held for review (see `review` for how that ended).
+    pub level: u8,
+    /// The currency of `base_amount` and `amount` (see [`Commission::currency`]), as its
+    /// three-letter code: a `Currency` is 24 bytes, and there are millions of these.
+    currency: CurrencyCode,
+    /// As earned: whether it was held for review (see [`Commission::review`] for how
+    /// that ended).
     pub held_for_review: bool,
-    pub review_reasons: Vec<FraudFlag>,
-    pub reversals: Vec<Reversal>,
+    /// The first part matched to a payout: (period, amount).
+    paid_first: Option<(Period, Decimal)>,
+    history: Option<Box<CommissionHistory>>,
+}
+
+/// What happens to few commissions: kept out of line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct CommissionHistory {
+    review_reasons: Vec<FraudFlag>,
+    reversals: Vec<Reversal>,
     /// How the review of a commission held for review ended, if it did.
-    pub review: Option<Review>,
+    review: Option<Review>,
     /// What a forfeiting review took back (zero otherwise).
-    pub forfeited: Decimal,
-    /// Parts of the commission matched to payouts: (period, amount).
-    pub paid_by: Vec<(Period, Decimal)>,
+    forfeited: Decimal,
+    /// Parts matched to payouts after `paid_first`, in the order matched.
+    paid_more: Vec<(Period, Decimal)>,
 }
 
 /// The end of a review of a held commission.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "decision", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Review {
     /// Payable once its hold ends, like any other.
     Released { at: DateTime<Utc> },
@@ -92,13 +170,87 @@ pub enum Review {
 }
 
 impl Commission {
+    /// The currency of its amounts.
+    pub fn currency(&self) -> Currency {
+        self.currency.currency()
+    }
+
+    /// Why it was held for review (empty if it was not).
+    pub fn review_reasons(&self) -> &[FraudFlag] {
+        self.history
+            .as_ref()
+            .map_or(&[], |history| history.review_reasons.as_slice())
+    }
+
+    /// The refunds and chargebacks that reversed part or all of it, in order.
+    pub fn reversals(&self) -> &[Reversal] {
+        self.history
+            .as_ref()
+            .map_or(&[], |history| history.reversals.as_slice())
+    }
+
+    /// How the review of a commission held for review ended, if it did.
+    pub fn review(&self) -> Option<Review> {
+        self.history.as_ref().and_then(|history| history.review)
+    }
+
+    /// What a forfeiting review took back (zero otherwise).
+    pub fn forfeited(&self) -> Decimal {
+        self.history
+            .as_ref()
+            .map_or(Decimal::ZERO, |history| history.forfeited)
+    }
+
+    /// Parts of the commission matched to payouts: (period, amount), in the order matched.
+    pub fn paid_by(&self) -> impl Iterator<Item = (Period, Decimal)> + '_ {
+        self.paid_first.into_iter().chain(
+            self.history
+                .iter()
+                .flat_map(|history| history.paid_more.iter().copied()),
+        )
+    }
+
+    fn history_mut(&mut self) -> &mut CommissionHistory {
+        self.history.get_or_insert_with(Box::default)
+    }
+
+    fn push_paid(&mut self, period: Period, amount: Decimal) {
+        if self.paid_first.is_none() {
+            self.paid_first = Some((period, amount));
+        } else {
+            self.history_mut().paid_more.push((period, amount));
+        }
+    }
+
+    /// Unmatches every part paid by the payout of `period`.
+    fn remove_paid(&mut self, period: Period) {
+        if let Some(history) = self.history.as_mut() {
+            history.paid_more.retain(|(paid_in, _)| *paid_in != period);
+        }
+        if self
+            .paid_first
+            .is_some_and(|(paid_in, _)| paid_in == period)
+        {
+            self.paid_first = match self.history.as_mut() {
+                Some(history) if !history.paid_more.is_empty() => Some(history.paid_more.remove(0)),
+                _ => None,
+            };
+        }
+    }
+
     /// What refunds clawed back and a review forfeited.
     pub fn reversed(&self) -> Decimal {
-        self.reversals
-            .iter()
-            .map(|reversal| reversal.amount)
-            .sum::<Decimal>()
-            + self.forfeited
+        match &self.history {
+            None => Decimal::ZERO,
+            Some(history) => {
+                history
+                    .reversals
+                    .iter()
+                    .map(|reversal| reversal.amount)
+                    .sum::<Decimal>()
+                    + history.forfeited
+            }
+        }
     }
 
     /// What is left after clawbacks and forfeiture.
@@ -108,18 +260,23 @@ impl Commission {
 
     /// The part matched to payouts (scheduled or sent).
     pub fn matched(&self) -> Decimal {
-        self.paid_by.iter().map(|(_, amount)| *amount).sum()
+        self.paid_by().map(|(_, amount)| amount).sum()
     }
 
     /// The part neither reversed nor matched to a payout.
     pub fn open(&self) -> Decimal {
+        if self.history.is_none() {
+            // The common case, without summing empty lists.
+            let matched = self.paid_first.map_or(Decimal::ZERO, |(_, amount)| amount);
+            return (self.amount - matched).max(Decimal::ZERO);
+        }
         (self.net() - self.matched()).max(Decimal::ZERO)
     }
 
     /// Whether the commission can be paid at `at`: its hold is over, and it was not held
     /// for review or a review released it by then (as the domain's payable book reads it).
     pub fn is_payable_at(&self, at: DateTime<Utc>) -> bool {
-        let cleared = match self.review {
+        let cleared = match self.review() {
             _ if !self.held_for_review => true,
             Some(Review::Released { at: released }) => released <= at,
             Some(Review::Forfeited { .. }) | None => false,
@@ -287,12 +444,12 @@ pub struct Affiliate {
     /// Indexes into the commission list, in the order earned.
     pub commissions: Vec<u32>,
     /// Reversals of paid-out money not yet settled, per currency.
-    pub owed: BTreeMap<Currency, Decimal>,
+    pub owed: CurrencyAmounts,
     /// Index of the first commission that may still have an open part (FIFO cursor).
     pub cursor: u32,
     /// Sum of `open()` over all its commissions, per currency, kept as they change, so
     /// a payout run need not scan matured history.
-    pub open: BTreeMap<Currency, Decimal>,
+    pub open: CurrencyAmounts,
     /// Whether hold ends never decrease along `commissions` (true unless a plan change
     /// shortened the hold): then the unmatured commissions are a suffix of the list.
     pub holds_in_order: bool,
@@ -304,9 +461,9 @@ impl Default for Affiliate {
     fn default() -> Self {
         Affiliate {
             commissions: Vec::new(),
-            owed: BTreeMap::new(),
+            owed: CurrencyAmounts::default(),
             cursor: 0,
-            open: BTreeMap::new(),
+            open: CurrencyAmounts::default(),
             holds_in_order: true,
             reviewed: 0,
         }
@@ -318,18 +475,73 @@ impl Affiliate {
         if delta.is_zero() {
             return;
         }
-        let open = self.open.entry(currency).or_default();
-        *open += delta;
-        if open.is_zero() {
-            self.open.remove(&currency);
+        let open = self.open.get(currency) + delta;
+        self.open.set(currency, open);
+    }
+}
+
+/// Amounts per currency, in currency order, for one affiliate. Nearly every affiliate has
+/// one currency or none, so this is a short list (no allocation while empty) rather than
+/// a map with a node per affiliate.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CurrencyAmounts(Vec<(Currency, Decimal)>);
+
+impl CurrencyAmounts {
+    pub fn get(&self, currency: Currency) -> Decimal {
+        self.0
+            .iter()
+            .find(|(known, _)| *known == currency)
+            .map_or(Decimal::ZERO, |(_, amount)| *amount)
+    }
+
+    /// Sets the amount of `currency`, removing it when zero.
+    pub fn set(&mut self, currency: Currency, amount: Decimal) {
+        match self.0.binary_search_by_key(&currency, |(known, _)| *known) {
+            Ok(at) if amount.is_zero() => {
+                self.0.remove(at);
+            }
+            Ok(at) => self.0[at].1 = amount,
+            Err(_) if amount.is_zero() => {}
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, (currency, amount));
+            }
         }
+    }
+
+    /// Adds `delta` to the amount of `currency`, keeping the entry even when it is zero.
+    pub fn add(&mut self, currency: Currency, delta: Decimal) {
+        match self.0.binary_search_by_key(&currency, |(known, _)| *known) {
+            Ok(at) => self.0[at].1 += delta,
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, (currency, delta));
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Currency, Decimal)> + '_ {
+        self.0.iter().copied()
     }
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Commissions {
     payments: Chunked<PaymentRecord>,
-    payment_index: FastMap<PaymentId, u32>,
+    /// Payment id (by its 64-bit hash) to index into `payments`: the id itself is stored
+    /// once, in its record, and a lookup compares it there.
+    payment_index: FastMap<u64, u32>,
+    /// Payments whose id hashes like an earlier payment's (rare): by the id itself.
+    payment_collisions: FastMap<PaymentId, u32>,
     commissions: Chunked<Commission>,
     affiliates: FastMap<AccountId, Affiliate>,
     runs: BTreeMap<Period, BTreeMap<AccountId, Payout>>,
@@ -358,22 +570,61 @@ impl Commissions {
     }
 
     pub fn payment_received(&mut self, event: &PaymentReceived) -> Result<(), CommissionError> {
-        if self.payment_index.contains_key(&event.payment_id) {
-            return Err(CommissionError::DuplicatePayment {
-                payment: event.payment_id.clone(),
-            });
-        }
         let index = u32::try_from(self.payments.len()).expect("fewer than 2^32 payments");
+        // One probe of the index both refuses a duplicate and files the new payment.
+        match self.payment_index.entry(id_hash(&event.payment_id)) {
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(index);
+            }
+            std::collections::hash_map::Entry::Occupied(occupied) => {
+                let known = &self.payments[*occupied.get() as usize].payment_id;
+                if *known == event.payment_id
+                    || self.payment_collisions.contains_key(&event.payment_id)
+                {
+                    return Err(CommissionError::DuplicatePayment {
+                        payment: event.payment_id.clone(),
+                    });
+                }
+                self.payment_collisions
+                    .insert(event.payment_id.clone(), index);
+            }
+        }
         self.payments.push(PaymentRecord {
             payment_id: event.payment_id.clone(),
             payer: event.account_id,
             amount: event.amount,
             received_at: event.received_at,
-            refunds: Vec::new(),
-            commissions: Vec::new(),
+            refunds: None,
+            commissions: PaymentCommissions::default(),
         });
-        self.payment_index.insert(event.payment_id.clone(), index);
         Ok(())
+    }
+
+    /// Files the payment at `index` under its id (when reading a state back).
+    fn index_payment(&mut self, payment: &PaymentId, index: u32) {
+        match self.payment_index.entry(id_hash(payment)) {
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(index);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.payment_collisions.insert(payment.clone(), index);
+            }
+        }
+    }
+
+    fn lookup_payment(&self, payment: &PaymentId) -> Option<u32> {
+        // A payment's commissions are recorded right after it, so the newest payment is
+        // the likeliest: checking it first skips a probe of a table of millions.
+        let newest = self.payments.len().checked_sub(1)?;
+        if self.payments[newest].payment_id == *payment {
+            return Some(newest as u32);
+        }
+        let index = *self.payment_index.get(&id_hash(payment))?;
+        if self.payments[index as usize].payment_id == *payment {
+            Some(index)
+        } else {
+            self.payment_collisions.get(payment).copied()
+        }
     }
 
     pub fn refunded(&mut self, event: &PaymentRefunded) -> Result<&PaymentRecord, CommissionError> {
@@ -410,38 +661,36 @@ impl Commissions {
     ) -> Result<&PaymentRecord, CommissionError> {
         let index = self.payment(payment)?;
         let record = &mut self.payments[index as usize];
-        record.refunds.push(refund);
+        record.push_refund(refund);
         Ok(record)
     }
 
-    pub fn earned(
-        &mut self,
-        position: Position,
-        event: &CommissionEarned,
-    ) -> Result<(), CommissionError> {
+    pub fn earned(&mut self, event: &CommissionEarned) -> Result<(), CommissionError> {
         let payment = self.payment(&event.payment_id)?;
         let index = u32::try_from(self.commissions.len()).expect("fewer than 2^32 commissions");
+        let history = (event.held_for_review || !event.review_reasons.is_empty()).then(|| {
+            Box::new(CommissionHistory {
+                review_reasons: event.review_reasons.clone(),
+                ..CommissionHistory::default()
+            })
+        });
         self.commissions.push(Commission {
             payment,
+            plan_version: event.plan_version,
             beneficiary: event.beneficiary,
             payer: event.payer,
-            level: event.level,
             rate: event.rate,
-            plan_version: event.plan_version,
             base_amount: event.base_amount.amount(),
             amount: event.amount.amount(),
-            currency: event.amount.currency(),
             earned_at: event.earned_at,
-            earned_position: position,
             hold_until: event.hold_until,
+            level: event.level,
+            currency: CurrencyCode::of(event.amount.currency()),
             held_for_review: event.held_for_review,
-            review_reasons: event.review_reasons.clone(),
-            reversals: Vec::new(),
-            review: None,
-            forfeited: Decimal::ZERO,
-            paid_by: Vec::new(),
+            paid_first: None,
+            history,
         });
-        self.payments[payment as usize].commissions.push(index);
+        self.payments[payment as usize].push_commission(index);
         let affiliate = self.affiliates.entry(event.beneficiary).or_default();
         if let Some(last) = affiliate.commissions.last() {
             if self.commissions[*last as usize].hold_until > event.hold_until {
@@ -462,9 +711,7 @@ impl Commissions {
     ) -> Result<u32, CommissionError> {
         let payment = self.payment(payment_id)?;
         self.payments[payment as usize]
-            .commissions
-            .iter()
-            .copied()
+            .commissions()
             .find(|index| {
                 let commission = &self.commissions[*index as usize];
                 commission.beneficiary == beneficiary && commission.level == level
@@ -480,13 +727,13 @@ impl Commissions {
     pub fn released(&mut self, event: &CommissionReleased) -> Result<(), CommissionError> {
         let index = self.find(&event.payment_id, event.beneficiary, event.level)?;
         let commission = &mut self.commissions[index as usize];
-        if !commission.held_for_review || commission.review.is_some() {
+        if !commission.held_for_review || commission.review().is_some() {
             return Err(CommissionError::NotUnderReview {
                 payment: event.payment_id.clone(),
                 level: event.level,
             });
         }
-        commission.review = Some(Review::Released {
+        commission.history_mut().review = Some(Review::Released {
             at: event.released_at,
         });
         Ok(())
@@ -496,7 +743,7 @@ impl Commissions {
     pub fn forfeited(&mut self, event: &CommissionForfeited) -> Result<(), CommissionError> {
         let index = self.find(&event.payment_id, event.beneficiary, event.level)?;
         let commission = &mut self.commissions[index as usize];
-        if !commission.held_for_review || commission.review.is_some() {
+        if !commission.held_for_review || commission.review().is_some() {
             return Err(CommissionError::NotUnderReview {
                 payment: event.payment_id.clone(),
                 level: event.level,
@@ -512,11 +759,12 @@ impl Commissions {
             });
         }
         let before = commission.open();
-        commission.forfeited = amount;
-        commission.review = Some(Review::Forfeited {
+        let history = commission.history_mut();
+        history.forfeited = amount;
+        history.review = Some(Review::Forfeited {
             at: event.forfeited_at,
         });
-        let (currency, delta) = (commission.currency, commission.open() - before);
+        let (currency, delta) = (commission.currency(), commission.open() - before);
         self.affiliates
             .entry(event.beneficiary)
             .or_default()
@@ -533,7 +781,7 @@ impl Commissions {
             return Err(CommissionError::ReversalExceedsCommission { amount, net });
         }
         let open = commission.open();
-        commission.reversals.push(Reversal {
+        commission.history_mut().reversals.push(Reversal {
             refund_id: event.refund_id.clone(),
             amount,
             at: event.reversed_at,
@@ -541,11 +789,11 @@ impl Commissions {
         // Whatever the reversal takes beyond the unpaid part was already paid out: the
         // affiliate owes it back.
         let owed = amount - open.min(amount);
-        let (currency, delta) = (commission.currency, commission.open() - open);
+        let (currency, delta) = (commission.currency(), commission.open() - open);
         let affiliate = self.affiliates.entry(event.beneficiary).or_default();
         affiliate.adjust_open(currency, delta);
         if !owed.is_zero() {
-            *affiliate.owed.entry(currency).or_default() += owed;
+            affiliate.owed.add(currency, owed);
         }
         Ok(())
     }
@@ -573,9 +821,10 @@ impl Commissions {
             });
         }
         let currency = event.amount.currency();
+        let code = CurrencyCode::of(currency);
         let affiliate = self.affiliates.entry(event.affiliate).or_default();
         let mut to_match = event.amount.amount();
-        let mut owed = affiliate.owed.get(&currency).copied().unwrap_or_default();
+        let mut owed = affiliate.owed.get(currency);
         let settled_before = owed;
         let mut matched = Vec::new();
         let start = affiliate.cursor as usize;
@@ -595,7 +844,7 @@ impl Commissions {
                 }
                 continue;
             }
-            if commission.currency != currency || !commission.is_payable_at(event.as_of) {
+            if commission.currency != code || !commission.is_payable_at(event.as_of) {
                 advance_cursor = false;
                 continue;
             }
@@ -604,7 +853,7 @@ impl Commissions {
             owed -= settle;
             let take = (open - settle).min(to_match);
             let part = settle + take;
-            commission.paid_by.push((event.period, part));
+            commission.push_paid(event.period, part);
             open_delta += commission.open() - open;
             to_match -= take;
             if take > Decimal::ZERO || settle > Decimal::ZERO {
@@ -618,11 +867,7 @@ impl Commissions {
         }
         affiliate.cursor = cursor as u32;
         affiliate.adjust_open(currency, open_delta);
-        if owed.is_zero() {
-            affiliate.owed.remove(&currency);
-        } else {
-            affiliate.owed.insert(currency, owed);
-        }
+        affiliate.owed.set(currency, owed);
         run.insert(
             event.affiliate,
             Payout {
@@ -661,9 +906,7 @@ impl Commissions {
         for (index, _) in &matched {
             let commission = &mut self.commissions[*index as usize];
             let before = commission.open();
-            commission
-                .paid_by
-                .retain(|(period, _)| *period != event.period);
+            commission.remove_paid(event.period);
             open_delta += commission.open() - before;
             if let Some(position) = affiliate.commissions.iter().position(|i| i == index) {
                 first = first.min(position);
@@ -672,7 +915,7 @@ impl Commissions {
         affiliate.cursor = affiliate.cursor.min(first as u32);
         affiliate.adjust_open(currency, open_delta);
         if !settled.is_zero() {
-            *affiliate.owed.entry(currency).or_default() += settled;
+            affiliate.owed.add(currency, settled);
         }
         Ok(())
     }
@@ -711,9 +954,7 @@ impl Commissions {
     }
 
     fn payment(&self, payment: &PaymentId) -> Result<u32, CommissionError> {
-        self.payment_index
-            .get(payment)
-            .copied()
+        self.lookup_payment(payment)
             .ok_or_else(|| CommissionError::PaymentNotFound {
                 payment: payment.clone(),
             })
@@ -726,9 +967,8 @@ impl Commissions {
     }
 
     pub fn payment_by_id(&self, payment: &PaymentId) -> Option<&PaymentRecord> {
-        self.payment_index
-            .get(payment)
-            .map(|index| &self.payments[*index as usize])
+        self.lookup_payment(payment)
+            .map(|index| &self.payments[index as usize])
     }
 
     pub fn payments(&self) -> impl Iterator<Item = &PaymentRecord> {
@@ -762,12 +1002,12 @@ impl Commissions {
     ) -> BTreeMap<Currency, AffiliateTotals> {
         let mut totals: BTreeMap<Currency, AffiliateTotals> = BTreeMap::new();
         for (_, commission) in self.of_affiliate(affiliate) {
-            let entry = totals.entry(commission.currency).or_default();
+            let entry = totals.entry(commission.currency()).or_default();
             add_commission(entry, commission, at);
         }
         if let Some(book) = self.affiliates.get(affiliate) {
-            for (currency, owed) in &book.owed {
-                totals.entry(*currency).or_default().owed += *owed;
+            for (currency, owed) in book.owed.iter() {
+                totals.entry(currency).or_default().owed += owed;
             }
         }
         totals
@@ -783,16 +1023,16 @@ impl Commissions {
         let mut per_affiliate: FastMap<(AccountId, Currency), AffiliateTotals> = FastMap::default();
         for commission in self.commissions.iter() {
             let entry = per_affiliate
-                .entry((commission.beneficiary, commission.currency))
+                .entry((commission.beneficiary, commission.currency()))
                 .or_default();
             add_commission(entry, commission, at);
         }
         for (affiliate, book) in &self.affiliates {
-            for (currency, owed) in &book.owed {
+            for (currency, owed) in book.owed.iter() {
                 per_affiliate
-                    .entry((*affiliate, *currency))
+                    .entry((*affiliate, currency))
                     .or_default()
-                    .owed += *owed;
+                    .owed += owed;
             }
         }
         totals.extend(per_affiliate);
@@ -809,9 +1049,9 @@ impl Commissions {
             if affiliate.holds_in_order && affiliate.reviewed == 0 && affiliate.open.len() <= 1 {
                 // Everything open is payable except a suffix of unmatured commissions:
                 // walk back over that suffix only.
-                let Some((&currency, &open_total)) = affiliate.open.iter().next() else {
+                let Some((currency, open_total)) = affiliate.open.iter().next() else {
                     if let Some((currency, owed)) = affiliate.owed.iter().next() {
-                        payables.entry((*account, *currency)).or_default().payable -= *owed;
+                        payables.entry((*account, currency)).or_default().payable -= owed;
                     }
                     continue;
                 };
@@ -831,8 +1071,8 @@ impl Commissions {
                 let entry = payables.entry((*account, currency)).or_default();
                 entry.payable += payable;
                 entry.held += held;
-                for (currency, owed) in &affiliate.owed {
-                    payables.entry((*account, *currency)).or_default().payable -= *owed;
+                for (currency, owed) in affiliate.owed.iter() {
+                    payables.entry((*account, currency)).or_default().payable -= owed;
                 }
                 continue;
             }
@@ -845,15 +1085,17 @@ impl Commissions {
                 if open.is_zero() {
                     continue;
                 }
-                let entry = payables.entry((*account, commission.currency)).or_default();
+                let entry = payables
+                    .entry((*account, commission.currency()))
+                    .or_default();
                 if commission.is_payable_at(at) {
                     entry.payable += open;
                 } else {
                     entry.held += open;
                 }
             }
-            for (currency, owed) in &affiliate.owed {
-                payables.entry((*account, *currency)).or_default().payable -= *owed;
+            for (currency, owed) in affiliate.owed.iter() {
+                payables.entry((*account, currency)).or_default().payable -= owed;
             }
         }
         payables
@@ -903,26 +1145,72 @@ impl Commissions {
     }
 
     pub fn from_state(state: CommissionsState) -> Commissions {
-        let payment_index = state
-            .payments
-            .iter()
-            .enumerate()
-            .map(|(index, payment)| (payment.payment_id.clone(), index as u32))
-            .collect::<FastMap<_, _>>();
-        Commissions {
+        let mut commissions = Commissions {
             payments: state.payments.into_iter().collect(),
-            payment_index,
+            payment_index: FastMap::default(),
+            payment_collisions: FastMap::default(),
             commissions: state.commissions.into_iter().collect(),
             affiliates: state.affiliates.into_iter().collect(),
             runs: state.runs,
             summaries: state.summaries,
             donations: state.donations,
             plans: state.plans,
+        };
+        for index in 0..commissions.payments.len() {
+            let payment = commissions.payments[index].payment_id.clone();
+            commissions.index_payment(&payment, index as u32);
+        }
+        commissions
+    }
+}
+
+/// A currency by its ISO 4217 code, in 3 bytes. Serialized as the code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CurrencyCode([u8; 3]);
+
+impl CurrencyCode {
+    pub fn of(currency: Currency) -> CurrencyCode {
+        let code: [u8; 3] = currency
+            .code()
+            .as_bytes()
+            .try_into()
+            .expect("ISO 4217 codes are three letters");
+        CurrencyCode(code)
+    }
+
+    pub fn currency(self) -> Currency {
+        // The common currencies without a search of the domain's table.
+        match &self.0 {
+            b"EUR" => Currency::EUR,
+            b"USD" => Currency::USD,
+            code => Currency::parse(std::str::from_utf8(code).expect("made from a code"))
+                .expect("made from a currency the domain knows"),
         }
     }
 }
 
-/// Adds a commission earned by `at` (later ones are left out) to `totals`.
+impl TryFrom<String> for CurrencyCode {
+    type Error = String;
+    fn try_from(code: String) -> Result<CurrencyCode, String> {
+        Currency::parse(&code)
+            .map(CurrencyCode::of)
+            .map_err(|error| error.to_string())
+    }
+}
+
+impl From<CurrencyCode> for String {
+    fn from(code: CurrencyCode) -> String {
+        code.currency().code().to_owned()
+    }
+}
+
+/// The 64-bit hash a payment id is indexed by.
+fn id_hash(payment: &PaymentId) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<crate::hash::FastHasher>::default().hash_one(payment.as_str())
+}
+
 /// Elements a [`Chunked`] list holds per chunk.
 const CHUNK_ELEMENTS: usize = 1 << 16;
 
@@ -992,6 +1280,7 @@ impl<T> FromIterator<T> for Chunked<T> {
     }
 }
 
+/// Adds a commission earned by `at` (later ones are left out) to `totals`.
 fn add_commission(totals: &mut AffiliateTotals, commission: &Commission, at: DateTime<Utc>) {
     if commission.earned_at > at {
         return;
@@ -1068,24 +1357,21 @@ mod tests {
                 })
                 .unwrap();
             self.commissions
-                .earned(
-                    Position::sequence(0),
-                    &CommissionEarned {
-                        payment_id,
-                        beneficiary: self.affiliate,
-                        payer: self.payer,
-                        level: 1,
-                        rate: Rate::parse("0.1").unwrap(),
-                        plan_version: PlanVersion::FIRST,
-                        base_amount: eur(cents * 10),
-                        amount: eur(cents),
-                        rounding: Decimal::ZERO,
-                        earned_at: day,
-                        hold_until: day + chrono::Duration::days(30),
-                        held_for_review: false,
-                        review_reasons: Vec::new(),
-                    },
-                )
+                .earned(&CommissionEarned {
+                    payment_id,
+                    beneficiary: self.affiliate,
+                    payer: self.payer,
+                    level: 1,
+                    rate: Rate::parse("0.1").unwrap(),
+                    plan_version: PlanVersion::FIRST,
+                    base_amount: eur(cents * 10),
+                    amount: eur(cents),
+                    rounding: Decimal::ZERO,
+                    earned_at: day,
+                    hold_until: day + chrono::Duration::days(30),
+                    held_for_review: false,
+                    review_reasons: Vec::new(),
+                })
                 .unwrap();
         }
 
@@ -1186,5 +1472,93 @@ mod tests {
             }),
             Err(CommissionError::PayoutSettled { .. })
         ));
+    }
+
+    #[test]
+    fn payment_ids_whose_hashes_collide_are_still_told_apart() {
+        let mut book = Book::new();
+        book.earn("pi_a", 100, at(1, 1));
+        // Pretend "pi_b" hashes like "pi_a": file its hash under pi_a's index.
+        let b = PaymentId::parse("pi_b").unwrap();
+        book.commissions.payment_index.insert(id_hash(&b), 0);
+        book.earn("pi_b", 200, at(1, 2));
+        assert_eq!(book.commissions.payment_collisions.len(), 1);
+        // A later payment, so neither is found as the newest.
+        book.earn("pi_c", 300, at(1, 3));
+        for (id, cents) in [("pi_a", 1000), ("pi_b", 2000), ("pi_c", 3000)] {
+            let record = book
+                .commissions
+                .payment_by_id(&PaymentId::parse(id).unwrap())
+                .unwrap_or_else(|| panic!("{id} is found"));
+            assert_eq!(record.amount, eur(cents), "{id}");
+        }
+        // Both the first holder of the hash and the colliding id are refused a second time.
+        for id in ["pi_a", "pi_b"] {
+            let again = book.commissions.payment_received(&PaymentReceived {
+                payment_id: PaymentId::parse(id).unwrap(),
+                account_id: book.payer,
+                kind: PaymentKind::CreditPack {
+                    credits: Credits::new(1).unwrap(),
+                },
+                amount: eur(1),
+                payment_fingerprint: None,
+                received_at: at(1, 5),
+            });
+            assert!(
+                matches!(again, Err(CommissionError::DuplicatePayment { .. })),
+                "{id}: {again:?}"
+            );
+        }
+        // A state read back indexes the same way.
+        let restored = Commissions::from_state(book.commissions.to_state());
+        assert!(restored.payment_by_id(&b).is_some());
+    }
+
+    #[test]
+    fn a_failed_payout_unmatches_only_its_own_part_of_a_commission() {
+        let mut book = Book::new();
+        book.earn("pi_1", 3000, at(1, 1));
+        let (february, march) = (Period::new(2026, 2).unwrap(), Period::new(2026, 3).unwrap());
+        // Two payouts pay the one commission in two parts.
+        book.schedule(february, 1000);
+        book.schedule(march, 1500);
+        let paid: Vec<_> = book.commissions.commission(0).paid_by().collect();
+        assert_eq!(
+            paid,
+            vec![(february, eur(1000).amount()), (march, eur(1500).amount())]
+        );
+        book.commissions
+            .payout_failed(&PayoutFailed {
+                period: february,
+                affiliate: book.affiliate,
+                amount: eur(1000),
+                reason: "closed".to_owned(),
+                failed_at: march.end(),
+            })
+            .unwrap();
+        let commission = book.commissions.commission(0);
+        assert_eq!(
+            commission.paid_by().collect::<Vec<_>>(),
+            vec![(march, eur(1500).amount())]
+        );
+        assert_eq!(commission.open(), eur(1500).amount());
+    }
+
+    #[test]
+    fn a_payment_whose_commissions_are_not_consecutive_lists_them() {
+        let mut record = PaymentRecord {
+            payment_id: PaymentId::parse("pi_1").unwrap(),
+            payer: AccountId::new(SplitMix64::new(1).uuid()).unwrap(),
+            amount: eur(100),
+            received_at: at(1, 1),
+            refunds: None,
+            commissions: PaymentCommissions::default(),
+        };
+        assert_eq!(record.commissions().count(), 0);
+        for index in [4, 5, 9, 10] {
+            record.push_commission(index);
+        }
+        assert_eq!(record.commissions().collect::<Vec<_>>(), vec![4, 5, 9, 10]);
+        assert!(matches!(record.commissions, PaymentCommissions::Listed(_)));
     }
 }

@@ -33,6 +33,18 @@ pub use postings::{ledger_postings, AccountKey};
 
 mod postings;
 
+/// The start of a checkpointed [`LedgerViews`] state: these 8 bytes, then the
+/// [`LedgerViewsState`] as one MessagePack value (<https://msgpack.org>, via `rmp-serde`):
+/// a struct is an array of its fields in declaration order (no field names), a map is a
+/// map in key order, an enum is a one-entry map from its variant name to its fields (a
+/// unit variant just its name), an `Option` nil or the value, integers in their smallest
+/// encoding. Decimals, instants, periods and currencies are their text (as in the events),
+/// account ids their 16 bytes. Nothing may follow the value. JSON, the earlier format, ran
+/// past `CHECKPOINT_STATE_SIZE_MAX` (2 GiB) at a million accounts; this is well under half
+/// of it (see `docs/BENCHMARKS.md`). The version in the magic changes with any change to
+/// the state types: an older state is refused, naming the fix (rebuild from the log).
+pub const STATE_MAGIC: &[u8; 8] = b"LVSTATE2";
+
 /// Batches shorter than this are decoded on the folding thread.
 const PARALLEL_DECODE_EVENTS_MIN: usize = 2048;
 /// Events a decoder thread decodes at a time.
@@ -166,7 +178,7 @@ impl LedgerViews {
                     self.network
                         .revenue(payer, amount.currency(), -amount.amount(), at)
                 }),
-            DomainEvent::CommissionEarned(earned) => self.commissions.earned(position, earned),
+            DomainEvent::CommissionEarned(earned) => self.commissions.earned(earned),
             DomainEvent::CommissionReversed(reversed) => self.commissions.reversed(reversed),
             DomainEvent::CommissionReleased(released) => self.commissions.released(released),
             DomainEvent::ProcessingRestricted(restricted) => {
@@ -286,8 +298,11 @@ impl Projection for LedgerViews {
         })
     }
 
+    /// The state in the binary format described at [`STATE_MAGIC`].
     fn encode_state(&self, out: &mut Vec<u8>) {
-        serde_json::to_writer(out, &self.to_state()).expect("view state serialises");
+        out.extend_from_slice(STATE_MAGIC);
+        // Structs as arrays (the default): field names are not repeated per record.
+        rmp_serde::encode::write(out, &self.to_state()).expect("view state serialises");
     }
 
     fn decode_state(&mut self, bytes: &[u8]) -> Result<(), ProjectionError> {
@@ -295,8 +310,21 @@ impl Projection for LedgerViews {
             projection: "ledger-views".to_owned(),
             reason,
         };
+        let Some(body) = bytes.strip_prefix(STATE_MAGIC.as_slice()) else {
+            return Err(bad(if bytes.first() == Some(&b'{') {
+                "the state is JSON, written by an earlier version: rebuild the views from the \
+                 log (the checkpoint is a cache; the log is the truth)"
+                    .to_owned()
+            } else {
+                "the state does not start with the ledger-views state magic".to_owned()
+            }));
+        };
+        let mut reader = body;
         let state: LedgerViewsState =
-            serde_json::from_slice(bytes).map_err(|error| bad(error.to_string()))?;
+            rmp_serde::from_read(&mut reader).map_err(|error| bad(error.to_string()))?;
+        if !reader.is_empty() {
+            return Err(bad(format!("{} bytes follow the state", reader.len())));
+        }
         *self = LedgerViews::from_state(state).map_err(bad)?;
         Ok(())
     }

@@ -16,6 +16,7 @@ use ledger::domain::{AccountId, Currency, Period};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::commissions::CurrencyCode;
 use crate::forest::{ForestError, Month, ReferralForest};
 
 /// Most currencies one member's revenue is kept in (a limit on a per-account list).
@@ -25,6 +26,8 @@ pub const MEMBER_CURRENCIES_MAX: usize = 8;
 type Revenue = Vec<(Currency, Decimal)>;
 /// One member's net revenue per period and currency.
 type PeriodRevenue = Vec<(Period, Currency, Decimal)>;
+/// The same as kept in memory, the currency as its 3-byte code (a `Currency` is 24 bytes).
+type RevenueEntries = Vec<(Period, CurrencyCode, Decimal)>;
 /// Revenue of a payer that is not in the forest.
 type OrphanState = (AccountId, Revenue, PeriodRevenue);
 
@@ -39,11 +42,14 @@ pub struct PeriodAnalytics {
 #[derive(Clone, Debug, Default)]
 pub struct Network {
     forest: ReferralForest<AccountId>,
-    opened: FastMap<AccountId, DateTime<Utc>>,
-    revenue: FastMap<AccountId, Revenue>,
-    /// Per payer, net revenue per period, kept so a restriction can take a subject's past
-    /// contributions out of the analytics.
-    revenue_by_period: FastMap<AccountId, PeriodRevenue>,
+    /// Per payer, net revenue per period and currency: its total revenue is their sum, and
+    /// a restriction takes a subject's past contributions out of the analytics with them.
+    /// One short list per payer (no separate totals map) keeps a million payers small.
+    /// Indexed by the member's place in the forest (signup order), so a million members
+    /// need no second map keyed by account id.
+    member_revenue: Vec<RevenueEntries>,
+    /// The same for payers that are not in the forest (not expected, but kept).
+    orphan_revenue: FastMap<AccountId, RevenueEntries>,
     analytics: BTreeMap<Period, PeriodAnalytics>,
     restricted: BTreeSet<AccountId>,
 }
@@ -60,7 +66,12 @@ impl Network {
         at: DateTime<Utc>,
     ) -> Result<(), ForestError> {
         self.forest.add(account, referrer, at)?;
-        self.opened.insert(account, at);
+        debug_assert_eq!(
+            self.forest.index_of(&account),
+            Some(self.member_revenue.len())
+        );
+        let earlier = self.orphan_revenue.remove(&account).unwrap_or_default();
+        self.member_revenue.push(earlier);
         let period = self.analytics.entry(Period::containing(at)).or_default();
         period.signups += 1;
         period.referred_signups += u64::from(referrer.is_some());
@@ -75,25 +86,29 @@ impl Network {
         amount: Decimal,
         at: DateTime<Utc>,
     ) {
-        let revenue = self.revenue.entry(payer).or_default();
-        match revenue.iter_mut().find(|(known, _)| *known == currency) {
-            Some((_, total)) => *total += amount,
-            None => {
-                assert!(
-                    revenue.len() < MEMBER_CURRENCIES_MAX,
-                    "member_currencies_max is {MEMBER_CURRENCIES_MAX}"
-                );
-                revenue.push((currency, amount));
-            }
-        }
         let period = Period::containing(at);
-        let history = self.revenue_by_period.entry(payer).or_default();
+        let code = CurrencyCode::of(currency);
+        let history = match self.forest.index_of(&payer) {
+            Some(index) => &mut self.member_revenue[index],
+            None => self.orphan_revenue.entry(payer).or_default(),
+        };
         match history
             .iter_mut()
-            .find(|(known, known_currency, _)| *known == period && *known_currency == currency)
+            .find(|(known, known_code, _)| *known == period && *known_code == code)
         {
             Some((_, _, total)) => *total += amount,
-            None => history.push((period, currency, amount)),
+            None => {
+                assert!(
+                    history.iter().any(|(_, known, _)| *known == code)
+                        || currencies_of(history) < MEMBER_CURRENCIES_MAX,
+                    "member_currencies_max is {MEMBER_CURRENCIES_MAX}"
+                );
+                // Grow by half, not by doubling from four: most payers pay in few months.
+                if history.len() == history.capacity() {
+                    history.reserve_exact((history.len() / 2).max(1));
+                }
+                history.push((period, code, amount));
+            }
         }
         if !self.restricted.contains(&payer) {
             *self
@@ -122,22 +137,25 @@ impl Network {
             Decimal::ONE
         };
         let count_sign: i64 = if restricted { -1 } else { 1 };
-        if let Some(at) = self.opened.get(&subject) {
+        if let Ok(at) = self.forest.joined_at(&subject) {
             let referred = matches!(self.forest.referrer(&subject), Ok(Some(_)));
-            let period = self.analytics.entry(Period::containing(*at)).or_default();
+            let period = self.analytics.entry(Period::containing(at)).or_default();
             period.signups = period.signups.saturating_add_signed(count_sign);
             if referred {
                 period.referred_signups = period.referred_signups.saturating_add_signed(count_sign);
             }
         }
-        for (period, currency, amount) in self.revenue_by_period.get(&subject).into_iter().flatten()
-        {
+        let history = match self.forest.index_of(&subject) {
+            Some(index) => self.member_revenue.get(index),
+            None => self.orphan_revenue.get(&subject),
+        };
+        for (period, code, amount) in history.into_iter().flatten() {
             *self
                 .analytics
                 .entry(*period)
                 .or_default()
                 .net_revenue
-                .entry(*currency)
+                .entry(code.currency())
                 .or_default() += sign * amount;
         }
     }
@@ -164,8 +182,8 @@ impl Network {
             if self.restricted.contains(&member) {
                 continue;
             }
-            if let Some(at) = self.opened.get(&member) {
-                *growth.entry(Month::of(*at)).or_insert(0) += 1;
+            if let Ok(at) = self.forest.joined_at(&member) {
+                *growth.entry(Month::of(at)).or_insert(0) += 1;
             }
         }
         Ok(growth)
@@ -173,12 +191,28 @@ impl Network {
 
     /// The net revenue of an account's own payments.
     pub fn own_revenue(&self, account: &AccountId) -> BTreeMap<Currency, Decimal> {
-        self.revenue
-            .get(account)
-            .into_iter()
-            .flatten()
-            .copied()
-            .collect()
+        self.revenue_of(account).into_iter().collect()
+    }
+
+    /// An account's net revenue per period and currency, if it paid anything.
+    fn revenue_history(&self, account: &AccountId) -> Option<&RevenueEntries> {
+        match self.forest.index_of(account) {
+            Some(index) => self.member_revenue.get(index),
+            None => self.orphan_revenue.get(account),
+        }
+    }
+
+    /// An account's net revenue per currency, in the order its currencies first appear.
+    fn revenue_of(&self, account: &AccountId) -> Revenue {
+        let mut revenue: Revenue = Vec::new();
+        for (_, code, amount) in self.revenue_history(account).into_iter().flatten() {
+            let currency = code.currency();
+            match revenue.iter_mut().find(|(known, _)| *known == currency) {
+                Some((_, total)) => *total += *amount,
+                None => revenue.push((currency, *amount)),
+            }
+        }
+        revenue
     }
 
     /// The net revenue of everyone below `account` (down to `forest::WALK_DEPTH_MAX` levels),
@@ -189,8 +223,8 @@ impl Network {
     ) -> Result<BTreeMap<Currency, Decimal>, ForestError> {
         let mut total: BTreeMap<Currency, Decimal> = BTreeMap::new();
         for member in self.forest.downline(account)? {
-            for (currency, amount) in self.revenue.get(&member).into_iter().flatten() {
-                *total.entry(*currency).or_default() += *amount;
+            for (_, code, amount) in self.revenue_history(&member).into_iter().flatten() {
+                *total.entry(code.currency()).or_default() += *amount;
             }
         }
         Ok(total)
@@ -201,13 +235,15 @@ impl Network {
             .forest
             .members_in_order()
             .map(|(account, referrer, _)| {
-                let opened = self.opened[&account];
-                let mut revenue = self.revenue.get(&account).cloned().unwrap_or_default();
+                let opened = self
+                    .forest
+                    .joined_at(&account)
+                    .expect("a member in order is in the forest");
+                let mut revenue = self.revenue_of(&account);
                 revenue.sort_unstable_by_key(|(currency, _)| *currency);
                 let mut by_period = self
-                    .revenue_by_period
-                    .get(&account)
-                    .cloned()
+                    .revenue_history(&account)
+                    .map(period_revenue)
                     .unwrap_or_default();
                 by_period.sort_unstable_by_key(|(period, currency, _)| (*period, *currency));
                 (account, referrer, opened, revenue, by_period)
@@ -215,17 +251,12 @@ impl Network {
             .collect();
         // Revenue of payers who never opened an account (not expected, but kept).
         let mut orphans: Vec<OrphanState> = self
-            .revenue
+            .orphan_revenue
             .iter()
-            .filter(|(account, _)| !self.forest.contains(account))
-            .map(|(account, revenue)| {
-                let mut revenue = revenue.clone();
+            .map(|(account, history)| {
+                let mut revenue = self.revenue_of(account);
                 revenue.sort_unstable_by_key(|(currency, _)| *currency);
-                let mut by_period = self
-                    .revenue_by_period
-                    .get(account)
-                    .cloned()
-                    .unwrap_or_default();
+                let mut by_period = period_revenue(history);
                 by_period.sort_unstable_by_key(|(period, currency, _)| (*period, *currency));
                 (*account, revenue, by_period)
             })
@@ -245,22 +276,40 @@ impl Network {
             restricted: state.restricted,
             ..Network::default()
         };
-        for (account, referrer, opened, revenue, by_period) in state.members {
+        // The revenue totals in the state are the sums of the periods, kept for readers.
+        for (account, referrer, opened, _revenue, by_period) in state.members {
             network.forest.add(account, referrer, opened)?;
-            network.opened.insert(account, opened);
-            if !revenue.is_empty() {
-                network.revenue.insert(account, revenue);
-            }
-            if !by_period.is_empty() {
-                network.revenue_by_period.insert(account, by_period);
-            }
+            network.member_revenue.push(revenue_entries(by_period));
         }
-        for (account, revenue, by_period) in state.orphans {
-            network.revenue.insert(account, revenue);
-            network.revenue_by_period.insert(account, by_period);
+        for (account, _revenue, by_period) in state.orphans {
+            network
+                .orphan_revenue
+                .insert(account, revenue_entries(by_period));
         }
         Ok(network)
     }
+}
+
+fn period_revenue(entries: &RevenueEntries) -> PeriodRevenue {
+    entries
+        .iter()
+        .map(|(period, code, amount)| (*period, code.currency(), *amount))
+        .collect()
+}
+
+fn revenue_entries(revenue: PeriodRevenue) -> RevenueEntries {
+    revenue
+        .into_iter()
+        .map(|(period, currency, amount)| (period, CurrencyCode::of(currency), amount))
+        .collect()
+}
+
+/// How many currencies one member's revenue history holds.
+fn currencies_of(history: &RevenueEntries) -> usize {
+    let mut currencies: Vec<CurrencyCode> = history.iter().map(|(_, code, _)| *code).collect();
+    currencies.sort_unstable();
+    currencies.dedup();
+    currencies.len()
 }
 
 type MemberState = (

@@ -165,7 +165,7 @@ fn views_agree_with_each_other() {
     let refunded: Decimal = views
         .commissions
         .payments()
-        .flat_map(|payment| &payment.refunds)
+        .flat_map(|payment| payment.refunds())
         .map(|refund| refund.amount.amount())
         .sum();
     let sent: Decimal = views
@@ -256,10 +256,39 @@ async fn checkpointed_state_restores_to_identical_bytes() {
         .await
         .expect("rebuild");
     let bytes = crate::projection::state_bytes(&views);
+    assert!(bytes.starts_with(super::STATE_MAGIC));
     let mut restored = LedgerViews::new();
     restored.decode_state(&bytes).expect("decode");
     assert_eq!(crate::projection::state_bytes(&restored), bytes);
     assert_eq!(restored.journal.balances(), views.journal.balances());
+    assert_eq!(
+        restored.commissions.commission_count(),
+        views.commissions.commission_count()
+    );
+    let period = *views.commissions.runs().keys().next_back().expect("a run");
+    assert_eq!(
+        restored.commissions.payables_at(period.end()),
+        views.commissions.payables_at(period.end())
+    );
+
+    // The binary state is much smaller than the same state as JSON, the earlier format.
+    let json = serde_json::to_vec(&views.to_state()).expect("json");
+    assert!(
+        bytes.len() * 2 < json.len(),
+        "binary {} bytes, JSON {} bytes",
+        bytes.len(),
+        json.len()
+    );
+    // A JSON state (an earlier version's checkpoint) is refused, naming the fix.
+    let refused = LedgerViews::new().decode_state(&json).unwrap_err();
+    assert!(refused.to_string().contains("rebuild"), "{refused}");
+    // So is a truncated or extended one.
+    assert!(LedgerViews::new()
+        .decode_state(&bytes[..bytes.len() - 1])
+        .is_err());
+    let mut extended = bytes.clone();
+    extended.push(0);
+    assert!(LedgerViews::new().decode_state(&extended).is_err());
 }
 
 #[test]

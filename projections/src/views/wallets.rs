@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a grant's credits came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "source", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum GrantSource {
     Granted { reason: GrantReason },
     Purchased { payment_id: PaymentId },
@@ -182,6 +182,7 @@ impl Wallets {
             wallet.balance -= draw.credits.units();
         }
         wallet.open_grants.retain(|grant| grant.remaining > 0);
+        shrink_spare(&mut wallet.open_grants);
         self.period(event.spent_at).spent += drawn;
         Ok(())
     }
@@ -204,6 +205,7 @@ impl Wallets {
             });
         }
         wallet.open_grants.remove(grant);
+        shrink_spare(&mut wallet.open_grants);
         wallet.balance -= remaining;
         self.period(event.expired_at).expired += remaining;
         Ok(())
@@ -218,7 +220,13 @@ impl Wallets {
             });
         }
         wallet.balance += grant.remaining;
-        wallet.open_grants.push(grant);
+        // Most wallets hold one or two open grants: grow by half rather than doubling
+        // from four, which over a million wallets is hundreds of MiB of spare capacity.
+        let grants = &mut wallet.open_grants;
+        if grants.len() == grants.capacity() {
+            grants.reserve_exact((grants.len() / 2).max(1));
+        }
+        grants.push(grant);
         Ok(())
     }
 
@@ -244,6 +252,13 @@ impl Wallets {
             wallets: state.wallets.into_iter().collect(),
             totals: state.totals,
         }
+    }
+}
+
+/// Gives back the spare capacity of a grant list that shrank to under half of it.
+fn shrink_spare(grants: &mut Vec<OpenGrant>) {
+    if grants.capacity() > 2 * grants.len() + 1 {
+        grants.shrink_to_fit();
     }
 }
 
