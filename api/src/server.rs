@@ -215,7 +215,9 @@ pub async fn run(
 async fn shred_hourly(ledger: std::sync::Arc<ledger::service::Ledger<crate::store::MeteredStore>>) {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(60 * 60);
     let policy = ledger::privacy::retention::RetentionPolicy::default();
-    let mut ticks = tokio::time::interval(EVERY);
+    // The first run an hour after start: a server restarted often still runs it, and
+    // start-up is not slowed by a fold of the whole log.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
