@@ -62,9 +62,26 @@ pub struct SimulateArgs {
     /// times; only the encryption of personal data differs, by its random nonces).
     #[arg(long, env = "REFLEDGER_SIM_SEED", default_value_t = 42)]
     pub seed: u64,
-    /// The data directory to write (must hold no events yet).
-    #[arg(long, env = "REFLEDGER_DATA")]
-    pub data: PathBuf,
+    /// The data directory to write (must hold no events yet). Either this or --target.
+    #[arg(long, env = "REFLEDGER_DATA", required_unless_present = "target")]
+    pub data: Option<PathBuf>,
+    /// Send the history as HTTP requests to a running server instead, e.g.
+    /// `http://127.0.0.1:8080` (whose log should hold no events yet).
+    #[arg(long, env = "REFLEDGER_SIM_TARGET", conflicts_with = "data")]
+    pub target: Option<String>,
+    /// With --target: an API token, ROLE:SECRET, for each of billing, finance, privacy
+    /// and admin (as given to `serve --token`). Repeatable; comma-separated in the
+    /// environment.
+    #[arg(
+        long,
+        env = "REFLEDGER_TOKEN",
+        value_delimiter = ',',
+        requires = "target"
+    )]
+    pub token: Vec<TokenSpec>,
+    /// With --target: the most requests in flight at once.
+    #[arg(long, env = "REFLEDGER_SIM_CONNECTIONS", default_value_t = 32)]
+    pub connections: usize,
     /// The master key of the personal-data vault, as for `serve`; `DATA/master.key`,
     /// generated on first use, when not given.
     #[arg(long, env = "REFLEDGER_MASTER_KEY_FILE")]

@@ -137,7 +137,15 @@ async fn simulate(args: api::cli::SimulateArgs) -> Result<(), Box<dyn std::error
         accounts: args.accounts,
         months: args.months,
         seed: args.seed,
-        destination: Destination::DataDir(args.data),
+        destination: match (args.data, args.target) {
+            (_, Some(base)) => Destination::Http(api::simulate::http::HttpOptions {
+                base,
+                tokens: args.token,
+                connections: args.connections,
+            }),
+            (Some(data), None) => Destination::DataDir(data),
+            (None, None) => return Err("simulate needs --data DIR or --target URL".into()),
+        },
         master_key_file: args.master_key_file,
     };
     let mut progress = api::simulate::progress::reporter();

@@ -10,4 +10,5 @@ mod operations;
 mod privacy;
 mod reports;
 mod shutdown;
+mod simulate;
 mod support;
