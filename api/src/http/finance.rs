@@ -16,12 +16,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use ledger::domain::donation::{self, AllocateDonation, DonationState};
-use ledger::domain::events::{upcast, DomainEvent};
+use ledger::domain::events::DomainEvent;
 use ledger::domain::ids::{OrganisationId, PaymentId, PayoutReference};
 use ledger::domain::money::Rate;
 use ledger::domain::payment::{ReviewCommission, ReviewDecision};
 use ledger::domain::payout::{self, PayoutsState, SettlePayout, Settlement};
 use ledger::domain::{streams, Period};
+use ledger::privacy::domain::decode_redacted;
 use ledger::store::{Direction, EventStore, StreamFrom, StreamName, PAGE_SIZE_MAX};
 
 use super::accounts::account_id;
@@ -396,12 +397,9 @@ async fn fold_stream<T>(
             )
             .await?;
         for recorded in &page {
-            let event = upcast(
-                recorded.event_type.as_str(),
-                recorded.schema_version,
-                &recorded.payload,
-            )
-            .map_err(ApiError::internal)?;
+            // Redacted: a failed payout's reason is sealed with the affiliate's key,
+            // and the state needs none of it in clear.
+            let event = decode_redacted(recorded).map_err(ApiError::internal)?;
             state = evolve(state, &event);
         }
         match page.last() {

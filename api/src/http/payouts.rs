@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use ledger::domain::events::upcast;
 use ledger::domain::money::Rate;
 use ledger::domain::payout::{self, PayoutsState, RunPayouts};
 use ledger::domain::plan::{PublishPlan, PLAN_LEVELS_MAX};
 use ledger::domain::{streams, Money, Period, PlanVersion};
+use ledger::privacy::domain::decode_redacted;
 use ledger::service::CommandMeta;
 use ledger::store::{Direction, EventStore, StreamFrom, PAGE_SIZE_MAX};
 
@@ -149,12 +149,9 @@ async fn payouts_state(store: &dyn EventStore) -> Result<PayoutsState, ApiError>
             )
             .await?;
         for recorded in &page {
-            let event = upcast(
-                recorded.event_type.as_str(),
-                recorded.schema_version,
-                &recorded.payload,
-            )
-            .map_err(ApiError::internal)?;
+            // Redacted: a failed payout's reason is sealed with the affiliate's key,
+            // and the state needs none of it in clear.
+            let event = decode_redacted(recorded).map_err(ApiError::internal)?;
             state = payout::evolve(state, &event);
         }
         match page.last() {

@@ -6,6 +6,7 @@ mod binary;
 mod errors;
 mod events;
 mod ledger;
+mod lifecycle;
 mod operations;
 mod privacy;
 mod reports;
