@@ -109,6 +109,7 @@ impl<S: EventStore> Ledger<S> {
         policy: &RetentionPolicy,
         mut books: Option<&mut LogBooks>,
     ) -> Result<Outcome, LedgerError> {
+        let account = subject;
         let subject = SubjectId::from(subject);
         for _ in 0..ATTEMPTS_MAX {
             let revision = self.store().stream_state(&privacy_stream(subject)).await?;
@@ -127,7 +128,12 @@ impl<S: EventStore> Ledger<S> {
                 erasure::erase_subject(self.vault(), state, subject, request_id, now, policy)
                     .map_err(LedgerError::Privacy)?;
             // Keys are gone (or were already): nothing decrypted before may stay cached.
-            self.forget_personal_data();
+            // The books' caller is the log's only writer, so only the subject's own
+            // states can hold what was destroyed (see `forget_subject`).
+            match books {
+                Some(_) => self.forget_subject(account),
+                None => self.forget_personal_data(),
+            }
             let Some(proof) = decided else {
                 return Ok(Outcome {
                     events: Vec::new(),

@@ -14,7 +14,7 @@ use super::{decode_payload, AppendFailure, CommandMeta, Ledger, LedgerError, Out
 use super::{ATTEMPTS_MAX, PAGE_SIZE_MAX};
 use crate::domain::donation::{self, AllocateDonation, DonationState, RevenueBook};
 use crate::domain::payout::{self, PayableBook, PayoutContext, PayoutsState, RunPayouts};
-use crate::domain::{streams, Currency};
+use crate::domain::{streams, AccountId, Currency};
 use crate::privacy::payload::redact_payload;
 use crate::privacy::retention::PrivacyState;
 use crate::store::{EventStore, Position};
@@ -137,6 +137,32 @@ impl<S: EventStore> Ledger<S> {
     }
 }
 
+impl<S> Ledger<S> {
+    /// Drops the cached states an erasure of `subject` can have left holding its
+    /// destroyed data in clear: its account, the payments it made, and the single-stream
+    /// states (payouts hold a failure reason, which may quote an affiliate). Other
+    /// accounts' states hold only their own personal data and ids of others. The whole
+    /// cache is not emptied, as [`Ledger::forget_personal_data`] does, because a writer
+    /// that erases every month would then refold every account after each erasure.
+    pub(crate) fn forget_subject(&self, subject: AccountId) {
+        let caches = &self.caches;
+        // States loaded before this point are not put back (see `keep`).
+        caches
+            .erasures
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        caches.accounts.forget(&streams::account(subject));
+        caches.payments.lock().retain(|_, (state, _)| {
+            state
+                .payment
+                .as_ref()
+                .is_none_or(|payment| payment.received.account_id != subject)
+        });
+        caches.payouts.lock().clear();
+        caches.plans.lock().clear();
+        caches.donations.lock().clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -242,6 +268,12 @@ mod tests {
             .unwrap();
         assert_eq!(got.events, expected.events);
         assert_eq!(got.events.len(), 1, "the proof: {got:?}");
+        // The subject's cached state (loaded in clear by the payment) is gone; the
+        // referrer's, cached too, still reads.
+        let erased = kept.account(id(2)).await.unwrap().unwrap();
+        assert_ne!(erased.personal_data.name(), "Person", "read again, erased");
+        let other = kept.account(id(1)).await.unwrap().unwrap();
+        assert_eq!(other.personal_data.name(), "Person");
         // The second run of the period pays nobody twice: the books saw the first.
         let again = kept
             .run_payouts_with(meta(23), &run, &mut books)
