@@ -71,7 +71,7 @@ async fn record(dir: &Path) {
     .unwrap();
     for (index, (event_type, payload)) in golden_events().into_iter().enumerate() {
         clock_index.store(index, std::sync::atomic::Ordering::SeqCst);
-        let stream = StreamName::parse(&format!("golden-{event_type}")).unwrap();
+        let stream = StreamName::parse(format!("golden-{event_type}")).unwrap();
         let event = NewEvent {
             id: event_id(index),
             event_type: EventType::parse(event_type).unwrap(),
