@@ -439,7 +439,7 @@ pub async fn simulate_into_dir(
 ) -> Result<SimulationReport, SimulateError> {
     let clock = SimClock::new(config.start);
     let store = FileStore::open(
-        dir,
+        log_dir(dir),
         FileStoreOptions {
             durability: Durability::Buffered,
             clock: clock.as_store_clock(),
@@ -470,6 +470,12 @@ pub async fn simulate_into_dir(
     flushed?;
     closed?;
     Ok(report)
+}
+
+/// The embedded log of the data directory `dir`: `dir/log`, where `serve`, `verify` and
+/// the other subcommands look for it.
+pub fn log_dir(dir: &Path) -> PathBuf {
+    dir.join(crate::store::LOG_DIR_NAME)
 }
 
 /// The folder of the key vault and the file of a generated master key, in the data
