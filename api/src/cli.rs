@@ -46,7 +46,8 @@ pub enum Command {
         bench: Bench,
     },
     /// Generate a deterministic, realistic history (signups, referrals, subscriptions,
-    /// credits, refunds, fraud attempts, payouts, donations) into an empty data directory.
+    /// credits, refunds, fraud attempts, payouts, donations) into an empty data directory,
+    /// or as HTTP requests to a running server.
     Simulate(SimulateArgs),
 }
 
@@ -74,7 +75,7 @@ pub struct SimulateArgs {
     /// environment.
     #[arg(
         long,
-        env = "REFLEDGER_TOKEN",
+        env = "REFLEDGER_SIM_TOKEN",
         value_delimiter = ',',
         requires = "target"
     )]
