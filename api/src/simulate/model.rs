@@ -71,8 +71,9 @@ const PAYOUT_FAILURE_PERMILLE: u64 = 30;
 const CORRECTION_PERMILLE: u64 = 10;
 /// Share of churned subscribers who ask to be erased, per mille.
 const ERASURE_PERMILLE: u64 = 100;
-/// Most erasure requests per month: each erasure folds the whole log (until the privacy
-/// projection takes over), so their number is capped to keep large simulations linear.
+/// Most erasure requests per month. The cap dates from when each erasure folded the
+/// whole log (the simulator now keeps its own books, see `writer::LedgerTarget`); it is
+/// kept so that histories stay comparable with the recorded summaries and benchmarks.
 const ERASURES_PER_MONTH_MAX: u32 = 5;
 /// The donated share of each month's net revenue.
 const DONATION_SHARE: &str = "0.02";
