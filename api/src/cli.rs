@@ -54,8 +54,16 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Accounts to sign up over the history.
-    #[arg(long, env = "REFLEDGER_SIM_ACCOUNTS")]
-    pub accounts: u32,
+    #[arg(
+        long,
+        env = "REFLEDGER_SIM_ACCOUNTS",
+        required_unless_present = "summarize"
+    )]
+    pub accounts: Option<u32>,
+    /// Simulate nothing: print the summary of the log already in --data (a server's data
+    /// directory after `simulate --target`, say), read from its events alone.
+    #[arg(long, requires = "data", conflicts_with = "target")]
+    pub summarize: bool,
     /// Months of history, from January 2026.
     #[arg(long, env = "REFLEDGER_SIM_MONTHS", default_value_t = 6)]
     pub months: u32,
