@@ -46,15 +46,24 @@ pub enum Command {
         bench: Bench,
     },
     /// Generate a deterministic, realistic history (signups, referrals, subscriptions,
-    /// credits, refunds, fraud attempts, payouts, donations) into an empty data directory.
+    /// credits, refunds, fraud attempts, payouts, donations) into an empty data directory,
+    /// or as HTTP requests to a running server.
     Simulate(SimulateArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Accounts to sign up over the history.
-    #[arg(long, env = "REFLEDGER_SIM_ACCOUNTS")]
-    pub accounts: u32,
+    #[arg(
+        long,
+        env = "REFLEDGER_SIM_ACCOUNTS",
+        required_unless_present = "summarize"
+    )]
+    pub accounts: Option<u32>,
+    /// Simulate nothing: print the summary of the log already in --data (a server's data
+    /// directory after `simulate --target`, say), read from its events alone.
+    #[arg(long, requires = "data", conflicts_with = "target")]
+    pub summarize: bool,
     /// Months of history, from January 2026.
     #[arg(long, env = "REFLEDGER_SIM_MONTHS", default_value_t = 6)]
     pub months: u32,
@@ -62,9 +71,26 @@ pub struct SimulateArgs {
     /// times; only the encryption of personal data differs, by its random nonces).
     #[arg(long, env = "REFLEDGER_SIM_SEED", default_value_t = 42)]
     pub seed: u64,
-    /// The data directory to write (must hold no events yet).
-    #[arg(long, env = "REFLEDGER_DATA")]
-    pub data: PathBuf,
+    /// The data directory to write (must hold no events yet). Either this or --target.
+    #[arg(long, env = "REFLEDGER_DATA", required_unless_present = "target")]
+    pub data: Option<PathBuf>,
+    /// Send the history as HTTP requests to a running server instead, e.g.
+    /// `http://127.0.0.1:8080` (whose log should hold no events yet).
+    #[arg(long, env = "REFLEDGER_SIM_TARGET", conflicts_with = "data")]
+    pub target: Option<String>,
+    /// With --target: an API token, ROLE:SECRET, for each of billing, finance, privacy
+    /// and admin (as given to `serve --token`). Repeatable; comma-separated in the
+    /// environment.
+    #[arg(
+        long,
+        env = "REFLEDGER_SIM_TOKEN",
+        value_delimiter = ',',
+        requires = "target"
+    )]
+    pub token: Vec<TokenSpec>,
+    /// With --target: the most requests in flight at once.
+    #[arg(long, env = "REFLEDGER_SIM_CONNECTIONS", default_value_t = 32)]
+    pub connections: usize,
     /// The master key of the personal-data vault, as for `serve`; `DATA/master.key`,
     /// generated on first use, when not given.
     #[arg(long, env = "REFLEDGER_MASTER_KEY_FILE")]

@@ -133,11 +133,30 @@ async fn bench_api(
 /// `simulate`: writes the history, then prints its summary (text or JSON).
 async fn simulate(args: api::cli::SimulateArgs) -> Result<(), Box<dyn std::error::Error>> {
     use api::simulate::{Destination, SimulateOptions};
+    if args.summarize {
+        let data = args.data.ok_or("--summarize reads the log in --data DIR")?;
+        let store = ledger::store::file::FileStore::open_read_only(api::simulate::log_dir(&data))?;
+        let summary = api::simulate::summarize_log(&store).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            print!("{summary}");
+        }
+        return Ok(());
+    }
     let options = SimulateOptions {
-        accounts: args.accounts,
+        accounts: args.accounts.ok_or("simulate needs --accounts N")?,
         months: args.months,
         seed: args.seed,
-        destination: Destination::DataDir(args.data),
+        destination: match (args.data, args.target) {
+            (_, Some(base)) => Destination::Http(api::simulate::http::HttpOptions {
+                base,
+                tokens: args.token,
+                connections: args.connections,
+            }),
+            (Some(data), None) => Destination::DataDir(data),
+            (None, None) => return Err("simulate needs --data DIR or --target URL".into()),
+        },
         master_key_file: args.master_key_file,
     };
     let mut progress = api::simulate::progress::reporter();

@@ -46,6 +46,9 @@ use crate::store::{
     StreamFrom, StreamName, StreamState, PAGE_SIZE_MAX,
 };
 
+mod books;
+pub use books::LogBooks;
+
 /// Attempts of one command when the stream moved between read and append.
 pub const ATTEMPTS_MAX: u32 = 8;
 
@@ -185,12 +188,16 @@ pub const CACHED_STREAMS_MAX: usize = 10_000;
 /// cloned; a command that fails on the way simply leaves it out.
 struct StateCache<T> {
     entries: Mutex<HashMap<StreamName, (T, StreamState)>>,
+    /// Most streams kept ([`CACHED_STREAMS_MAX`] unless the ledger was built with
+    /// [`Ledger::with_cached_accounts_max`]).
+    capacity: usize,
 }
 
 impl<T> Default for StateCache<T> {
     fn default() -> Self {
         StateCache {
             entries: Mutex::new(HashMap::new()),
+            capacity: CACHED_STREAMS_MAX,
         }
     }
 }
@@ -211,7 +218,7 @@ impl<T> StateCache<T> {
             if cached.next_revision() >= revision.next_revision() {
                 return;
             }
-        } else if entries.len() >= CACHED_STREAMS_MAX {
+        } else if entries.len() >= self.capacity {
             // Bounded memory: start over rather than track recency.
             entries.clear();
         }
@@ -292,6 +299,16 @@ impl<S: EventStore> Ledger<S> {
             caches: Caches::default(),
             vault,
         }
+    }
+
+    /// The same ledger keeping up to `accounts_max` account states between commands
+    /// instead of [`CACHED_STREAMS_MAX`]: for one writer that comes back to every account
+    /// of a large log again and again (the simulator), where memory is cheaper than
+    /// refolding (and decrypting) an account's history on every command. Other kinds of
+    /// stream are short or rarely revisited and keep the default.
+    pub fn with_cached_accounts_max(mut self, accounts_max: usize) -> Ledger<S> {
+        self.caches.accounts.capacity = accounts_max;
+        self
     }
 
     pub fn store(&self) -> &S {

@@ -90,9 +90,9 @@ pub async fn run(options: AllOptions) -> Result<String, String> {
     }
 
     sections.push(
-        "### API\n\nNo HTTP benchmark exists yet: `simulate --target` (load over HTTP) is \
-         not built (see the simulate section of this file), so there is nothing to run \
-         here.\n"
+        "### API\n\nNot part of this run: `bench api` measures the endpoints against the \
+         HTTP stack's ceiling (section API below), and `simulate --target` loads a running \
+         server with a simulated history (section Simulate over HTTP below).\n"
             .to_owned(),
     );
 

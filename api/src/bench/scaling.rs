@@ -49,7 +49,8 @@ type BenchResult<T> = Result<T, String>;
 /// rebuilds the views from it.
 pub async fn measure_rebuild(data: &Path) -> BenchResult<RebuildMeasure> {
     let opening = Instant::now();
-    let store = FileStore::open_read_only(data).map_err(|error| error.to_string())?;
+    let store = FileStore::open_read_only(api::simulate::log_dir(data))
+        .map_err(|error| error.to_string())?;
     let open_seconds = opening.elapsed().as_secs_f64();
     let events = store
         .head()
@@ -142,7 +143,8 @@ pub async fn run(
         .await
         .map_err(|error| error.to_string())?;
         let simulate_seconds = simulating.elapsed().as_secs_f64();
-        let log_bytes = dir_bytes(&data.join("log"));
+        // The segments, in the log's own `log/` folder.
+        let log_bytes = dir_bytes(&api::simulate::log_dir(&data).join("log"));
         eprintln!(
             "scaling: rebuilding {} events in a fresh process",
             report.summary.events

@@ -19,7 +19,7 @@ use ledger::domain::ids::{Fingerprint, GrantId, PersonaId, SpendId};
 use ledger::domain::{AccountId, Credits, ReferralCode};
 
 use super::auth::{Authorized, BillingOnly};
-use super::command::{body, fresh_or_repeat, idempotent};
+use super::command::{body, fresh_or_repeat, idempotent, stated_time};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
 use super::events::rfc3339;
 use super::AppState;
@@ -59,6 +59,12 @@ pub struct OpenAccountRequest {
     pub signup_ip: Option<String>,
     /// The referral code of the person who referred this one.
     pub referral_code: Option<String>,
+    /// The payment processor's fingerprint of the card the person signed up with, for
+    /// the self-referral check (keyed before it is stored, like email and IP).
+    pub payment_fingerprint: Option<String>,
+    /// When the person signed up (RFC 3339); now when absent, never in the future.
+    #[schema(value_type = Option<String>, example = "2026-10-05T12:00:00Z")]
+    pub opened_at: Option<DateTime<Utc>>,
 }
 
 // Requests carry personal data: debug output names the fields only.
@@ -137,6 +143,9 @@ pub struct GrantCreditsRequest {
     /// RFC 3339; the grant never expires when absent.
     #[schema(value_type = Option<String>, example = "2026-12-31T23:59:59Z")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// When the grant was made (RFC 3339); now when absent, never in the future.
+    #[schema(value_type = Option<String>)]
+    pub granted_at: Option<DateTime<Utc>>,
 }
 
 impl GrantCreditsRequest {
@@ -158,6 +167,9 @@ pub struct SpendCreditsRequest {
     pub credits: u64,
     /// The AI specialist the credits were spent with.
     pub persona: String,
+    /// When the credits were spent (RFC 3339); now when absent, never in the future.
+    #[schema(value_type = Option<String>)]
+    pub spent_at: Option<DateTime<Utc>>,
 }
 
 impl SpendCreditsRequest {
@@ -311,6 +323,13 @@ pub async fn open_account(
         Some(ip) => fingerprint_token(vault, FingerprintKind::Ip, &ip.to_string())?,
         None => Fingerprint::parse(&format!("ip:unknown-{account_id}"))?,
     };
+    let payment_fingerprint = request
+        .payment_fingerprint
+        .as_deref()
+        .map(|card| fingerprint_token(vault, FingerprintKind::Payment, card))
+        .transpose()?;
+    let card_for_table = request.payment_fingerprint.clone();
+    let stated_opened_at = stated_time("opened_at", request.opened_at)?;
     let key = CommandKey::new("open_account", &account_id.to_string(), "account_id")?;
     let mut locks = vec![stream_lock(account_id)];
     if let Some(code) = referred_with_code {
@@ -324,7 +343,7 @@ pub async fn open_account(
                 existing.map(|existing| existing.opened.opened_at)
             })
             .await?
-            .unwrap_or_else(Utc::now);
+            .unwrap_or(stated_opened_at);
         let command = OpenAccount {
             account_id,
             referral_code: ReferralCode::for_account(account_id),
@@ -332,7 +351,7 @@ pub async fn open_account(
             personal_data,
             email_fingerprint,
             ip_fingerprint,
-            payment_fingerprint: None,
+            payment_fingerprint,
             opened_at,
         };
         let outcome = ledger.open_account(meta, &command).await?;
@@ -341,6 +360,9 @@ pub async fn open_account(
         let mut fingerprints = vec![(FingerprintKind::Email, email_for_table.as_str())];
         if let Some(ip) = &ip_text_for_table {
             fingerprints.push((FingerprintKind::Ip, ip.as_str()));
+        }
+        if let Some(card) = &card_for_table {
+            fingerprints.push((FingerprintKind::Payment, card.as_str()));
         }
         let others = record_fingerprints(ledger.vault(), account_id, &fingerprints)?;
         if !others.is_empty() {
@@ -450,6 +472,7 @@ pub async fn grant_credits(
 ) -> Result<Response, ApiError> {
     let account = account_id(&id)?;
     let (grant_id, credits) = request.validate()?;
+    let stated_granted_at = stated_time("granted_at", request.granted_at)?;
     let key = CommandKey::new(
         "grant",
         &format!("{account}/{}", request.grant_id),
@@ -472,7 +495,7 @@ pub async fn grant_credits(
                     .map(|grant| grant.granted_at)
             })
             .await?
-            .unwrap_or_else(Utc::now);
+            .unwrap_or(stated_granted_at);
             let command = ForAccount {
                 account_id: account,
                 command: AccountCommand::GrantCredits {
@@ -523,6 +546,7 @@ pub async fn spend_credits(
 ) -> Result<Response, ApiError> {
     let account = account_id(&id)?;
     let (spend_id, credits, persona) = request.validate()?;
+    let spent_at = stated_time("spent_at", request.spent_at)?;
     let key = CommandKey::new(
         "spend",
         &format!("{account}/{}", request.spend_id),
@@ -536,7 +560,6 @@ pub async fn spend_credits(
         &fingerprinted,
         vec![stream_lock(account)],
         |meta| async move {
-            let spent_at = Utc::now();
             let command = ForAccount {
                 account_id: account,
                 command: AccountCommand::SpendCredits {

@@ -64,3 +64,26 @@ pub fn fresh_or_repeat(outcome: &Outcome, created: StatusCode) -> StatusCode {
 pub fn body<T: Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
     serde_json::to_value(value).map_err(ApiError::internal)
 }
+
+/// Most a stated time may lie ahead of this server's clock: the skew between two
+/// services' clocks, not a way to record the future.
+pub const STATED_TIME_AHEAD_SECONDS_MAX: i64 = 300;
+
+/// The time a fact happened as the caller states it (the payment processor's or the
+/// platform's clock: a webhook may arrive late, an import replays history), or now when
+/// the caller states none. A time in the future is refused, naming `field`.
+pub fn stated_time(
+    field: &str,
+    stated: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    let now = chrono::Utc::now();
+    match stated {
+        None => Ok(now),
+        Some(at) if at <= now + chrono::Duration::seconds(STATED_TIME_AHEAD_SECONDS_MAX) => Ok(at),
+        Some(at) => Err(ApiError::validation(format!(
+            "{field}: {} is in the future (this server's clock reads {})",
+            super::events::rfc3339(at),
+            super::events::rfc3339(now)
+        ))),
+    }
+}

@@ -5,7 +5,9 @@ pub mod auth;
 pub mod command;
 pub mod error;
 pub mod events;
+pub mod finance;
 pub mod health;
+pub mod lifecycle;
 pub mod metrics;
 pub mod openapi;
 pub mod payments;
@@ -95,8 +97,10 @@ pub fn app(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(events::router())
         .merge(accounts::router())
+        .merge(lifecycle::router())
         .merge(payments::router())
         .merge(payouts::router())
+        .merge(finance::router())
         .merge(privacy::router())
         .merge(reports::router())
         .route_layer(axum::middleware::from_fn_with_state(

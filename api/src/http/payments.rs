@@ -12,12 +12,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use ledger::domain::events::{
-    upcast, CommissionEarned, CommissionReversed, DomainEvent, PaymentKind,
-};
+use ledger::domain::events::{CommissionEarned, CommissionReversed, DomainEvent, PaymentKind};
 use ledger::domain::ids::{PaymentId, RefundId, SubscriptionId};
 use ledger::domain::payment::{RecordPayment, RefundKind, RefundPayment};
 use ledger::domain::{streams, AccountId, Money};
+use ledger::privacy::domain::{decode_redacted, fingerprint_token};
+use ledger::privacy::fingerprint::FingerprintKind;
 use ledger::store::{Direction, EventStore, StreamFrom, PAGE_SIZE_MAX};
 
 use super::auth::{Authorized, BillingOnly};
@@ -64,6 +64,9 @@ pub struct RecordPaymentRequest {
     /// The subscription paid for, for `subscription` payments; the account id when
     /// absent (one subscription per account).
     pub subscription_id: Option<String>,
+    /// The processor's fingerprint of the card paid with, for the self-referral check
+    /// (keyed before it is stored).
+    pub payment_fingerprint: Option<String>,
 }
 
 /// A [`RecordPaymentRequest`] whose values are valid.
@@ -254,6 +257,11 @@ pub async fn record_payment(
     if matches!(valid.kind, PaymentKind::CreditPack { .. }) {
         locks.push(streams::account(valid.account_id).to_string());
     }
+    let payment_fingerprint = request
+        .payment_fingerprint
+        .as_deref()
+        .map(|card| fingerprint_token(state.ledger.vault(), FingerprintKind::Payment, card))
+        .transpose()?;
     let ledger = state.ledger.clone();
     idempotent(&state, key, &request, locks, |meta| async move {
         let command = RecordPayment {
@@ -261,7 +269,7 @@ pub async fn record_payment(
             account_id: valid.account_id,
             kind: valid.kind,
             amount: valid.amount,
-            payment_fingerprint: None,
+            payment_fingerprint,
             received_at: valid.paid_at,
         };
         let outcome = ledger.record_payment(meta, &command).await?;
@@ -379,12 +387,9 @@ async fn reversals_of(
             )
             .await?;
         for recorded in &page {
-            let event = upcast(
-                recorded.event_type.as_str(),
-                recorded.schema_version,
-                &recorded.payload,
-            )
-            .map_err(ApiError::internal)?;
+            // Redacted: the payment's sealed card fingerprint is not needed here, and
+            // would not parse as a plain event.
+            let event = decode_redacted(recorded).map_err(ApiError::internal)?;
             if let DomainEvent::CommissionReversed(reversed) = event {
                 if reversed.refund_id == *refund_id {
                     reversals.push(reversed);

@@ -9,16 +9,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use ledger::domain::events::upcast;
 use ledger::domain::money::Rate;
 use ledger::domain::payout::{self, PayoutsState, RunPayouts};
 use ledger::domain::plan::{PublishPlan, PLAN_LEVELS_MAX};
 use ledger::domain::{streams, Money, Period, PlanVersion};
+use ledger::privacy::domain::decode_redacted;
 use ledger::service::CommandMeta;
 use ledger::store::{Direction, EventStore, StreamFrom, PAGE_SIZE_MAX};
 
 use super::auth::{AdminOnly, Authorized, FinanceOnly};
-use super::command::{body, fresh_or_repeat, idempotent};
+use super::command::{body, fresh_or_repeat, idempotent, stated_time};
 use super::error::{ApiError, ApiJson, Problem};
 use super::events::rfc3339;
 use super::payments::positive_money;
@@ -91,6 +91,10 @@ pub struct PublishPlanRequest {
     /// From when the plan applies to payments (RFC 3339), not in the past.
     #[schema(value_type = String)]
     pub effective_from: DateTime<Utc>,
+    /// When the plan was decided (RFC 3339), for an import of history; now when absent,
+    /// never in the future. `effective_from` may not be before it.
+    #[schema(value_type = Option<String>)]
+    pub published_at: Option<DateTime<Utc>>,
 }
 
 impl PublishPlanRequest {
@@ -145,12 +149,9 @@ async fn payouts_state(store: &dyn EventStore) -> Result<PayoutsState, ApiError>
             )
             .await?;
         for recorded in &page {
-            let event = upcast(
-                recorded.event_type.as_str(),
-                recorded.schema_version,
-                &recorded.payload,
-            )
-            .map_err(ApiError::internal)?;
+            // Redacted: a failed payout's reason is sealed with the affiliate's key,
+            // and the state needs none of it in clear.
+            let event = decode_redacted(recorded).map_err(ApiError::internal)?;
             state = payout::evolve(state, &event);
         }
         match page.last() {
@@ -277,7 +278,7 @@ pub async fn publish_plan(
         hold_days: request.hold_days,
         minimum_payout: request.minimum_payout()?,
         effective_from: request.effective_from,
-        published_at: Utc::now(),
+        published_at: stated_time("published_at", request.published_at)?,
     };
     let key = CommandKey::new("plan", &request.version.to_string(), "version")?;
     let ledger = state.ledger.clone();

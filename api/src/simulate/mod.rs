@@ -11,6 +11,7 @@
 //! options write byte-identical logs.
 
 pub mod demo;
+pub mod http;
 pub mod model;
 pub mod progress;
 pub mod writer;
@@ -56,12 +57,17 @@ pub enum Destination {
     /// Through the domain service into the embedded store in this directory (which must
     /// hold no events yet), with buffered writes and one sync at the end.
     DataDir(PathBuf),
+    /// As HTTP requests to a running server (whose log should hold no events yet), each
+    /// command decided first by a shadow ledger in memory (see [`http`]).
+    Http(http::HttpOptions),
 }
 
 /// How far a simulation has come.
 #[derive(Clone, Debug)]
 pub struct Progress {
     pub commands: u64,
+    /// Requests the server answered, when simulating over HTTP.
+    pub requests: Option<u64>,
     pub events: u64,
     pub accounts: u64,
     pub accounts_total: u64,
@@ -380,7 +386,45 @@ pub async fn run(
             let vault = open_vault(&dir, options.master_key_file.as_deref())?;
             simulate_into_dir(&dir, config, vault, progress).await
         }
+        Destination::Http(http) => simulate_over_http(&http, config, progress).await,
     }
+}
+
+/// Simulates against a running server: every command is decided by a shadow ledger in
+/// memory (whose events the model observes and the summary counts), then sent as its
+/// request. The server's own log should then summarize the same (see [`http`]).
+pub async fn simulate_over_http(
+    options: &http::HttpOptions,
+    config: ModelConfig,
+    progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<SimulationReport, SimulateError> {
+    options.validate().map_err(SimulateError::InvalidOptions)?;
+    let clock = SimClock::new(config.start);
+    let store = ledger::store::memory::MemoryStore::new();
+    let vault: Arc<dyn KeyVault> = Arc::new(
+        ledger::privacy::vault::memory::MemoryVault::new()
+            .map_err(|error| SimulateError::Vault(error.to_string()))?,
+    );
+    let ledger_config = LedgerConfig {
+        currency: config.currency,
+        ..LedgerConfig::default()
+    };
+    let ledger =
+        Ledger::new(store, ledger_config, vault).with_cached_accounts_max(config.accounts as usize);
+    let shadow = LedgerTarget::new(&ledger, Some(clock));
+    let target = http::HttpTarget::new(shadow, options).map_err(SimulateError::InvalidOptions)?;
+    let report = drive(Model::new(config), &target, progress).await;
+    if report.is_err() {
+        // Nothing is left running against the server when the error is reported.
+        let _ = target.finish().await;
+    }
+    let report = report?;
+    eprintln!(
+        "simulate: {} requests answered, {} retried",
+        target.requests(),
+        target.retries()
+    );
+    Ok(report)
 }
 
 /// Simulates into the embedded store in `dir` (which must hold no events), sealing
@@ -395,7 +439,7 @@ pub async fn simulate_into_dir(
 ) -> Result<SimulationReport, SimulateError> {
     let clock = SimClock::new(config.start);
     let store = FileStore::open(
-        dir,
+        log_dir(dir),
         FileStoreOptions {
             durability: Durability::Buffered,
             clock: clock.as_store_clock(),
@@ -412,7 +456,11 @@ pub async fn simulate_into_dir(
         currency: config.currency,
         ..LedgerConfig::default()
     };
-    let ledger = Ledger::new(store.clone(), ledger_config, vault);
+    // Every account's state stays cached: the simulator comes back to each account for
+    // the whole history, and refolding (and decrypting) it on every command made large
+    // simulations several times slower per event.
+    let ledger = Ledger::new(store.clone(), ledger_config, vault)
+        .with_cached_accounts_max(config.accounts as usize);
     let target = LedgerTarget::new(&ledger, Some(clock));
     let result = drive(Model::new(config), &target, progress).await;
     // Whatever happened, what was written is made durable and the lock released.
@@ -422,6 +470,12 @@ pub async fn simulate_into_dir(
     flushed?;
     closed?;
     Ok(report)
+}
+
+/// The embedded log of the data directory `dir`: `dir/log`, where `serve`, `verify` and
+/// the other subcommands look for it.
+pub fn log_dir(dir: &Path) -> PathBuf {
+    dir.join(crate::store::LOG_DIR_NAME)
 }
 
 /// The folder of the key vault and the file of a generated master key, in the data
@@ -530,6 +584,7 @@ pub async fn drive(
         if commands.is_multiple_of(PROGRESS_EVERY_COMMANDS) {
             progress(&Progress {
                 commands,
+                requests: target.requests(),
                 events: summary.events,
                 accounts: model.accounts_opened(),
                 accounts_total,
@@ -539,8 +594,17 @@ pub async fn drive(
             });
         }
     }
+    // What is still in flight must land before the run counts as done.
+    target
+        .finish()
+        .await
+        .map_err(|source| SimulateError::Command {
+            at: simulated_at,
+            source,
+        })?;
     progress(&Progress {
         commands,
+        requests: target.requests(),
         events: summary.events,
         accounts: model.accounts_opened(),
         accounts_total,

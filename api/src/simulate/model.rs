@@ -71,8 +71,9 @@ const PAYOUT_FAILURE_PERMILLE: u64 = 30;
 const CORRECTION_PERMILLE: u64 = 10;
 /// Share of churned subscribers who ask to be erased, per mille.
 const ERASURE_PERMILLE: u64 = 100;
-/// Most erasure requests per month: each erasure folds the whole log (until the privacy
-/// projection takes over), so their number is capped to keep large simulations linear.
+/// Most erasure requests per month. The cap dates from when each erasure folded the
+/// whole log (the simulator now keeps its own books, see `writer::LedgerTarget`); it is
+/// kept so that histories stay comparable with the recorded summaries and benchmarks.
 const ERASURES_PER_MONTH_MAX: u32 = 5;
 /// The donated share of each month's net revenue.
 const DONATION_SHARE: &str = "0.02";
@@ -283,8 +284,12 @@ struct Member {
     id: AccountId,
     code: ReferralCode,
     signup_at: DateTime<Utc>,
-    email_fingerprint: Fingerprint,
-    ip_fingerprint: Fingerprint,
+    /// The member whose email address and signup IP this one used: itself, or its
+    /// referrer's (or further up) in a self-referral. Addresses and fingerprints both
+    /// derive from these numbers, so two members share a fingerprint exactly when they
+    /// share the address, as they would through the API (which fingerprints the address).
+    email_owner: u32,
+    ip_owner: u32,
     card_fingerprint: Fingerprint,
     activity: Activity,
     buyer: bool,
@@ -365,6 +370,8 @@ pub struct Model {
     ring_referrer: std::collections::HashMap<u32, u32>,
     chain_tip: Option<u32>,
     payments: Vec<PaymentRecord>,
+    /// Payments by id, to find a held commission's payment without a scan.
+    payment_numbers: std::collections::HashMap<PaymentId, usize>,
     /// Actions by (instant, sequence): the sequence keeps equal instants in a fixed order.
     agenda: BinaryHeap<Reverse<(i64, u64, Action)>>,
     sequence: u64,
@@ -396,6 +403,7 @@ impl Model {
             ring_referrer: Default::default(),
             chain_tip: None,
             payments: Vec::new(),
+            payment_numbers: Default::default(),
             agenda: BinaryHeap::new(),
             sequence: 0,
             pending: VecDeque::new(),
@@ -526,10 +534,9 @@ impl Model {
                     member.grants.retain(|grant| grant.id != expired.grant_id);
                 }
                 DomainEvent::CommissionEarned(earned) if earned.held_for_review => {
-                    let payment = self
-                        .payments
-                        .iter()
-                        .rposition(|payment| payment.id == earned.payment_id)
+                    let payment = *self
+                        .payment_numbers
+                        .get(&earned.payment_id)
                         .expect("a commission's payment was recorded by the model");
                     let self_referral = earned
                         .review_reasons
@@ -754,8 +761,8 @@ impl Model {
             Some(self.attachment[self.rng.below(self.attachment.len() as u64) as usize])
         };
 
-        let mut email_fingerprint = token::<Fingerprint>(&format!("em-{number}"));
-        let mut ip_fingerprint = token::<Fingerprint>(&format!("ip-{number}"));
+        let mut email_owner = number;
+        let mut ip_owner = number;
         let mut card_fingerprint = token::<Fingerprint>(&format!("card-{number}"));
         let mut signup_card = None;
         let mut depth = 0;
@@ -767,8 +774,8 @@ impl Model {
             if ring.is_none() && self.rng.permille(SELF_REFERRAL_PERMILLE) {
                 self.stats.self_referral_attempts += 1;
                 match self.rng.below(3) {
-                    0 => email_fingerprint = upline.email_fingerprint,
-                    1 => ip_fingerprint = upline.ip_fingerprint,
+                    0 => email_owner = upline.email_owner,
+                    1 => ip_owner = upline.ip_owner,
                     _ => {
                         card_fingerprint = upline.card_fingerprint.clone();
                         signup_card = Some(upline.card_fingerprint);
@@ -789,8 +796,8 @@ impl Model {
         };
         let personal_data = PersonalData::parse(
             &format!("Member {number}"),
-            &format!("member{number}@example.org"),
-            &format!("2001:db8::{:x}:{:x}", number >> 16, number & 0xffff),
+            &format!("member{email_owner}@example.org"),
+            &signup_ip(ip_owner),
         )
         .expect("simulated personal data is valid");
         let command = OpenAccount {
@@ -798,8 +805,8 @@ impl Model {
             referral_code: code,
             referred_with_code,
             personal_data,
-            email_fingerprint: email_fingerprint.clone(),
-            ip_fingerprint: ip_fingerprint.clone(),
+            email_fingerprint: token::<Fingerprint>(&format!("em-{email_owner}")),
+            ip_fingerprint: token::<Fingerprint>(&format!("ip-{ip_owner}")),
             payment_fingerprint: signup_card,
             opened_at: at,
         };
@@ -807,8 +814,8 @@ impl Model {
             id,
             code,
             signup_at: at,
-            email_fingerprint,
-            ip_fingerprint,
+            email_owner,
+            ip_owner,
             card_fingerprint,
             activity,
             buyer: self.rng.permille(BUYER_PERMILLE),
@@ -1018,6 +1025,7 @@ impl Model {
         };
         self.emit(at, SimCommand::RecordPayment(command));
         let payment = self.payments.len();
+        self.payment_numbers.insert(payment_id.clone(), payment);
         self.payments.push(PaymentRecord {
             id: payment_id.clone(),
             amount_minor,
@@ -1101,7 +1109,7 @@ impl Model {
         let personal_data = PersonalData::parse(
             &format!("Member {number}"),
             &format!("member{number}.new@example.org"),
-            &format!("2001:db8::{:x}:{:x}", number >> 16, number & 0xffff),
+            &signup_ip(member.ip_owner),
         )
         .expect("simulated personal data is valid");
         let command = ForAccount {
@@ -1178,6 +1186,11 @@ impl Model {
         };
         self.emit(at, SimCommand::AllocateDonation(donation));
     }
+}
+
+/// The signup IP address of member `number` (a documentation prefix, RFC 3849).
+fn signup_ip(number: u32) -> String {
+    format!("2001:db8::{:x}:{:x}", number >> 16, number & 0xffff)
 }
 
 /// A token value the model made up; they are valid by construction.

@@ -51,8 +51,14 @@ pub fn reporter() -> Box<dyn FnMut(&Progress) + Send> {
 
 fn line(progress: &Progress) -> String {
     let seconds = progress.elapsed.as_secs_f64().max(1e-9);
+    let requests = progress.requests.map_or_else(String::new, |requests| {
+        format!(
+            "{requests} requests, {:.0} requests/s, ",
+            requests as f64 / seconds
+        )
+    });
     format!(
-        "{} events, {:.0} events/s, simulated {}",
+        "{requests}{} events, {:.0} events/s, simulated {}",
         progress.events,
         progress.events as f64 / seconds,
         progress.simulated_at.format("%Y-%m-%d")

@@ -30,7 +30,7 @@ async fn simulate(dir: &Path, accounts: u32, months: u32, seed: u64) -> Simulati
 }
 
 async fn events_of(dir: &Path) -> Vec<DomainEvent> {
-    let store = FileStore::open_read_only(dir).unwrap();
+    let store = FileStore::open_read_only(log_dir(dir)).unwrap();
     let mut events = Vec::new();
     for_each_event(&store, |event| events.push(event.clone()))
         .await
@@ -42,7 +42,7 @@ async fn events_of(dir: &Path) -> Vec<DomainEvent> {
 /// with its personal fields redacted. Sealed personal values differ between runs by their
 /// random nonces and keys (as encryption must); everything else is compared.
 async fn log_of(dir: &Path) -> Vec<String> {
-    let store = FileStore::open_read_only(dir).unwrap();
+    let store = FileStore::open_read_only(log_dir(dir)).unwrap();
     let mut records = Vec::new();
     let mut from = ledger::store::Position::START;
     loop {
@@ -105,7 +105,7 @@ async fn same_seed_writes_the_same_log_and_another_seed_does_not() {
 async fn the_summary_is_reproduced_from_the_log_alone() {
     let temp = tempfile::tempdir().unwrap();
     let report = simulate(temp.path(), 400, 4, 11).await;
-    let store = FileStore::open_read_only(temp.path()).unwrap();
+    let store = FileStore::open_read_only(log_dir(temp.path())).unwrap();
     let from_log = summarize_log(&store).await.unwrap();
     assert_eq!(from_log, report.summary);
 
@@ -189,10 +189,13 @@ async fn a_simulated_log_verifies_and_its_books_balance() {
     let temp = tempfile::tempdir().unwrap();
     let report = simulate(temp.path(), 400, 4, 5).await;
 
-    let verified = ledger::store::file::verify(temp.path()).unwrap();
+    let verified = ledger::store::file::verify(log_dir(temp.path())).unwrap();
     assert!(verified.problem.is_none(), "{:?}", verified.problem);
     assert!(verified.torn_tail.is_none());
     assert_eq!(verified.events, report.summary.events);
+    // `refledger verify --data DIR` reads the simulated data directory as a server's:
+    // files, chain, and a replay through every projection.
+    crate::offline::run_verify(temp.path()).await.unwrap();
 
     // The trial balance asserts a zero total after every posting event.
     let mut books = TrialBalance::default();
@@ -258,7 +261,7 @@ fn recorded_demo_summary() -> Summary {
 async fn the_demo_data_set_loads_with_its_recorded_summary() {
     let temp = tempfile::tempdir().unwrap();
     let report = demo::generate(temp.path()).await.unwrap();
-    let store = FileStore::open_read_only(temp.path()).unwrap();
+    let store = FileStore::open_read_only(log_dir(temp.path())).unwrap();
     let from_log = summarize_log(&store).await.unwrap();
     if std::env::var_os("REFLEDGER_RECORD_DEMO").is_some() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo/summary.json");

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use ledger::domain::events::DomainEvent;
 use ledger::privacy::retention::RetentionPolicy;
-use ledger::service::{CommandMeta, Ledger, LedgerError};
+use ledger::service::{CommandMeta, Ledger, LedgerError, LogBooks};
 use ledger::store::file::Clock;
 use ledger::store::EventStore;
 
@@ -49,6 +49,16 @@ impl SendError {
 pub trait Target: Send + Sync {
     /// Sends one command; answers with the events it recorded.
     async fn send(&self, step: &Step) -> Result<Vec<DomainEvent>, SendError>;
+
+    /// Waits for whatever is still in flight; the first failure among it, if any.
+    async fn finish(&self) -> Result<(), SendError> {
+        Ok(())
+    }
+
+    /// Requests completed, for a target that sends requests.
+    fn requests(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The simulated time, which the file store reads as its `recorded_at` clock: the log of
@@ -84,14 +94,25 @@ impl SimClock {
 
 /// Commands through the domain service. With a clock (one the store reads), the clock is
 /// set to each command's simulated instant first, so `recorded_at` is simulated time too.
+///
+/// Payout runs, donations and erasures decide on books this target keeps and catches up
+/// from where they stood ([`LogBooks`]), not on a fold of the whole log each time: the
+/// simulator is the log's only writer and runs them every month, so the whole-log folds
+/// made a large simulation quadratic.
 pub struct LedgerTarget<'a, S> {
     ledger: &'a Ledger<S>,
     clock: Option<SimClock>,
+    books: tokio::sync::Mutex<LogBooks>,
 }
 
 impl<'a, S: EventStore> LedgerTarget<'a, S> {
     pub fn new(ledger: &'a Ledger<S>, clock: Option<SimClock>) -> LedgerTarget<'a, S> {
-        LedgerTarget { ledger, clock }
+        let books = tokio::sync::Mutex::new(LogBooks::new(ledger.config().currency));
+        LedgerTarget {
+            ledger,
+            clock,
+            books,
+        }
     }
 }
 
@@ -110,9 +131,17 @@ impl<S: EventStore> Target for LedgerTarget<'_, S> {
             SimCommand::RefundPayment(command) => ledger.refund_payment(meta, command).await,
             SimCommand::ReviewCommission(command) => ledger.review_commission(meta, command).await,
             SimCommand::PublishPlan(command) => ledger.publish_plan(meta, command).await,
-            SimCommand::RunPayouts(command) => ledger.run_payouts(meta, command).await,
+            SimCommand::RunPayouts(command) => {
+                let mut books = self.books.lock().await;
+                ledger.run_payouts_with(meta, command, &mut books).await
+            }
             SimCommand::SettlePayout(command) => ledger.settle_payout(meta, command).await,
-            SimCommand::AllocateDonation(command) => ledger.allocate_donation(meta, command).await,
+            SimCommand::AllocateDonation(command) => {
+                let mut books = self.books.lock().await;
+                ledger
+                    .allocate_donation_with(meta, command, &mut books)
+                    .await
+            }
             SimCommand::RequestErasure {
                 subject,
                 request_id,
@@ -126,8 +155,9 @@ impl<S: EventStore> Target for LedgerTarget<'_, S> {
                 request_id,
             } => {
                 let policy = RetentionPolicy::default();
+                let mut books = self.books.lock().await;
                 ledger
-                    .erase_subject(meta, *subject, *request_id, step.at, &policy)
+                    .erase_subject_with(meta, *subject, *request_id, step.at, &policy, &mut books)
                     .await
             }
         };

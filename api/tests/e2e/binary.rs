@@ -391,3 +391,43 @@ fn migrate_copies_a_data_directory_and_verifies_it() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("connection string"));
 }
+
+#[test]
+fn simulate_writes_a_data_directory_that_verify_and_summarize_read() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let simulated = Command::new(BINARY)
+        .args([
+            "simulate",
+            "--accounts",
+            "40",
+            "--months",
+            "2",
+            "--seed",
+            "5",
+        ])
+        .args(["--json", "--data", data_arg])
+        .output()
+        .unwrap();
+    assert!(simulated.status.success(), "{simulated:?}");
+    let report: serde_json::Value = serde_json::from_slice(&simulated.stdout).unwrap();
+    // The summary of the log alone, read back by the command line.
+    let summarized = Command::new(BINARY)
+        .args(["simulate", "--summarize", "--json", "--data", data_arg])
+        .output()
+        .unwrap();
+    assert!(summarized.status.success(), "{summarized:?}");
+    let summary: serde_json::Value = serde_json::from_slice(&summarized.stdout).unwrap();
+    assert_eq!(summary, report["summary"]);
+    assert_eq!(summary["accounts"], 40);
+    // The data directory is a server's: `verify` finds the log where `serve` would.
+    let verify = Command::new(BINARY)
+        .args(["verify", "--data", data_arg])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{verify:?}");
+    let text = String::from_utf8(verify.stdout).unwrap();
+    let events = summary["events"].as_u64().unwrap();
+    assert!(text.contains(&format!("files: {events} events")), "{text}");
+}

@@ -16,7 +16,7 @@ use super::export::export_subject;
 use super::retention::{erasure_requests, ErasureRequestStatus, PrivacyState, RetentionPolicy};
 use super::{PrivacyError, SubjectId};
 use crate::domain::AccountId;
-use crate::service::{event_id, CommandMeta, Ledger, LedgerError, Outcome, ATTEMPTS_MAX};
+use crate::service::{event_id, CommandMeta, Ledger, LedgerError, LogBooks, Outcome, ATTEMPTS_MAX};
 use crate::store::{
     EventMetadata, EventStore, EventType, ExpectedRevision, NewEvent, Position, RecordedEvent,
     StoreError, StreamState, PAGE_SIZE_MAX,
@@ -78,15 +78,62 @@ impl<S: EventStore> Ledger<S> {
         now: DateTime<Utc>,
         policy: &RetentionPolicy,
     ) -> Result<Outcome, LedgerError> {
+        self.erase_subject_from(meta, subject, request_id, now, policy, None)
+            .await
+    }
+
+    /// [`Ledger::erase_subject`] on books caught up from where they stood, instead of a
+    /// fold of the whole log (see [`LogBooks`]).
+    pub async fn erase_subject_with(
+        &self,
+        meta: CommandMeta,
+        subject: AccountId,
+        request_id: Uuid,
+        now: DateTime<Utc>,
+        policy: &RetentionPolicy,
+        books: &mut LogBooks,
+    ) -> Result<Outcome, LedgerError> {
+        self.erase_subject_from(meta, subject, request_id, now, policy, Some(books))
+            .await
+    }
+
+    /// Erases on the privacy state of the whole log, or of `books` caught up: either way
+    /// read after the subject's privacy stream, so a racing erasure moves the stream and
+    /// this one decides again.
+    async fn erase_subject_from(
+        &self,
+        meta: CommandMeta,
+        subject: AccountId,
+        request_id: Uuid,
+        now: DateTime<Utc>,
+        policy: &RetentionPolicy,
+        mut books: Option<&mut LogBooks>,
+    ) -> Result<Outcome, LedgerError> {
+        let account = subject;
         let subject = SubjectId::from(subject);
         for _ in 0..ATTEMPTS_MAX {
             let revision = self.store().stream_state(&privacy_stream(subject)).await?;
-            let log = self.privacy_log().await?;
+            let folded;
+            let state = match books.as_deref_mut() {
+                Some(books) => {
+                    books.catch_up(self.store()).await?;
+                    books.privacy()
+                }
+                None => {
+                    folded = self.privacy_log().await?.state;
+                    &folded
+                }
+            };
             let decided =
-                erasure::erase_subject(self.vault(), &log.state, subject, request_id, now, policy)
+                erasure::erase_subject(self.vault(), state, subject, request_id, now, policy)
                     .map_err(LedgerError::Privacy)?;
             // Keys are gone (or were already): nothing decrypted before may stay cached.
-            self.forget_personal_data();
+            // The books' caller is the log's only writer, so only the subject's own
+            // states can hold what was destroyed (see `forget_subject`).
+            match books {
+                Some(_) => self.forget_subject(account),
+                None => self.forget_personal_data(),
+            }
             let Some(proof) = decided else {
                 return Ok(Outcome {
                     events: Vec::new(),

@@ -1,0 +1,176 @@
+//! The golden logs: a small log in the embedded store's on-disk format, per format and
+//! schema version, committed under `fixtures/golden/`, which the current code must keep
+//! reading. `fixtures/events/` proves each payload shape still decodes; this proves the
+//! files around them (segment header, record frames, CRC32C, the hash chain, the index
+//! recovery) still open, verify and read back, with every event type in them.
+//!
+//! `fixtures/golden/v1/`: store format 1, one event of every type at schema version 1,
+//! each payload the one of `fixtures/events/{Type}.v1.json`, in a stream of its own
+//! (`golden-{Type}`), with fixed ids and times. Recorded by
+//! `REFLEDGER_RECORD_GOLDEN=1 cargo test -p workspace-tests --test golden`, which
+//! rewrites the log and its chain head; never re-record it to make a test pass. When the
+//! format or a schema version changes, record a new directory beside it and keep this one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use uuid::Uuid;
+
+use ledger::domain::events::{upcast, EVENT_TYPES};
+use ledger::store::file::{verify, FileStore, FileStoreOptions};
+use ledger::store::{
+    Durability, EventMetadata, EventStore, EventType, ExpectedRevision, NewEvent, Position,
+    StreamName, PAGE_SIZE_MAX,
+};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+fn golden_v1() -> PathBuf {
+    fixtures().join("golden/v1")
+}
+
+/// The first event's recorded time; each next one is a second later.
+fn recorded_at(index: usize) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(index as i64)
+}
+
+/// The event types in the log's order, with their v1 payloads.
+fn golden_events() -> Vec<(&'static str, Vec<u8>)> {
+    EVENT_TYPES
+        .iter()
+        .map(|&(event_type, _)| {
+            let path = fixtures().join(format!("events/{event_type}.v1.json"));
+            let payload =
+                std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            // Compact JSON, as the ledger writes it.
+            let json: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            (event_type, serde_json::to_vec(&json).unwrap())
+        })
+        .collect()
+}
+
+fn event_id(index: usize) -> Uuid {
+    Uuid::from_u128(0x601d_0000_0000_4000_8000_0000_0000_0000 | index as u128)
+}
+
+/// Writes the v1 golden log into `dir` (which must not exist yet).
+async fn record(dir: &Path) {
+    let clock_index = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticking = clock_index.clone();
+    let store = FileStore::open(
+        dir,
+        FileStoreOptions {
+            durability: Durability::Fsync,
+            clock: Arc::new(move || recorded_at(ticking.load(std::sync::atomic::Ordering::SeqCst))),
+            ..FileStoreOptions::default()
+        },
+    )
+    .unwrap();
+    for (index, (event_type, payload)) in golden_events().into_iter().enumerate() {
+        clock_index.store(index, std::sync::atomic::Ordering::SeqCst);
+        let stream = StreamName::parse(format!("golden-{event_type}")).unwrap();
+        let event = NewEvent {
+            id: event_id(index),
+            event_type: EventType::parse(event_type).unwrap(),
+            schema_version: 1,
+            metadata: EventMetadata {
+                correlation_id: Some(event_id(1000 + index)),
+                causation_id: Some(event_id(2000 + index)),
+            },
+            payload,
+        };
+        store
+            .append(&stream, ExpectedRevision::NoStream, vec![event])
+            .await
+            .unwrap();
+    }
+    store.close().await.unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn recorded_chain_head() -> String {
+    std::fs::read_to_string(golden_v1().join("chain-head.txt"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_v1_golden_log_opens_verifies_and_reads_every_event_type() {
+    if std::env::var_os("REFLEDGER_RECORD_GOLDEN").is_some() {
+        let log = golden_v1().join("log");
+        if log.exists() {
+            std::fs::remove_dir_all(&log).unwrap();
+        }
+        record(&log).await;
+        // The lock file names the recording process: not part of the format.
+        std::fs::remove_file(log.join("LOCK")).unwrap();
+        let head = verify(&log).unwrap().chain_head.to_hex();
+        std::fs::write(golden_v1().join("chain-head.txt"), format!("{head}\n")).unwrap();
+    }
+    // A copy: nothing the test does may touch the committed files.
+    let temp = tempfile::tempdir().unwrap();
+    let log = temp.path().join("log");
+    copy_dir(&golden_v1().join("log"), &log);
+
+    let expected = golden_events();
+    let report = verify(&log).unwrap();
+    assert!(report.problem.is_none(), "{:?}", report.problem);
+    assert!(report.torn_tail.is_none(), "{:?}", report.torn_tail);
+    assert_eq!(report.events, expected.len() as u64);
+    assert_eq!(report.streams, expected.len() as u64);
+    assert_eq!(report.chain_head.to_hex(), recorded_chain_head());
+
+    let store = FileStore::open_read_only(&log).unwrap();
+    let events = store
+        .read_all(Position::START, PAGE_SIZE_MAX)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), expected.len(), "one event of every type");
+    for (index, (recorded, (event_type, payload))) in events.iter().zip(&expected).enumerate() {
+        assert_eq!(recorded.event_type.as_str(), *event_type);
+        assert_eq!(recorded.schema_version, 1);
+        assert_eq!(recorded.id, event_id(index));
+        assert_eq!(recorded.stream.as_str(), format!("golden-{event_type}"));
+        assert_eq!(recorded.revision, 0);
+        assert_eq!(recorded.recorded_at, recorded_at(index));
+        assert_eq!(recorded.metadata.causation_id, Some(event_id(2000 + index)));
+        assert_eq!(
+            &recorded.payload, payload,
+            "{event_type}: the payload as written"
+        );
+        // Decoded (and upcast) by the current code into the same event as the fixture.
+        let decoded = upcast(event_type, 1, &recorded.payload)
+            .unwrap_or_else(|error| panic!("{event_type}: {error}"));
+        assert_eq!(decoded, upcast(event_type, 1, payload).unwrap());
+        assert_eq!(decoded.event_type(), *event_type);
+    }
+    assert_eq!(
+        store.head().await.unwrap().map(|head| head.commit),
+        Some(expected.len() as u64 - 1)
+    );
+
+    // The current writer still writes this format byte for byte: the same events
+    // recorded now give the same files.
+    let again = temp.path().join("again");
+    record(&again).await;
+    assert_eq!(
+        verify(&again).unwrap().chain_head.to_hex(),
+        recorded_chain_head()
+    );
+}
