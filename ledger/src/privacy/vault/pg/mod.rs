@@ -199,7 +199,7 @@ impl PgVault {
     /// has fingerprints under another fingerprint key.
     ///
     /// [`DirVault::contents`]: super::dir::DirVault::contents
-    pub fn import(&self, contents: &VaultContents) -> Result<ImportReport, PrivacyError> {
+    pub fn import(self, contents: &VaultContents) -> Result<ImportReport, PrivacyError> {
         let shared = Arc::clone(&self.shared);
         let records = ImportRecords::from(&self.shared, contents)?;
         let report = self.run("importing a vault", async move {

@@ -304,3 +304,24 @@ fn spawn_watchdog(bin: &Path, dir: &Path, runner: &Runner) -> Result<(), String>
         .map(drop)
         .map_err(|error| format!("cannot start the cleanup watchdog: {error}"))
 }
+
+/// How many rows `table` holds for `subject`'s `group` (`table` is one of the vault's).
+pub fn rows_of(database_url: &str, table: &str, subject: Uuid, group: &str) -> Result<i64, String> {
+    let config: tokio_postgres::Config =
+        database_url.parse().map_err(|error| format!("{error}"))?;
+    let statement =
+        format!("SELECT count(*) FROM {table} WHERE subject_id = $1 AND erasure_group = $2");
+    let group = group.to_owned();
+    run_blocking(async move {
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|error| format!("cannot connect to the test server: {error}"))?;
+        tokio::spawn(connection);
+        let row = client
+            .query_one(&statement, &[&subject, &group])
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(row.get(0))
+    })
+}
