@@ -11,3 +11,5 @@ mod privacy;
 mod reports;
 mod shutdown;
 mod support;
+#[cfg(feature = "pg-vault")]
+mod vault;
