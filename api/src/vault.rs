@@ -6,10 +6,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ledger::privacy::{KeyVault, MasterKey};
+use ledger::privacy::KeyVault;
+#[cfg(feature = "pg-vault")]
+use ledger::privacy::MasterKey;
 
 use crate::cli::VaultMigrateArgs;
-use crate::server::{ServeError, VAULT_DIR_NAME};
+use crate::server::ServeError;
 
 /// Where the vault is, as the flags of `serve` and `erase` say.
 #[derive(Clone, Copy, Debug)]
@@ -92,7 +94,7 @@ pub fn run_vault_migrate(args: &VaultMigrateArgs) -> Result<VaultMigrateReport, 
         None => MasterKey::from_file(&args.data.join(crate::server::MASTER_KEY_FILE_NAME)),
     }
     .map_err(config)?;
-    let vault_dir = args.data.join(VAULT_DIR_NAME);
+    let vault_dir = args.data.join(crate::server::VAULT_DIR_NAME);
     if !vault_dir.join("vault.json").exists() {
         return Err(ServeError::Config(format!(
             "no key vault in {}: nothing to migrate",

@@ -34,9 +34,11 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::{
-    data_key_aad, DataKey, KeyLookup, KeyVault, MasterKey, ShredOutcome, VaultContents,
-    VaultKeyRecord, FINGERPRINT_KEY_AAD, KEY_SIZE,
+    data_key_aad, DataKey, KeyLookup, KeyVault, MasterKey, ShredOutcome, FINGERPRINT_KEY_AAD,
+    KEY_SIZE,
 };
+#[cfg(feature = "pg-vault")]
+use super::{VaultContents, VaultKeyRecord};
 use crate::privacy::fingerprint::{Fingerprint, FingerprintKind};
 use crate::privacy::{ErasureGroup, PersonalText, PrivacyError, SubjectId};
 
@@ -271,6 +273,7 @@ impl DirVault {
 
     /// Everything the vault holds, keys unwrapped, to copy it into another vault
     /// (`refledger vault-migrate`). Reads the disk, not the cache.
+    #[cfg(feature = "pg-vault")]
     pub fn contents(&self) -> Result<VaultContents, PrivacyError> {
         let state = self.lock();
         self.check_reachable()?;

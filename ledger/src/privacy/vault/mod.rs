@@ -130,6 +130,7 @@ pub trait KeyVault: Send + Sync {
 
 /// Everything a vault holds, data keys and the fingerprint key in clear, to copy one vault
 /// into another (`refledger vault-migrate`). `Debug` shows counts only.
+#[cfg(feature = "pg-vault")]
 pub struct VaultContents {
     pub(crate) fingerprint_key: Zeroizing<[u8; KEY_SIZE]>,
     pub(crate) keys: Vec<VaultKeyRecord>,
@@ -137,6 +138,7 @@ pub struct VaultContents {
     pub(crate) fingerprints: Vec<(SubjectId, Fingerprint)>,
 }
 
+#[cfg(feature = "pg-vault")]
 pub(crate) struct VaultKeyRecord {
     pub(crate) subject: SubjectId,
     pub(crate) group: ErasureGroup,
@@ -144,6 +146,7 @@ pub(crate) struct VaultKeyRecord {
     pub(crate) created_at: DateTime<Utc>,
 }
 
+#[cfg(feature = "pg-vault")]
 impl VaultContents {
     pub fn keys(&self) -> usize {
         self.keys.len()
@@ -158,6 +161,7 @@ impl VaultContents {
     }
 }
 
+#[cfg(feature = "pg-vault")]
 impl fmt::Debug for VaultContents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VaultContents")

@@ -835,10 +835,19 @@ async fn record_fingerprint(
 /// A vault's contents made ready for this one: keys wrapped under its KEK.
 struct ImportRecords {
     fingerprint_key: Vec<u8>,
-    keys: Vec<(SubjectId, ErasureGroup, Uuid, i32, Vec<u8>, DateTime<Utc>)>,
+    keys: Vec<WrappedKey>,
     tombstones: Vec<(SubjectId, ErasureGroup, DateTime<Utc>)>,
     fingerprints: Vec<(SubjectId, Fingerprint)>,
     same_fingerprint_key: bool,
+}
+
+struct WrappedKey {
+    subject: SubjectId,
+    group: ErasureGroup,
+    key_id: Uuid,
+    version: i32,
+    wrapped: Vec<u8>,
+    created_at: DateTime<Utc>,
 }
 
 impl ImportRecords {
@@ -851,17 +860,19 @@ impl ImportRecords {
                 record.key.id(),
                 record.key.version(),
             );
-            keys.push((
-                record.subject,
-                record.group,
-                record.key.id(),
-                i32::try_from(record.key.version()).map_err(|_| PrivacyError::Invalid {
-                    what: "key version",
-                    reason: format!("{} does not fit the vault", record.key.version()),
+            keys.push(WrappedKey {
+                subject: record.subject,
+                group: record.group,
+                key_id: record.key.id(),
+                version: i32::try_from(record.key.version()).map_err(|_| {
+                    PrivacyError::Invalid {
+                        what: "key version",
+                        reason: format!("{} does not fit the vault", record.key.version()),
+                    }
                 })?,
-                shared.kek.wrap(record.key.bytes(), &aad)?,
-                record.created_at,
-            ));
+                wrapped: shared.kek.wrap(record.key.bytes(), &aad)?,
+                created_at: record.created_at,
+            });
         }
         Ok(ImportRecords {
             fingerprint_key: shared
@@ -932,7 +943,15 @@ async fn import(
                 .map_err(unavailable)?;
         }
     }
-    for (subject, group, key_id, version, wrapped, created_at) in &records.keys {
+    for WrappedKey {
+        subject,
+        group,
+        key_id,
+        version,
+        wrapped,
+        created_at,
+    } in &records.keys
+    {
         let (id, name) = (subject.as_uuid(), group.as_str());
         let row = transaction
             .query_one(

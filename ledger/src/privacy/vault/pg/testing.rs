@@ -226,7 +226,7 @@ impl Runner {
             .into_iter()
             .find_map(|user| Some((user, id(user, "-u")?, id(user, "-g")?)))
             .ok_or("running as root, and neither a postgres nor a nobody user exists")?;
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
             .map_err(|error| format!("cannot hand {} to {user}: {error}", dir.display()))?;
         Ok(Runner {
             user: Some(user.to_owned()),
