@@ -229,6 +229,32 @@ fn pg_a_vault_outage_is_an_error_never_an_erasure() {
 }
 
 #[test]
+fn connections_the_server_ended_are_replaced_without_an_error() {
+    let Some(storage) = storage() else { return };
+    let vault = storage.connect();
+    let alice = subject(1);
+    let at = context(Uuid::new_v4(), "AccountOpened", "email", alice);
+    let sealed = seal(&vault, &at, &text("ada@example.com")).unwrap();
+    for round in 0..5u128 {
+        // As after a restart of the server: every pooled connection is dead, and the
+        // cache is off until the listener is back, so each read goes to the database.
+        testing::end_connections(&storage.url).unwrap();
+        assert_eq!(
+            plain(open(&vault, &at, &sealed).unwrap()),
+            "ada@example.com",
+            "round {round}"
+        );
+        let bob = context(
+            Uuid::new_v4(),
+            "AccountOpened",
+            "email",
+            subject(10 + round),
+        );
+        assert!(seal(&vault, &bob, &text("bob@example.com")).is_ok());
+    }
+}
+
+#[test]
 fn an_unreachable_server_is_an_error_within_the_deadline() {
     // Nothing listens on port 1 of the loopback address.
     let started = Instant::now();

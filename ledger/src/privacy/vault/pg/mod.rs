@@ -213,6 +213,30 @@ impl PgVault {
         Ok(report)
     }
 
+    /// [`run`](PgVault::run), trying once more on a fresh connection if the first try
+    /// found the database unavailable: a pooled connection may have died with a server
+    /// restart without knowing it yet. Both tries share the one deadline. Every vault
+    /// operation may run twice: each looks again under its lock before it changes
+    /// anything.
+    fn run_retrying<T, F, Fut>(&self, what: &'static str, operation: F) -> Result<T, PrivacyError>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<Shared>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, PrivacyError>> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        self.run(what, async move {
+            match operation(Arc::clone(&shared)).await {
+                Err(PrivacyError::VaultUnavailable { reason }) => {
+                    tracing::debug!(%reason, "{what}: trying again on a fresh connection");
+                    shared.pool.discard_idle();
+                    operation(shared).await
+                }
+                other => other,
+            }
+        })
+    }
+
     fn run<T: Send + 'static>(
         &self,
         what: &'static str,
@@ -243,8 +267,7 @@ impl PgVault {
             }
             cache.invalidations
         };
-        let shared = Arc::clone(&self.shared);
-        let found = self.run("reading a key", async move {
+        let found = self.run_retrying("reading a key", move |shared| async move {
             let client = shared.pool.get().await?;
             let found = read_entry(client.client(), &shared, subject, group).await?;
             client.reusable();
@@ -281,8 +304,7 @@ impl KeyVault for PgVault {
             None => {}
         }
         let epoch = self.shared.cache().invalidations;
-        let shared = Arc::clone(&self.shared);
-        let created = self.run("creating a key", async move {
+        let created = self.run_retrying("creating a key", move |shared| async move {
             let mut client = shared.pool.get().await?;
             let created = create_key(client.client_mut(), &shared, subject, group).await?;
             client.reusable();
@@ -328,8 +350,7 @@ impl KeyVault for PgVault {
         group: ErasureGroup,
         at: DateTime<Utc>,
     ) -> Result<ShredOutcome, PrivacyError> {
-        let shared = Arc::clone(&self.shared);
-        let outcome = self.run("shredding a key", async move {
+        let outcome = self.run_retrying("shredding a key", move |shared| async move {
             let mut client = shared.pool.get().await?;
             let outcome = shred(client.client_mut(), subject, group, at).await?;
             client.reusable();
@@ -373,9 +394,8 @@ impl KeyVault for PgVault {
         subject: SubjectId,
         fingerprint: &Fingerprint,
     ) -> Result<(), PrivacyError> {
-        let shared = Arc::clone(&self.shared);
         let fingerprint = *fingerprint;
-        self.run("recording a fingerprint", async move {
+        self.run_retrying("recording a fingerprint", move |shared| async move {
             let mut client = shared.pool.get().await?;
             record_fingerprint(client.client_mut(), subject, &fingerprint).await?;
             client.reusable();
@@ -384,9 +404,8 @@ impl KeyVault for PgVault {
     }
 
     fn subjects_with(&self, fingerprint: &Fingerprint) -> Result<Vec<SubjectId>, PrivacyError> {
-        let shared = Arc::clone(&self.shared);
         let fingerprint = *fingerprint;
-        self.run("looking up a fingerprint", async move {
+        self.run_retrying("looking up a fingerprint", move |shared| async move {
             let client = shared.pool.get().await?;
             let rows = client
                 .client()
@@ -1130,6 +1149,11 @@ impl Pool {
             idle: Arc::new(Mutex::new(Vec::new())),
             permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
         }
+    }
+
+    /// Closes every idle connection: the next operations connect afresh.
+    fn discard_idle(&self) {
+        self.idle.lock().expect("pool lock poisoned").clear();
     }
 
     async fn get(&self) -> Result<Pooled, PrivacyError> {

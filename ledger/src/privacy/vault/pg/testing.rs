@@ -94,6 +94,13 @@ pub fn set_reachable(database_url: &str, reachable: bool) -> Result<(), String> 
     })
 }
 
+/// Ends every connection to `database_url`'s database, as a server restart would, but
+/// keeps taking new ones.
+pub fn end_connections(database_url: &str) -> Result<(), String> {
+    set_reachable(database_url, false)?;
+    set_reachable(database_url, true)
+}
+
 /// Runs `future` on a runtime of its own, on a thread of its own: callable from plain
 /// and from async tests alike.
 fn run_blocking<T: Send + 'static>(
