@@ -44,6 +44,10 @@ pub enum Command {
     /// in PostgreSQL: keys re-wrapped under the key-encryption key, tombstones,
     /// fingerprints. Safe to run again.
     VaultMigrate(VaultMigrateArgs),
+    /// Re-wrap every key of the shared key vault under a new key-encryption key, in one
+    /// transaction (every instance stopped); then start them with the new KEK file and
+    /// destroy the old one.
+    VaultRotateKek(VaultRotateKekArgs),
     /// Benchmarks (measurements, not tests).
     Bench {
         #[command(subcommand)]
@@ -178,6 +182,19 @@ pub struct ServeArgs {
     /// wraps every data key; the same file on every instance, never in the database.
     #[arg(long, env = "REFLEDGER_KEY_VAULT_KEK_FILE")]
     pub key_vault_kek_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VaultRotateKekArgs {
+    /// The shared vault: a PostgreSQL connection string.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_URL")]
+    pub key_vault: String,
+    /// The current key-encryption key file.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_KEK_FILE")]
+    pub key_vault_kek_file: PathBuf,
+    /// The new key-encryption key file (32 bytes, base64).
+    #[arg(long)]
+    pub new_kek_file: PathBuf,
 }
 
 #[derive(Debug, Args)]

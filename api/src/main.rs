@@ -42,6 +42,15 @@ fn main() -> ExitCode {
             Command::Verify(args) => api::offline::run_verify(&args.data).await,
             Command::Migrate(args) => migrate(args).await,
             Command::VaultMigrate(args) => vault_migrate(args),
+            Command::VaultRotateKek(args) => {
+                let keys = api::vault::run_vault_rotate_kek(&args)?;
+                println!(
+                    "re-wrapped {keys} keys under key-encryption key {}; start every instance \
+                     with the new file, then destroy the old one",
+                    args.new_kek_file.display()
+                );
+                Ok(())
+            }
             Command::Report(args) => report(args).await,
             Command::Erase(args) => erase(args).await,
             Command::Bench {

@@ -10,7 +10,7 @@ use ledger::privacy::KeyVault;
 #[cfg(feature = "pg-vault")]
 use ledger::privacy::MasterKey;
 
-use crate::cli::VaultMigrateArgs;
+use crate::cli::{VaultMigrateArgs, VaultRotateKekArgs};
 use crate::server::ServeError;
 
 /// Where the vault is, as the flags of `serve` and `erase` say.
@@ -117,5 +117,22 @@ pub fn run_vault_migrate(args: &VaultMigrateArgs) -> Result<VaultMigrateReport, 
 pub fn run_vault_migrate(_args: &VaultMigrateArgs) -> Result<VaultMigrateReport, ServeError> {
     Err(ServeError::Config(
         "vault-migrate: this refledger was built without the pg-vault feature".to_owned(),
+    ))
+}
+
+/// `refledger vault-rotate-kek`: the number of keys re-wrapped under the new KEK.
+#[cfg(feature = "pg-vault")]
+pub fn run_vault_rotate_kek(args: &VaultRotateKekArgs) -> Result<usize, ServeError> {
+    let config = |error: ledger::privacy::PrivacyError| ServeError::Config(error.to_string());
+    let new = MasterKey::from_file(&args.new_kek_file).map_err(config)?;
+    let vault = connect_pg(&args.key_vault, &args.key_vault_kek_file)?;
+    let report = vault.rotate_kek(&new).map_err(config)?;
+    Ok(report.keys_rewrapped)
+}
+
+#[cfg(not(feature = "pg-vault"))]
+pub fn run_vault_rotate_kek(_args: &VaultRotateKekArgs) -> Result<usize, ServeError> {
+    Err(ServeError::Config(
+        "vault-rotate-kek: this refledger was built without the pg-vault feature".to_owned(),
     ))
 }

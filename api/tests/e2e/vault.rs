@@ -137,4 +137,53 @@ async fn a_data_directory_vault_moves_into_postgres_and_serve_erases_through_it(
         .unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--key-vault-kek-file"));
+
+    // A new key-encryption key: the old one opens nothing any more.
+    let new_kek_file = data.path().join("kek-2");
+    std::fs::write(
+        &new_kek_file,
+        MasterKey::generate().unwrap().to_base64().as_bytes(),
+    )
+    .unwrap();
+    let rotated = Command::new(BINARY)
+        .args([
+            "vault-rotate-kek",
+            "--key-vault",
+            &url,
+            "--key-vault-kek-file",
+        ])
+        .arg(&kek_file)
+        .arg("--new-kek-file")
+        .arg(&new_kek_file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&rotated.stdout).into_owned();
+    assert!(
+        rotated.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(said.contains("re-wrapped 0 keys"), "{said}");
+    let old_kek = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&ledger_data)
+        .args(["--key-vault", &url, "--key-vault-kek-file"])
+        .arg(&kek_file)
+        .output()
+        .unwrap();
+    assert!(!old_kek.status.success());
+    assert!(
+        String::from_utf8_lossy(&old_kek.stderr).contains("does not open this vault"),
+        "{}",
+        String::from_utf8_lossy(&old_kek.stderr)
+    );
+    let rotated_flags: [&OsStr; 4] = [
+        "--key-vault".as_ref(),
+        url.as_ref(),
+        "--key-vault-kek-file".as_ref(),
+        new_kek_file.as_ref(),
+    ];
+    let mut process = spawn_with(&ledger_data, &rotated_flags);
+    assert!(!export_of(&process.base).await.contains(EMAIL));
+    stop(&mut process);
 }

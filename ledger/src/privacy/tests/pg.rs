@@ -7,7 +7,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::privacy::vault::pg::{testing, ImportReport, PgVault};
+use crate::privacy::vault::pg::{testing, ImportReport, KekRotationReport, PgVault};
 
 /// One database of the test server, under one key-encryption key.
 struct PgStorage {
@@ -274,6 +274,39 @@ fn an_unreachable_server_is_an_error_within_the_deadline() {
     assert_eq!(error.code(), "invalid_input", "{error}");
 }
 
+/// The server calls the vault from its own runtime's worker threads: connecting, failing
+/// to connect, using and dropping a vault there must neither panic nor block forever.
+#[test]
+fn the_vault_works_inside_another_tokio_runtime() {
+    let storage = storage();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let error = PgVault::connect(
+            "postgres://refledger@127.0.0.1:1/vault",
+            MasterKey::generate().unwrap(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(error.code(), "vault_unavailable", "{error}");
+        let Some(storage) = storage else { return };
+        let vault = storage.connect();
+        let at = context(Uuid::new_v4(), "AccountOpened", "email", subject(1));
+        let sealed = seal(&vault, &at, &text("ada@example.com")).unwrap();
+        let opened = tokio::spawn(async move {
+            let opened = plain(open(&vault, &at, &sealed).unwrap());
+            drop(vault);
+            opened
+        })
+        .await
+        .unwrap();
+        assert_eq!(opened, "ada@example.com");
+    });
+}
+
 #[test]
 fn pg_the_vault_refuses_a_wrong_key_encryption_key() {
     let Some(storage) = storage() else { return };
@@ -367,6 +400,62 @@ fn a_directory_vault_copied_into_postgres_reads_the_same() {
     };
     let error = storage.connect().import(&other_contents).unwrap_err();
     assert_eq!(error.code(), "invalid_input", "{error}");
+}
+
+#[test]
+fn kek_rotation_rewraps_every_key_and_the_old_kek_opens_nothing() {
+    let Some(storage) = storage() else { return };
+    let mut sealed = Vec::new();
+    let vault = storage.connect();
+    for n in 0..5 {
+        for field in ["email", "legal_name"] {
+            let at = context(Uuid::new_v4(), "AccountOpened", field, subject(n));
+            let value = format!("{field}-{n}");
+            sealed.push((at.clone(), seal(&vault, &at, &text(&value)).unwrap(), value));
+        }
+    }
+    vault
+        .shred(subject(0), ErasureGroup::Profile, day(0))
+        .unwrap();
+    let fingerprint = vault
+        .fingerprint(FingerprintKind::Email, &text("x@y.z"))
+        .unwrap();
+    vault.record_fingerprint(subject(1), &fingerprint).unwrap();
+    // An instance left running on the old KEK.
+    let stale = storage.connect();
+
+    let new = MasterKey::generate().unwrap();
+    let report = vault.rotate_kek(&new).unwrap();
+    assert_eq!(report, KekRotationReport { keys_rewrapped: 9 });
+
+    let error = PgVault::connect(&storage.url, storage.kek.clone())
+        .err()
+        .unwrap();
+    assert_eq!(error.code(), "vault_wrong_master_key", "{error}");
+    let error = stale
+        .key_for_write(subject(50), ErasureGroup::Profile)
+        .unwrap_err();
+    assert_eq!(error.code(), "vault_wrong_master_key", "{error}");
+    assert_eq!(storage.keys_stored(subject(50), ErasureGroup::Profile), 0);
+
+    let vault = PgVault::connect(&storage.url, new.clone()).unwrap();
+    for (at, sealed, value) in &sealed {
+        let opened = open(&vault, at, sealed).unwrap();
+        if at.subject == subject(0) && at.group == ErasureGroup::Profile {
+            assert_eq!(opened, Opened::Erased { at: day(0) });
+        } else {
+            assert_eq!(&plain(opened), value);
+        }
+    }
+    let fingerprint = vault
+        .fingerprint(FingerprintKind::Email, &text("x@y.z"))
+        .unwrap();
+    assert_eq!(vault.subjects_with(&fingerprint).unwrap(), vec![subject(1)]);
+    // Rotating with a KEK that is no longer the vault's is refused.
+    let error = stale
+        .rotate_kek(&MasterKey::generate().unwrap())
+        .unwrap_err();
+    assert_eq!(error.code(), "vault_wrong_master_key", "{error}");
 }
 
 fn wait_until(what: &str, condition: impl Fn() -> bool) {

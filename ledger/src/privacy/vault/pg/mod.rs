@@ -82,6 +82,9 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
 pub const LISTENER_PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest the listener waits for that answer before it empties the cache.
 pub const LISTENER_PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest an operator's bulk command (`vault-migrate`, KEK rotation) may take; it runs
+/// in one transaction, without the per-statement timeout.
+pub const BULK_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Most subjects returned by one fingerprint lookup.
 pub const SUBJECTS_PER_FINGERPRINT_MAX: usize = 10_000;
 
@@ -107,6 +110,12 @@ pub struct ImportReport {
     pub keys_present: usize,
     pub tombstones_copied: usize,
     pub fingerprints_copied: usize,
+}
+
+/// What a KEK rotation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KekRotationReport {
+    pub keys_rewrapped: usize,
 }
 
 struct Shared {
@@ -158,14 +167,22 @@ impl PgVault {
             })?;
         let kek_id = kek.id();
         let pool = Pool::new(config.clone());
-        let fingerprint_key = {
+        let opened = {
             let (pool, kek) = (pool.clone(), kek.clone());
             run_on(&runtime, "opening the vault", async move {
                 let mut client = pool.get().await?;
                 let key = initialise(client.client_mut(), &kek).await?;
                 client.reusable();
                 Ok(key)
-            })?
+            })
+        };
+        let fingerprint_key = match opened {
+            Ok(key) => key,
+            Err(error) => {
+                // Dropped by blocking, a runtime panics inside another one (the server's).
+                runtime.shutdown_background();
+                return Err(error);
+            }
         };
         let shared = Arc::new(Shared {
             config,
@@ -202,7 +219,11 @@ impl PgVault {
     pub fn import(self, contents: &VaultContents) -> Result<ImportReport, PrivacyError> {
         let shared = Arc::clone(&self.shared);
         let records = ImportRecords::from(&self.shared, contents)?;
-        let report = self.run("importing a vault", async move {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("the runtime lives as long as the vault");
+        let report = run_within(runtime, "importing a vault", BULK_TIMEOUT, async move {
             let mut client = shared.pool.get().await?;
             let report = import(client.client_mut(), &shared, records).await?;
             client.reusable();
@@ -211,6 +232,27 @@ impl PgVault {
         // The fingerprint key may have been replaced: this handle must use the new one.
         // It cannot change under a live handle, so the caller reconnects.
         Ok(report)
+    }
+
+    /// Re-wraps every data key and the fingerprint key under `new`, in one transaction,
+    /// and makes `new` the vault's key-encryption key. Stop every instance first: one
+    /// still on the old KEK cannot read keys re-wrapped under the new one (it answers
+    /// `vault_corrupted`) and may not create keys (`vault_wrong_master_key`). Afterwards,
+    /// destroy the old KEK: remnants of shredded keys in dead rows, WAL and backups then
+    /// open under nothing.
+    pub fn rotate_kek(self, new: &MasterKey) -> Result<KekRotationReport, PrivacyError> {
+        let shared = Arc::clone(&self.shared);
+        let new = new.clone();
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("the runtime lives as long as the vault");
+        run_within(runtime, "rotating the KEK", BULK_TIMEOUT, async move {
+            let mut client = shared.pool.get().await?;
+            let report = rotate_kek(client.client_mut(), &shared, &new).await?;
+            client.reusable();
+            Ok(report)
+        })
     }
 
     /// [`run`](PgVault::run), trying once more on a fresh connection if the first try
@@ -519,14 +561,24 @@ fn run_on<T: Send + 'static>(
     what: &'static str,
     operation: impl Future<Output = Result<T, PrivacyError>> + Send + 'static,
 ) -> Result<T, PrivacyError> {
+    run_within(runtime, what, OPERATION_TIMEOUT, operation)
+}
+
+/// [`run_on`] with another deadline, for the bulk work of an operator's command.
+fn run_within<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    what: &'static str,
+    deadline: Duration,
+    operation: impl Future<Output = Result<T, PrivacyError>> + Send + 'static,
+) -> Result<T, PrivacyError> {
     let (sender, receiver) = std::sync::mpsc::sync_channel(1);
     runtime.spawn(async move {
-        let result = match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
+        let result = match tokio::time::timeout(deadline, operation).await {
             Ok(result) => result,
             Err(_) => Err(PrivacyError::VaultUnavailable {
                 reason: format!(
                     "{what}: no answer from PostgreSQL within {} s",
-                    OPERATION_TIMEOUT.as_secs()
+                    deadline.as_secs()
                 ),
             }),
         };
@@ -534,7 +586,7 @@ fn run_on<T: Send + 'static>(
         let _ = sender.send(result);
     });
     receiver
-        .recv_timeout(OPERATION_TIMEOUT + Duration::from_secs(1))
+        .recv_timeout(deadline + Duration::from_secs(1))
         .unwrap_or_else(|_| {
             Err(PrivacyError::VaultUnavailable {
                 reason: format!("{what}: the vault's connection thread did not answer"),
@@ -604,6 +656,11 @@ async fn initialise(
     let transaction = client.transaction().await.map_err(unavailable)?;
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK_ID])
+        .await
+        .map_err(unavailable)?;
+    // Not a notice per table that exists already, on every start.
+    transaction
+        .batch_execute("SET LOCAL client_min_messages TO warning")
         .await
         .map_err(unavailable)?;
     transaction
@@ -707,6 +764,19 @@ async fn create_key(
     // Under the lock, this statement sees whatever another instance committed before.
     if let Some(found) = read_entry(&transaction, shared, subject, group).await? {
         return Ok(found);
+    }
+    // A new key is wrapped by our KEK: it must still be the vault's. The share lock waits
+    // for a KEK rotation in progress, then reads what it committed.
+    let current: String = transaction
+        .query_one("SELECT kek_id FROM refledger_vault_meta FOR SHARE", &[])
+        .await
+        .map_err(unavailable)?
+        .get(0);
+    if current != shared.kek_id {
+        return Err(PrivacyError::WrongMasterKey {
+            given: shared.kek_id.clone(),
+            expected: current,
+        });
     }
     let key = DataKey::generate()?;
     let aad = data_key_aad(subject, group, key.id(), key.version());
@@ -915,6 +985,10 @@ async fn import(
     let mut report = ImportReport::default();
     let transaction = client.transaction().await.map_err(unavailable)?;
     transaction
+        .batch_execute("SET LOCAL statement_timeout TO 0")
+        .await
+        .map_err(unavailable)?;
+    transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK_ID])
         .await
         .map_err(unavailable)?;
@@ -1039,6 +1113,81 @@ async fn import(
     }
     transaction.commit().await.map_err(unavailable)?;
     Ok(report)
+}
+
+async fn rotate_kek(
+    client: &mut Client,
+    shared: &Shared,
+    new: &MasterKey,
+) -> Result<KekRotationReport, PrivacyError> {
+    let unavailable = |error: tokio_postgres::Error| db_error("cannot rotate the KEK", &error);
+    let transaction = client.transaction().await.map_err(unavailable)?;
+    transaction
+        .batch_execute("SET LOCAL statement_timeout TO 0")
+        .await
+        .map_err(unavailable)?;
+    // The meta row locked first: key creation reads it FOR SHARE, so no key wrapped by
+    // the old KEK can be added while (or after) this runs.
+    let current: String = transaction
+        .query_one("SELECT kek_id FROM refledger_vault_meta FOR UPDATE", &[])
+        .await
+        .map_err(unavailable)?
+        .get(0);
+    if current != shared.kek_id {
+        return Err(PrivacyError::WrongMasterKey {
+            given: shared.kek_id.clone(),
+            expected: current,
+        });
+    }
+    let new_id = new.id();
+    let rows = transaction
+        .query(
+            "SELECT subject_id, erasure_group, key_id, key_version, wrapped_key, kek_id \
+             FROM refledger_vault_keys FOR UPDATE",
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
+    let mut keys_rewrapped = 0;
+    for row in &rows {
+        let subject = SubjectId::new(row.get(0));
+        let group_name: String = row.get(1);
+        let group =
+            ErasureGroup::parse(&group_name).ok_or_else(|| PrivacyError::VaultCorrupted {
+                path: PathBuf::from("postgres:refledger_vault_keys"),
+                reason: format!("unknown erasure group {group_name:?}"),
+            })?;
+        let wrapped: Vec<u8> = row.get(4);
+        let kek_id: String = row.get(5);
+        let key = shared.unwrap_key(subject, group, row.get(2), row.get(3), &wrapped, &kek_id)?;
+        let aad = data_key_aad(subject, group, key.id(), key.version());
+        transaction
+            .execute(
+                "UPDATE refledger_vault_keys SET wrapped_key = $3, kek_id = $4 \
+                 WHERE subject_id = $1 AND erasure_group = $2",
+                &[
+                    &subject.as_uuid(),
+                    &group.as_str(),
+                    &new.wrap(key.bytes(), &aad)?,
+                    &new_id,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        keys_rewrapped += 1;
+    }
+    transaction
+        .execute(
+            "UPDATE refledger_vault_meta SET kek_id = $1, fingerprint_key = $2",
+            &[
+                &new_id,
+                &new.wrap(&shared.fingerprint_key, FINGERPRINT_KEY_AAD)?,
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
+    transaction.commit().await.map_err(unavailable)?;
+    Ok(KekRotationReport { keys_rewrapped })
 }
 
 /// Keeps a `LISTEN` connection on [`SHRED_CHANNEL`] and drops shredded keys from the
