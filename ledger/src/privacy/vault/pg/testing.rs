@@ -148,10 +148,18 @@ fn start_cluster() -> Result<Server, String> {
         "no PostgreSQL binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin; \
          set REFLEDGER_TEST_PG_URL to test against a running server",
     )?;
-    let dir = std::env::temp_dir().join(format!("refledger-pg-{}", Uuid::new_v4().simple()));
+    let root = running_as_root();
+    // As root the cluster runs as another user, who must reach the directory: /tmp, not
+    // a TMPDIR that may sit in root's home. /tmp also keeps the socket path short.
+    let parent = if root {
+        PathBuf::from("/tmp")
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = parent.join(format!("refledger-pg-{}", Uuid::new_v4().simple()));
     std::fs::create_dir(&dir)
         .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
-    let runner = Runner::for_this_process(&dir)?;
+    let runner = Runner::for_this_process(&dir, root)?;
     // From here on the watchdog owns the directory: it stops whatever was started and
     // deletes it when this process exits, also after a failure below.
     spawn_watchdog(&bin, &dir, &runner)?;
@@ -222,10 +230,7 @@ struct Runner {
 }
 
 impl Runner {
-    fn for_this_process(dir: &Path) -> Result<Runner, String> {
-        let root = std::fs::metadata("/proc/self")
-            .map(|meta| meta.uid() == 0)
-            .unwrap_or(false);
+    fn for_this_process(dir: &Path, root: bool) -> Result<Runner, String> {
         if !root {
             return Ok(Runner { user: None });
         }
@@ -274,6 +279,13 @@ impl Runner {
             String::from_utf8_lossy(&output.stderr)
         ))
     }
+}
+
+/// Whether this process runs as root (the owner of `/proc/self` is the effective user).
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|meta| meta.uid() == 0)
+        .unwrap_or(false)
 }
 
 fn id(user: &str, flag: &str) -> Option<u32> {
