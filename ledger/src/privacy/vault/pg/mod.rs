@@ -40,17 +40,20 @@
 
 #[doc(hidden)]
 pub mod testing;
+mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
-use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls, Row};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{AsyncMessage, Client, Config, Connection, GenericClient, NoTls, Row};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -119,7 +122,6 @@ pub struct KekRotationReport {
 }
 
 struct Shared {
-    config: Config,
     kek: MasterKey,
     kek_id: String,
     fingerprint_key: Zeroizing<[u8; KEY_SIZE]>,
@@ -145,7 +147,18 @@ struct Cache {
 impl PgVault {
     /// Connects to `url` (a libpq URL or key-value string), creates the schema if it is
     /// missing, and checks that `kek` is the key-encryption key the vault was created with.
+    /// With `sslmode=require`, over TLS verified against the system's roots.
     pub fn connect(url: &str, kek: MasterKey) -> Result<PgVault, PrivacyError> {
+        PgVault::connect_with_ca(url, kek, None)
+    }
+
+    /// [`connect`](PgVault::connect), trusting the CA certificates of `ca_file` (PEM)
+    /// instead of the system's roots; the URL must say `sslmode=require`.
+    pub fn connect_with_ca(
+        url: &str,
+        kek: MasterKey,
+        ca_file: Option<&Path>,
+    ) -> Result<PgVault, PrivacyError> {
         let mut config: Config = url.parse().map_err(|_| PrivacyError::Invalid {
             what: "key vault URL",
             reason: "not a PostgreSQL connection string (postgres://user@host/db or \
@@ -166,7 +179,18 @@ impl PgVault {
                 PrivacyError::unavailable("cannot start the vault's runtime", error)
             })?;
         let kek_id = kek.id();
-        let pool = Pool::new(config.clone());
+        let tls = match (config.get_ssl_mode(), ca_file) {
+            (SslMode::Require, ca_file) => Some(tls::Tls::new(ca_file)?),
+            (_, None) => None,
+            (_, Some(_)) => {
+                return Err(PrivacyError::Invalid {
+                    what: "key vault URL",
+                    reason: "a CA file is given but the URL does not say sslmode=require"
+                        .to_owned(),
+                })
+            }
+        };
+        let pool = Pool::new(Endpoint { config, tls });
         let opened = {
             let (pool, kek) = (pool.clone(), kek.clone());
             run_on(&runtime, "opening the vault", async move {
@@ -185,7 +209,6 @@ impl PgVault {
             }
         };
         let shared = Arc::new(Shared {
-            config,
             kek,
             kek_id,
             fingerprint_key,
@@ -1195,10 +1218,10 @@ async fn rotate_kek(
 async fn listen(shared: std::sync::Weak<Shared>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let Some(config) = shared.upgrade().map(|shared| shared.config.clone()) else {
+        let Some(endpoint) = shared.upgrade().map(|shared| shared.pool.endpoint.clone()) else {
             return;
         };
-        match listen_once(&shared, &config).await {
+        match listen_once(&shared, &endpoint).await {
             Ok(()) => return,
             Err(reason) => {
                 if let Some(shared) = shared.upgrade() {
@@ -1213,34 +1236,12 @@ async fn listen(shared: std::sync::Weak<Shared>) {
 }
 
 /// One listener connection, until it fails (`Err`) or the vault is gone (`Ok`).
-async fn listen_once(shared: &std::sync::Weak<Shared>, config: &Config) -> Result<(), String> {
-    let (client, mut connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|error| error.to_string())?;
-    let notified = shared.clone();
-    let mut driver = tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(notification))) => {
-                    let Some(shared) = notified.upgrade() else {
-                        return;
-                    };
-                    let mut cache = shared.cache();
-                    match parse_notification(notification.payload()) {
-                        Some((subject, group)) => cache.invalidate(subject, group),
-                        // Not ours to understand: forget everything rather than guess.
-                        None => {
-                            let listening = cache.listening;
-                            cache.reset(listening)
-                        }
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => return,
-            }
-        }
-    });
+async fn listen_once(shared: &std::sync::Weak<Shared>, endpoint: &Endpoint) -> Result<(), String> {
+    let (client, mut driver) =
+        tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(Some(shared.clone())))
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|error| error.to_string())?;
     client
         .batch_execute(&format!("LISTEN {SHRED_CHANNEL}"))
         .await
@@ -1279,7 +1280,7 @@ fn parse_notification(payload: &str) -> Option<(SubjectId, ErasureGroup)> {
 /// only when its operation finished (a timed-out one may be mid-transaction).
 #[derive(Clone)]
 struct Pool {
-    config: Config,
+    endpoint: Endpoint,
     idle: Arc<Mutex<Vec<Client>>>,
     permits: Arc<Semaphore>,
 }
@@ -1292,9 +1293,9 @@ struct Pooled {
 }
 
 impl Pool {
-    fn new(config: Config) -> Pool {
+    fn new(endpoint: Endpoint) -> Pool {
         Pool {
-            config,
+            endpoint,
             idle: Arc::new(Mutex::new(Vec::new())),
             permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
         }
@@ -1316,7 +1317,7 @@ impl Pool {
         };
         let client = match idle {
             Some(client) => client,
-            None => connect(&self.config).await?,
+            None => connect(&self.endpoint).await?,
         };
         Ok(Pooled {
             client: Some(client),
@@ -1352,8 +1353,67 @@ impl Drop for Pooled {
     }
 }
 
-async fn connect(config: &Config) -> Result<Client, PrivacyError> {
-    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+/// Where and how to connect: the server, and TLS when the URL requires it.
+#[derive(Clone)]
+struct Endpoint {
+    config: Config,
+    tls: Option<tls::Tls>,
+}
+
+impl Endpoint {
+    /// A new connection, driven by a task of its own (returned); with `notified`, the
+    /// task also drops shredded keys from that vault's cache as notifications arrive.
+    async fn connect(
+        &self,
+        notified: Option<std::sync::Weak<Shared>>,
+    ) -> Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+        Ok(match &self.tls {
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                (client, tokio::spawn(drive(connection, notified)))
+            }
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                (client, tokio::spawn(drive(connection, notified)))
+            }
+        })
+    }
+}
+
+/// Runs a connection until it closes, acting on the shred notifications it receives.
+async fn drive<S, T>(mut connection: Connection<S, T>, notified: Option<std::sync::Weak<Shared>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(notification))) => {
+                let Some(shared) = notified.as_ref().and_then(std::sync::Weak::upgrade) else {
+                    continue;
+                };
+                let mut cache = shared.cache();
+                match parse_notification(notification.payload()) {
+                    Some((subject, group)) => cache.invalidate(subject, group),
+                    // Not ours to understand: forget everything rather than guess.
+                    None => {
+                        let listening = cache.listening;
+                        cache.reset(listening)
+                    }
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::debug!(%error, "key vault connection closed");
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+async fn connect(endpoint: &Endpoint) -> Result<Client, PrivacyError> {
+    let (client, _driver) = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(None))
         .await
         .map_err(|_| PrivacyError::VaultUnavailable {
             reason: format!(
@@ -1362,11 +1422,6 @@ async fn connect(config: &Config) -> Result<Client, PrivacyError> {
             ),
         })?
         .map_err(|error| db_error("cannot connect to PostgreSQL", &error))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "key vault connection closed");
-        }
-    });
     // A shred or a new key must be durable when we answer: raise the session's
     // synchronous_commit if the server's default turned it off.
     let rows = client
