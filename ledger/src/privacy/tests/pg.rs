@@ -458,6 +458,37 @@ fn kek_rotation_rewraps_every_key_and_the_old_kek_opens_nothing() {
     assert_eq!(error.code(), "vault_wrong_master_key", "{error}");
 }
 
+#[test]
+fn the_vault_speaks_tls_and_verifies_the_server() {
+    let (url, ca_file) = match testing::tls_database() {
+        Ok(found) => found,
+        Err(why) if std::env::var_os("REFLEDGER_TEST_PG_REQUIRED").is_some() => {
+            panic!("REFLEDGER_TEST_PG_REQUIRED is set but there is no TLS PostgreSQL: {why}")
+        }
+        Err(why) => {
+            println!("skipped: no PostgreSQL with TLS: {why}");
+            return;
+        }
+    };
+    let kek = MasterKey::generate().unwrap();
+    let vault = PgVault::connect_with_ca(&url, kek.clone(), Some(&ca_file)).unwrap();
+    let at = context(Uuid::new_v4(), "AccountOpened", "email", subject(1));
+    let sealed = seal(&vault, &at, &text("ada@example.com")).unwrap();
+    assert_eq!(
+        plain(open(&vault, &at, &sealed).unwrap()),
+        "ada@example.com"
+    );
+    // The server's certificate is checked: the system's roots do not know its CA.
+    let error = PgVault::connect(&url, kek.clone()).err().unwrap();
+    assert_eq!(error.code(), "vault_unavailable", "{error}");
+    // Nor is a CA file accepted for a connection that would not use it.
+    let plain_url = url.replace("sslmode=require", "sslmode=disable");
+    let error = PgVault::connect_with_ca(&plain_url, kek, Some(&ca_file))
+        .err()
+        .unwrap();
+    assert_eq!(error.code(), "invalid_input", "{error}");
+}
+
 fn wait_until(what: &str, condition: impl Fn() -> bool) {
     let started = Instant::now();
     while !condition() {

@@ -35,6 +35,16 @@ struct Server {
 pub fn database() -> Result<String, String> {
     static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
     let server = SERVER.get_or_init(start).as_ref().map_err(Clone::clone)?;
+    let name = create_database(server)?;
+    Ok(if server.url_form {
+        format!("{}/{name}", server.base.trim_end_matches('/'))
+    } else {
+        format!("{} dbname={name}", server.base)
+    })
+}
+
+/// Creates a database with a new name on `server`; its name.
+fn create_database(server: &Server) -> Result<String, String> {
     let name = format!("refledger_test_{}", Uuid::new_v4().simple());
     let admin = server.admin.clone();
     let statement = format!("CREATE DATABASE {name}");
@@ -51,11 +61,29 @@ pub fn database() -> Result<String, String> {
             .await
             .map_err(|error| format!("cannot create a test database: {error}"))
     })?;
-    Ok(if server.url_form {
-        format!("{}/{name}", server.base.trim_end_matches('/'))
-    } else {
-        format!("{} dbname={name}", server.base)
-    })
+    Ok(name)
+}
+
+/// A fresh database on a second test cluster that speaks TLS on 127.0.0.1 (certificate
+/// for `localhost` from a CA made for it): the URL (`sslmode=require`) and the CA file.
+/// Only the self-started cluster; `Err` with `REFLEDGER_TEST_PG_URL` too.
+pub fn tls_database() -> Result<(String, PathBuf), String> {
+    static SERVER: OnceLock<Result<(Server, PathBuf, String), String>> = OnceLock::new();
+    let (server, ca_file, tls_base) = SERVER
+        .get_or_init(|| {
+            let started = std::time::Instant::now();
+            let (server, tls) = start_cluster(true)?;
+            let (ca_file, tls_base) = tls.expect("asked for TLS");
+            eprintln!(
+                "test PostgreSQL with TLS started in {:.1} s ({tls_base})",
+                started.elapsed().as_secs_f64()
+            );
+            Ok((server, ca_file, tls_base))
+        })
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let name = create_database(server)?;
+    Ok((format!("{tls_base} dbname={name}"), ca_file.clone()))
 }
 
 /// Stops the test database server from taking connections for `database_url`'s
@@ -134,7 +162,7 @@ fn start() -> Result<Server, String> {
         });
     }
     let started = std::time::Instant::now();
-    let server = start_cluster()?;
+    let (server, _) = start_cluster(false)?;
     eprintln!(
         "test PostgreSQL started in {:.1} s ({})",
         started.elapsed().as_secs_f64(),
@@ -143,7 +171,9 @@ fn start() -> Result<Server, String> {
     Ok(server)
 }
 
-fn start_cluster() -> Result<Server, String> {
+/// Starts a cluster; with `tls`, also listening with TLS on a loopback port, and then the
+/// CA file and the TLS connection string (without `dbname`).
+fn start_cluster(tls: bool) -> Result<(Server, Option<(PathBuf, String)>), String> {
     let bin = find_binaries().ok_or(
         "no PostgreSQL binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin; \
          set REFLEDGER_TEST_PG_URL to test against a running server",
@@ -181,10 +211,20 @@ fn start_cluster() -> Result<Server, String> {
     )?;
     // A unix socket in the directory only: no port to collide with. fsync off: the
     // cluster is thrown away, and the machine is shared.
-    let options = format!(
+    let mut options = format!(
         "-k {} -c listen_addresses='' -c fsync=off -c max_connections=200",
         dir.display()
     );
+    let mut port = 5432;
+    if tls {
+        make_certificates(&runner, &dir)?;
+        port = free_port()?;
+        options = format!(
+            "-k {dir} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on \
+             -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key",
+            dir = dir.display()
+        );
+    }
     runner.run(
         &bin.join("pg_ctl"),
         [
@@ -200,12 +240,95 @@ fn start_cluster() -> Result<Server, String> {
             OsStr::new("start"),
         ],
     )?;
-    let base = format!("host={} port=5432 user=refledger", dir.display());
-    Ok(Server {
+    let base = format!("host={} port={port} user=refledger", dir.display());
+    let server = Server {
         admin: format!("{base} dbname=postgres"),
         base,
         url_form: false,
-    })
+    };
+    let tls = tls.then(|| {
+        (
+            dir.join("ca.crt"),
+            format!("host=localhost port={port} user=refledger sslmode=require"),
+        )
+    });
+    Ok((server, tls))
+}
+
+/// A CA and a certificate for `localhost` signed by it, made with the `openssl` command,
+/// as the cluster's user (the server key must be its own).
+fn make_certificates(runner: &Runner, dir: &Path) -> Result<(), String> {
+    let openssl = Path::new("openssl");
+    let path = |name: &str| dir.join(name).into_os_string();
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|error| format!("cannot write the certificate extensions: {error}"))?;
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let (ca_key, ca_crt) = (path("ca.key"), path("ca.crt"));
+    let (server_key, server_csr, server_crt) =
+        (path("server.key"), path("server.csr"), path("server.crt"));
+    let ext = path("san.ext");
+    let mut args: Vec<&OsStr> = vec!["req".as_ref(), "-x509".as_ref()];
+    args.extend(ec.iter().map(OsStr::new));
+    args.extend([
+        OsStr::new("-keyout"),
+        &ca_key,
+        OsStr::new("-out"),
+        &ca_crt,
+        OsStr::new("-days"),
+        OsStr::new("2"),
+        OsStr::new("-subj"),
+        OsStr::new("/CN=refledger test CA"),
+    ]);
+    runner.run(openssl, args)?;
+    let mut args: Vec<&OsStr> = vec!["req".as_ref(), "-new".as_ref()];
+    args.extend(ec.iter().map(OsStr::new));
+    args.extend([
+        OsStr::new("-keyout"),
+        &server_key,
+        OsStr::new("-out"),
+        &server_csr,
+        OsStr::new("-subj"),
+        OsStr::new("/CN=localhost"),
+    ]);
+    runner.run(openssl, args)?;
+    runner.run(
+        openssl,
+        [
+            OsStr::new("x509"),
+            OsStr::new("-req"),
+            OsStr::new("-in"),
+            &server_csr,
+            OsStr::new("-CA"),
+            &ca_crt,
+            OsStr::new("-CAkey"),
+            &ca_key,
+            OsStr::new("-CAcreateserial"),
+            OsStr::new("-out"),
+            &server_crt,
+            OsStr::new("-days"),
+            OsStr::new("2"),
+            OsStr::new("-extfile"),
+            &ext,
+        ],
+    )
+}
+
+/// A loopback port nothing listens on (now).
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|error| format!("cannot find a free port: {error}"))
 }
 
 fn find_binaries() -> Option<PathBuf> {
