@@ -182,6 +182,10 @@ pub struct ServeArgs {
     /// wraps every data key; the same file on every instance, never in the database.
     #[arg(long, env = "REFLEDGER_KEY_VAULT_KEK_FILE")]
     pub key_vault_kek_file: Option<PathBuf>,
+    /// With `--key-vault ...?sslmode=require`: the CA certificates (PEM) that sign the
+    /// database's certificate, instead of the system's roots.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_CA_FILE")]
+    pub key_vault_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +199,9 @@ pub struct VaultRotateKekArgs {
     /// The new key-encryption key file (32 bytes, base64).
     #[arg(long)]
     pub new_kek_file: PathBuf,
+    /// The database's CA certificates (PEM), as for `serve`.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_CA_FILE")]
+    pub key_vault_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +218,9 @@ pub struct VaultMigrateArgs {
     /// The shared vault's key-encryption key file (32 bytes, base64).
     #[arg(long, env = "REFLEDGER_KEY_VAULT_KEK_FILE")]
     pub key_vault_kek_file: PathBuf,
+    /// The database's CA certificates (PEM), as for `serve`.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_CA_FILE")]
+    pub key_vault_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -295,6 +305,10 @@ pub struct EraseArgs {
     /// The shared key vault's key-encryption key file, as for `serve`.
     #[arg(long, env = "REFLEDGER_KEY_VAULT_KEK_FILE")]
     pub key_vault_kek_file: Option<PathBuf>,
+    /// With `--key-vault ...?sslmode=require`: the CA certificates (PEM) that sign the
+    /// database's certificate, instead of the system's roots.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_CA_FILE")]
+    pub key_vault_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

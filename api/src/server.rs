@@ -124,6 +124,7 @@ fn open_vault(args: &ServeArgs) -> Result<Arc<dyn KeyVault>, ServeError> {
             master_key_file: args.master_key_file.as_deref(),
             key_vault: args.key_vault.as_deref(),
             key_vault_kek_file: args.key_vault_kek_file.as_deref(),
+            key_vault_ca_file: args.key_vault_ca_file.as_deref(),
         },
         true,
     )

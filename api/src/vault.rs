@@ -23,6 +23,8 @@ pub struct VaultFlags<'a> {
     pub key_vault: Option<&'a str>,
     /// `--key-vault-kek-file`: the shared vault's key-encryption key.
     pub key_vault_kek_file: Option<&'a Path>,
+    /// `--key-vault-ca-file`: the database's CA, for TLS.
+    pub key_vault_ca_file: Option<&'a Path>,
 }
 
 /// Opens the vault the flags name. With `create`, a data directory vault and its master
@@ -44,19 +46,27 @@ pub fn open_vault(flags: VaultFlags<'_>, create: bool) -> Result<Arc<dyn KeyVaul
                         .to_owned(),
                 )
             })?;
-            open_shared_vault(url, kek_file)
+            open_shared_vault(url, kek_file, flags.key_vault_ca_file)
         }
     }
 }
 
 /// The shared vault at `url`, its keys wrapped by the key-encryption key in `kek_file`.
 #[cfg(feature = "pg-vault")]
-pub fn open_shared_vault(url: &str, kek_file: &Path) -> Result<Arc<dyn KeyVault>, ServeError> {
-    Ok(Arc::new(connect_pg(url, kek_file)?))
+pub fn open_shared_vault(
+    url: &str,
+    kek_file: &Path,
+    ca_file: Option<&Path>,
+) -> Result<Arc<dyn KeyVault>, ServeError> {
+    Ok(Arc::new(connect_pg(url, kek_file, ca_file)?))
 }
 
 #[cfg(not(feature = "pg-vault"))]
-pub fn open_shared_vault(_url: &str, _kek_file: &Path) -> Result<Arc<dyn KeyVault>, ServeError> {
+pub fn open_shared_vault(
+    _url: &str,
+    _kek_file: &Path,
+    _ca_file: Option<&Path>,
+) -> Result<Arc<dyn KeyVault>, ServeError> {
     Err(ServeError::Config(
         "--key-vault: this refledger was built without the pg-vault feature".to_owned(),
     ))
@@ -66,10 +76,12 @@ pub fn open_shared_vault(_url: &str, _kek_file: &Path) -> Result<Arc<dyn KeyVaul
 fn connect_pg(
     url: &str,
     kek_file: &Path,
+    ca_file: Option<&Path>,
 ) -> Result<ledger::privacy::vault::pg::PgVault, ServeError> {
     let config = |error: ledger::privacy::PrivacyError| ServeError::Config(error.to_string());
     let kek = MasterKey::from_file(kek_file).map_err(config)?;
-    let vault = ledger::privacy::vault::pg::PgVault::connect(url, kek).map_err(config)?;
+    let vault =
+        ledger::privacy::vault::pg::PgVault::connect_with_ca(url, kek, ca_file).map_err(config)?;
     tracing::info!("key vault: PostgreSQL (shared)");
     Ok(vault)
 }
@@ -103,7 +115,11 @@ pub fn run_vault_migrate(args: &VaultMigrateArgs) -> Result<VaultMigrateReport, 
     }
     let source = ledger::privacy::DirVault::open(vault_dir, master).map_err(config)?;
     let contents = source.contents().map_err(config)?;
-    let target = connect_pg(&args.to, &args.key_vault_kek_file)?;
+    let target = connect_pg(
+        &args.to,
+        &args.key_vault_kek_file,
+        args.key_vault_ca_file.as_deref(),
+    )?;
     let report = target.import(&contents).map_err(config)?;
     Ok(VaultMigrateReport {
         keys_copied: report.keys_copied,
@@ -125,7 +141,11 @@ pub fn run_vault_migrate(_args: &VaultMigrateArgs) -> Result<VaultMigrateReport,
 pub fn run_vault_rotate_kek(args: &VaultRotateKekArgs) -> Result<usize, ServeError> {
     let config = |error: ledger::privacy::PrivacyError| ServeError::Config(error.to_string());
     let new = MasterKey::from_file(&args.new_kek_file).map_err(config)?;
-    let vault = connect_pg(&args.key_vault, &args.key_vault_kek_file)?;
+    let vault = connect_pg(
+        &args.key_vault,
+        &args.key_vault_kek_file,
+        args.key_vault_ca_file.as_deref(),
+    )?;
     let report = vault.rotate_kek(&new).map_err(config)?;
     Ok(report.keys_rewrapped)
 }

@@ -242,6 +242,7 @@ pub async fn run(options: ApiBenchOptions) -> BenchResult<ApiBenchReport> {
         store: None,
         key_vault: None,
         key_vault_kek_file: None,
+        key_vault_ca_file: None,
     };
     let (state, opened) = api::server::prepare(&args)
         .await

@@ -187,3 +187,64 @@ async fn a_data_directory_vault_moves_into_postgres_and_serve_erases_through_it(
     assert!(!export_of(&process.base).await.contains(EMAIL));
     stop(&mut process);
 }
+
+#[tokio::test]
+async fn serve_reaches_the_shared_vault_over_tls_with_the_operators_ca() {
+    let (url, ca_file) = match testing::tls_database() {
+        Ok(found) => found,
+        Err(why) if std::env::var_os("REFLEDGER_TEST_PG_REQUIRED").is_some() => {
+            panic!("REFLEDGER_TEST_PG_REQUIRED is set but there is no TLS PostgreSQL: {why}")
+        }
+        Err(why) => {
+            println!("skipped: no PostgreSQL with TLS: {why}");
+            return;
+        }
+    };
+    let data = tempfile::tempdir().unwrap();
+    let kek_file = data.path().join("kek");
+    std::fs::write(
+        &kek_file,
+        MasterKey::generate().unwrap().to_base64().as_bytes(),
+    )
+    .unwrap();
+    let flags: [&OsStr; 6] = [
+        "--key-vault".as_ref(),
+        url.as_ref(),
+        "--key-vault-kek-file".as_ref(),
+        kek_file.as_ref(),
+        "--key-vault-ca-file".as_ref(),
+        ca_file.as_ref(),
+    ];
+    let ledger_data = data.path().join("ledger");
+    let mut process = spawn_with(&ledger_data, &flags);
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/accounts", process.base))
+        .header("authorization", bearer(BILLING))
+        .json(&json!({"account_id": PERSON, "name": "Shared Person", "email": EMAIL}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert!(export_of(&process.base).await.contains(EMAIL));
+    stop(&mut process);
+    assert!(
+        !ledger_data.join("vault").exists(),
+        "no directory vault was made"
+    );
+
+    // Without the CA, the database's certificate is not trusted: no start.
+    let refused = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&ledger_data)
+        .args(["--key-vault", &url, "--key-vault-kek-file"])
+        .arg(&kek_file)
+        .env_remove("REFLEDGER_KEY_VAULT_CA_FILE")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("key vault is unavailable"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
