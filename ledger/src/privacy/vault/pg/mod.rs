@@ -28,7 +28,12 @@
 //!   [`LISTENER_PING_TIMEOUT`], and never longer than [`KEY_CACHE_TTL`].
 //! - **An outage is an error.** Every operation has a deadline ([`OPERATION_TIMEOUT`]) and
 //!   answers [`PrivacyError::VaultUnavailable`] when the database cannot be reached in time;
-//!   only a tombstone reads as erased.
+//!   only a tombstone reads as erased. An operation that failed so is tried once more on a
+//!   fresh connection within the same deadline (pooled connections die unnoticed with a
+//!   server restart); each is safe to run twice, as each looks again under its lock.
+//! - **TLS** when the URL says `sslmode=require`, the server's certificate always verified
+//!   (`tls.rs`); **KEK rotation** re-wraps everything in one transaction
+//!   ([`PgVault::rotate_kek`]).
 //!
 //! The [`KeyVault`] trait is synchronous and is called from tokio worker threads in the
 //! server. The vault therefore owns a small tokio runtime of its own (one thread) that

@@ -7,7 +7,10 @@
 //! the test process has exited. When nothing can be started, [`database`] says why and
 //! the caller skips.
 //!
-//! Every call of [`database`] creates a fresh database, so tests do not see each other.
+//! Every call of [`database`] creates a fresh database, so tests do not see each other
+//! (on a `REFLEDGER_TEST_PG_URL` server they stay behind, named `refledger_test_<uuid>`).
+//! [`tls_database`] starts a second cluster that speaks TLS on a loopback port, with a
+//! CA and a `localhost` certificate made by the `openssl` command.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt as _;
