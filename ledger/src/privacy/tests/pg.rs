@@ -489,6 +489,32 @@ fn the_vault_speaks_tls_and_verifies_the_server() {
     assert_eq!(error.code(), "invalid_input", "{error}");
 }
 
+#[test]
+fn a_fingerprint_shared_by_very_many_subjects_answers_the_first_of_them() {
+    let Some(storage) = storage() else { return };
+    let vault = storage.connect();
+    let ip = vault
+        .fingerprint(FingerprintKind::Ip, &text("100.64.0.1"))
+        .unwrap();
+    let max = crate::privacy::vault::pg::SUBJECTS_PER_FINGERPRINT_MAX;
+    testing::execute(
+        &storage.url,
+        &format!(
+            "INSERT INTO refledger_vault_fingerprints (subject_id, erasure_group, kind, mac) \
+             SELECT gen_random_uuid(), 'profile', 'ip', decode('{}', 'hex') \
+             FROM generate_series(1, {})",
+            ip.to_hex(),
+            max + 1
+        ),
+    )
+    .unwrap();
+    // A carrier's NAT address: the duplicate check learns "many", the signup goes on.
+    let subjects = vault.subjects_with(&ip).unwrap();
+    assert_eq!(subjects.len(), max);
+    assert!(subjects.windows(2).all(|pair| pair[0] < pair[1]));
+    vault.record_fingerprint(subject(1), &ip).unwrap();
+}
+
 fn wait_until(what: &str, condition: impl Fn() -> bool) {
     let started = Instant::now();
     while !condition() {

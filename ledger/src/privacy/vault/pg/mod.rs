@@ -93,7 +93,9 @@ pub const LISTENER_PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest an operator's bulk command (`vault-migrate`, KEK rotation) may take; it runs
 /// in one transaction, without the per-statement timeout.
 pub const BULK_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Most subjects returned by one fingerprint lookup.
+/// Most subjects returned by one fingerprint lookup (the first in id order). A value shared
+/// by more (a carrier's NAT address) tells a duplicate check nothing more, and a signup
+/// must not fail on it.
 pub const SUBJECTS_PER_FINGERPRINT_MAX: usize = 10_000;
 
 const _: () = assert!(
@@ -492,14 +494,15 @@ impl KeyVault for PgVault {
                 .map_err(|error| db_error("cannot look up a fingerprint", &error))?;
             client.reusable();
             if rows.len() > SUBJECTS_PER_FINGERPRINT_MAX {
-                return Err(PrivacyError::LimitExceeded {
-                    limit: "subjects_per_fingerprint_max",
-                    max: SUBJECTS_PER_FINGERPRINT_MAX,
-                    actual: rows.len(),
-                });
+                tracing::warn!(
+                    kind = kind_name(fingerprint.kind),
+                    "a fingerprint is shared by more than subjects_per_fingerprint_max \
+                     {SUBJECTS_PER_FINGERPRINT_MAX} subjects; the first are returned"
+                );
             }
             let mut subjects: Vec<SubjectId> = rows
                 .iter()
+                .take(SUBJECTS_PER_FINGERPRINT_MAX)
                 .map(|row| SubjectId::new(row.get::<_, Uuid>(0)))
                 .collect();
             // The database orders uuids bytewise, as `Uuid` does; sorted again to not

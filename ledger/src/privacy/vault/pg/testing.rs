@@ -125,6 +125,24 @@ pub fn set_reachable(database_url: &str, reachable: bool) -> Result<(), String> 
     })
 }
 
+/// Runs `sql` (statements without parameters) in `database_url`'s database.
+pub fn execute(database_url: &str, sql: &str) -> Result<(), String> {
+    let config: tokio_postgres::Config =
+        database_url.parse().map_err(|error| format!("{error}"))?;
+    let sql = sql.to_owned();
+    run_blocking(async move {
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|error| format!("cannot connect to the test server: {error}"))?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|error| error.to_string())
+    })
+}
+
 /// Ends every connection to `database_url`'s database, as a server restart would, but
 /// keeps taking new ones.
 pub fn end_connections(database_url: &str) -> Result<(), String> {
