@@ -293,6 +293,11 @@ fn the_vault_works_inside_another_tokio_runtime() {
         .unwrap();
         assert_eq!(error.code(), "vault_unavailable", "{error}");
         let Some(storage) = storage else { return };
+        let ca_file = std::env::temp_dir().join("refledger-no-such-ca.pem");
+        let error = PgVault::connect_with_ca(&storage.url, storage.kek.clone(), Some(&ca_file))
+            .err()
+            .unwrap();
+        assert_eq!(error.code(), "invalid_input", "{error}");
         let vault = storage.connect();
         let at = context(Uuid::new_v4(), "AccountOpened", "email", subject(1));
         let sealed = seal(&vault, &at, &text("ada@example.com")).unwrap();

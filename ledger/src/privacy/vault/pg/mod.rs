@@ -177,15 +177,8 @@ impl PgVault {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
             .application_name("refledger-vault");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("refledger-pg-vault")
-            .enable_all()
-            .build()
-            .map_err(|error| {
-                PrivacyError::unavailable("cannot start the vault's runtime", error)
-            })?;
-        let kek_id = kek.id();
+        // Everything that can fail before the runtime exists comes first: a runtime
+        // dropped by blocking panics inside another one (the server's).
         let tls = match (config.get_ssl_mode(), ca_file) {
             (SslMode::Require, ca_file) => Some(tls::Tls::new(ca_file)?),
             (_, None) => None,
@@ -197,6 +190,15 @@ impl PgVault {
                 })
             }
         };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("refledger-pg-vault")
+            .enable_all()
+            .build()
+            .map_err(|error| {
+                PrivacyError::unavailable("cannot start the vault's runtime", error)
+            })?;
+        let kek_id = kek.id();
         let pool = Pool::new(Endpoint { config, tls });
         let opened = {
             let (pool, kek) = (pool.clone(), kek.clone());
