@@ -40,6 +40,14 @@ pub enum Command {
     /// Copy every event of the embedded log, in order and keeping ids, into a KurrentDB
     /// cluster or another data directory, then verify counts, every event and chain heads.
     Migrate(MigrateArgs),
+    /// Copy the data directory's key vault (the server stopped) into the shared key vault
+    /// in PostgreSQL: keys re-wrapped under the key-encryption key, tombstones,
+    /// fingerprints. Safe to run again.
+    VaultMigrate(VaultMigrateArgs),
+    /// Re-wrap every key of the shared key vault under a new key-encryption key, in one
+    /// transaction (every instance stopped); then start them with the new KEK file and
+    /// destroy the old one.
+    VaultRotateKek(VaultRotateKekArgs),
     /// Benchmarks (measurements, not tests).
     Bench {
         #[command(subcommand)]
@@ -191,6 +199,54 @@ pub struct ServeArgs {
     /// The data directory still holds tokens, the vault and the idempotency table.
     #[arg(long, env = "KURRENTDB_URL")]
     pub store: Option<String>,
+    /// The shared key vault, for several instances on one cluster: a PostgreSQL
+    /// connection string (`postgres://user@host/db`). The data directory's vault
+    /// (`DATA/vault`) when not given.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_URL")]
+    pub key_vault: Option<String>,
+    /// With `--key-vault`: a file holding the key-encryption key (32 bytes, base64) that
+    /// wraps every data key; the same file on every instance, never in the database.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_KEK_FILE")]
+    pub key_vault_kek_file: Option<PathBuf>,
+    /// With `--key-vault ...?sslmode=require`: the CA certificates (PEM) that sign the
+    /// database's certificate, instead of the system's roots.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_CA_FILE")]
+    pub key_vault_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VaultRotateKekArgs {
+    /// The shared vault: a PostgreSQL connection string.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_URL")]
+    pub key_vault: String,
+    /// The current key-encryption key file.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_KEK_FILE")]
+    pub key_vault_kek_file: PathBuf,
+    /// The new key-encryption key file (32 bytes, base64).
+    #[arg(long)]
+    pub new_kek_file: PathBuf,
+    /// The database's CA certificates (PEM), as for `serve`.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_CA_FILE")]
+    pub key_vault_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VaultMigrateArgs {
+    /// The data directory whose vault (`DATA/vault`) is copied.
+    #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// The data directory vault's master key file; `DATA/master.key` when not given.
+    #[arg(long, env = "REFLEDGER_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// The shared vault to copy into: a PostgreSQL connection string.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_URL")]
+    pub to: String,
+    /// The shared vault's key-encryption key file (32 bytes, base64).
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_KEK_FILE")]
+    pub key_vault_kek_file: PathBuf,
+    /// The database's CA certificates (PEM), as for `serve`.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_CA_FILE")]
+    pub key_vault_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +325,16 @@ pub struct EraseArgs {
     /// The vault's master key file; `DATA/master.key` when not given.
     #[arg(long, env = "REFLEDGER_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// The shared key vault, as for `serve`.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_URL")]
+    pub key_vault: Option<String>,
+    /// The shared key vault's key-encryption key file, as for `serve`.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_KEK_FILE")]
+    pub key_vault_kek_file: Option<PathBuf>,
+    /// With `--key-vault ...?sslmode=require`: the CA certificates (PEM) that sign the
+    /// database's certificate, instead of the system's roots.
+    #[arg(long, env = "REFLEDGER_KEY_VAULT_CA_FILE")]
+    pub key_vault_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

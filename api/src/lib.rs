@@ -17,6 +17,7 @@ pub mod server;
 pub mod simulate;
 pub mod store;
 pub mod tokens;
+pub mod vault;
 pub mod verify;
 
 pub use http::{app, AppState};

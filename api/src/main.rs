@@ -41,6 +41,16 @@ fn main() -> ExitCode {
             Command::Read(args) => api::export::run_read(args).await.map_err(Into::into),
             Command::Verify(args) => api::offline::run_verify(&args.data).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::VaultMigrate(args) => vault_migrate(args),
+            Command::VaultRotateKek(args) => {
+                let keys = api::vault::run_vault_rotate_kek(&args)?;
+                println!(
+                    "re-wrapped {keys} keys under key-encryption key {}; start every instance \
+                     with the new file, then destroy the old one",
+                    args.new_kek_file.display()
+                );
+                Ok(())
+            }
             Command::Report(args) => report(args).await,
             Command::Erase(args) => erase(args).await,
             Command::Bench {
@@ -215,6 +225,21 @@ async fn migrate(args: api::cli::MigrateArgs) -> Result<(), Box<dyn std::error::
         report.appends,
         head(&report.source),
         head(&report.target)
+    );
+    Ok(())
+}
+
+/// `vault-migrate`: copies the data directory's vault into the shared one and says what
+/// it copied.
+fn vault_migrate(args: api::cli::VaultMigrateArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let report = api::vault::run_vault_migrate(&args)?;
+    println!(
+        "copied {} keys ({} already there), {} tombstones and {} fingerprints into the shared \
+         key vault",
+        report.keys_copied,
+        report.keys_present,
+        report.tombstones_copied,
+        report.fingerprints_copied
     );
     Ok(())
 }

@@ -306,7 +306,16 @@ pub async fn restrict(
 pub async fn run_erase(
     args: &crate::cli::EraseArgs,
 ) -> Result<ErasureResponse, Box<dyn std::error::Error>> {
-    let vault = crate::server::open_data_vault(&args.data, args.master_key_file.as_deref(), false)?;
+    let vault = crate::vault::open_vault(
+        crate::vault::VaultFlags {
+            data: &args.data,
+            master_key_file: args.master_key_file.as_deref(),
+            key_vault: args.key_vault.as_deref(),
+            key_vault_kek_file: args.key_vault_kek_file.as_deref(),
+            key_vault_ca_file: args.key_vault_ca_file.as_deref(),
+        },
+        false,
+    )?;
     let opened = crate::store::open(&args.data).await?;
     let metered = crate::store::metered(
         opened.store.clone(),

@@ -114,10 +114,20 @@ pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeE
     Ok((state, opened))
 }
 
-/// The key vault of the data directory (`DATA/vault`), under the master key of
-/// `--master-key-file`, or of `DATA/master.key`, generated there on first start.
+/// The shared vault of `--key-vault`, or the key vault of the data directory
+/// (`DATA/vault`), under the master key of `--master-key-file`, or of `DATA/master.key`,
+/// generated there on first start.
 fn open_vault(args: &ServeArgs) -> Result<Arc<dyn KeyVault>, ServeError> {
-    open_data_vault(&args.data, args.master_key_file.as_deref(), true)
+    crate::vault::open_vault(
+        crate::vault::VaultFlags {
+            data: &args.data,
+            master_key_file: args.master_key_file.as_deref(),
+            key_vault: args.key_vault.as_deref(),
+            key_vault_kek_file: args.key_vault_kek_file.as_deref(),
+            key_vault_ca_file: args.key_vault_ca_file.as_deref(),
+        },
+        true,
+    )
 }
 
 /// The key vault of the data directory `data`, under the master key in `master_key_file`

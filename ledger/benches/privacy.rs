@@ -1,6 +1,8 @@
 //! Rough costs of crypto-shredding, for the report and for regressions: sealing and
 //! opening a signup's personal fields, creating a subject's key (fsync'd), and erasing a
-//! subject (fsync'd). Run with `cargo bench -p ledger --bench privacy`.
+//! subject (fsync'd). Run with `cargo bench -p ledger --bench privacy`; with
+//! `--features pg-vault`, the same against the shared vault on the tests' throwaway
+//! PostgreSQL (unix socket, fsync off: the database's own durability costs are not in it).
 
 use std::time::Instant;
 
@@ -60,12 +62,30 @@ fn report(what: &str, count: usize, started: Instant) {
 fn main() {
     let dir = tempfile::TempDir::new().unwrap();
     let vault = DirVault::open(dir.path().join("vault"), MasterKey::generate().unwrap()).unwrap();
+    println!("directory vault:");
+    run(&vault, 20_000);
+    #[cfg(feature = "pg-vault")]
+    match ledger::privacy::vault::pg::testing::database() {
+        Ok(url) => {
+            let vault =
+                ledger::privacy::vault::pg::PgVault::connect(&url, MasterKey::generate().unwrap())
+                    .unwrap();
+            while !vault.listening() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            println!("PostgreSQL vault (throwaway cluster, unix socket, fsync off):");
+            run(&vault, 20_000);
+        }
+        Err(why) => println!("PostgreSQL vault: skipped: {why}"),
+    }
+}
 
+fn run(vault: &dyn KeyVault, rounds: usize) {
     let subjects: Vec<Uuid> = (0..500).map(|_| Uuid::new_v4()).collect();
     let started = Instant::now();
     let mut stored = Vec::new();
     for subject in &subjects {
-        stored.push(recorded(seal_payload(&vault, signup(*subject)).unwrap()));
+        stored.push(recorded(seal_payload(vault, signup(*subject)).unwrap()));
     }
     report(
         "seal signup, new subject (2 keys created, fsync)",
@@ -73,17 +93,16 @@ fn main() {
         started,
     );
 
-    let rounds = 20_000;
     let started = Instant::now();
     for round in 0..rounds {
         let subject = subjects[round % subjects.len()];
-        std::hint::black_box(seal_payload(&vault, signup(subject)).unwrap());
+        std::hint::black_box(seal_payload(vault, signup(subject)).unwrap());
     }
     report("seal signup, known subject (6 fields)", rounds, started);
 
     let started = Instant::now();
     for round in 0..rounds {
-        std::hint::black_box(open_payload(&vault, &stored[round % stored.len()]).unwrap());
+        std::hint::black_box(open_payload(vault, &stored[round % stored.len()]).unwrap());
     }
     report("open signup, cached keys (6 fields)", rounds, started);
 
@@ -105,7 +124,7 @@ fn main() {
 
     let started = Instant::now();
     for round in 0..rounds {
-        std::hint::black_box(open_payload(&vault, &stored[round % 200]).unwrap());
+        std::hint::black_box(open_payload(vault, &stored[round % 200]).unwrap());
     }
     report("open signup of an erased subject", rounds, started);
 }

@@ -240,6 +240,9 @@ pub async fn run(options: ApiBenchOptions) -> BenchResult<ApiBenchReport> {
         master_key_file: None,
         currency: "EUR".to_owned(),
         store: None,
+        key_vault: None,
+        key_vault_kek_file: None,
+        key_vault_ca_file: None,
     };
     let (state, opened) = api::server::prepare(&args)
         .await

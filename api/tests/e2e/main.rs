@@ -13,3 +13,5 @@ mod reports;
 mod shutdown;
 mod simulate;
 mod support;
+#[cfg(feature = "pg-vault")]
+mod vault;

@@ -449,10 +449,16 @@ pub fn bearer(token: &str) -> String {
 }
 
 pub fn spawn(data: &Path) -> Process {
+    spawn_with(data, &[])
+}
+
+/// `spawn`, with more flags for `serve`.
+pub fn spawn_with(data: &Path, extra: &[&std::ffi::OsStr]) -> Process {
     let mut child = Command::new(BINARY)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .args(["--token", BILLING, "--token", AUDITOR, "--token", PRIVACY])
+        .args(extra)
         .env_remove("REFLEDGER_TOKEN")
         // Everything the server would log, at the most talkative level.
         .env("RUST_LOG", "trace")

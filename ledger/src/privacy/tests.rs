@@ -3,6 +3,9 @@
 //! rotation, retention and legal hold under a simulated clock, vault outage, fingerprints,
 //! and the canary scan over log bytes, vault files and exports with the chain verified.
 
+#[cfg(feature = "pg-vault")]
+mod pg;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -46,6 +49,47 @@ fn new_vault() -> (TempDir, MasterKey, DirVault) {
     let master = MasterKey::generate().unwrap();
     let vault = open_vault(dir.path(), &master);
     (dir, master, vault)
+}
+
+/// A durable vault under test. `open` is a new handle on the same storage: a restart of
+/// the one instance, or, for a shared vault, another instance. The directory vault's
+/// handle must be dropped before the next is opened (it locks its directory).
+trait Storage {
+    fn open(&self) -> Box<dyn KeyVault>;
+    /// Stored keys (files, rows) of `subject`'s `group`.
+    fn keys_stored(&self, subject: SubjectId, group: ErasureGroup) -> usize;
+}
+
+struct DirStorage {
+    dir: TempDir,
+    master: MasterKey,
+}
+
+impl DirStorage {
+    fn new() -> DirStorage {
+        DirStorage {
+            dir: TempDir::new().unwrap(),
+            master: MasterKey::generate().unwrap(),
+        }
+    }
+}
+
+impl Storage for DirStorage {
+    fn open(&self) -> Box<dyn KeyVault> {
+        Box::new(open_vault(self.dir.path(), &self.master))
+    }
+
+    fn keys_stored(&self, subject: SubjectId, group: ErasureGroup) -> usize {
+        let name = format!("{}.{group}.json", subject.as_uuid().simple());
+        let keys = self.dir.path().join("vault/keys");
+        if !keys.exists() {
+            return 0;
+        }
+        files_below(&keys)
+            .iter()
+            .filter(|path| path.file_name().is_some_and(|file| file == name.as_str()))
+            .count()
+    }
 }
 
 fn subject(n: u128) -> SubjectId {
@@ -177,26 +221,33 @@ fn ciphertext_moved_or_altered_fails_to_open() {
 
 #[test]
 fn an_erased_subject_is_never_given_a_new_key() {
-    let dir = TempDir::new().unwrap();
-    let master = MasterKey::generate().unwrap();
+    check_an_erased_subject_is_never_given_a_new_key(&DirStorage::new());
+}
+
+fn check_an_erased_subject_is_never_given_a_new_key(storage: &dyn Storage) {
     let alice = subject(1);
     let at = context(Uuid::new_v4(), "AccountOpened", "email", alice);
     let sealed = {
-        let vault = open_vault(dir.path(), &master);
-        let sealed = seal(&vault, &at, &text("ada@example.com")).unwrap();
+        let vault = storage.open();
+        let sealed = seal(vault.as_ref(), &at, &text("ada@example.com")).unwrap();
+        let fingerprint = vault
+            .fingerprint(FingerprintKind::Email, &text("ada@example.com"))
+            .unwrap();
+        vault.record_fingerprint(alice, &fingerprint).unwrap();
+        assert_eq!(storage.keys_stored(alice, ErasureGroup::Profile), 1);
         assert_eq!(
             vault.shred(alice, ErasureGroup::Profile, day(0)).unwrap(),
             ShredOutcome::Shredded { at: day(0) }
         );
         sealed
     };
-    // Reopened, as after a restart: the tombstone is on disk, not only in memory.
-    let vault = open_vault(dir.path(), &master);
+    // Reopened, as after a restart: the tombstone is stored, not only in memory.
+    let vault = storage.open();
     assert_eq!(
-        open(&vault, &at, &sealed).unwrap(),
+        open(vault.as_ref(), &at, &sealed).unwrap(),
         Opened::Erased { at: day(0) }
     );
-    let error = seal(&vault, &at, &text("ada@example.com")).unwrap_err();
+    let error = seal(vault.as_ref(), &at, &text("ada@example.com")).unwrap_err();
     assert!(
         matches!(error, PrivacyError::SubjectErased { .. }),
         "{error}"
@@ -205,29 +256,31 @@ fn an_erased_subject_is_never_given_a_new_key() {
     let fingerprint = vault
         .fingerprint(FingerprintKind::Email, &text("ada@example.com"))
         .unwrap();
+    assert!(vault.subjects_with(&fingerprint).unwrap().is_empty());
     assert!(vault.record_fingerprint(alice, &fingerprint).is_err());
-    assert!(!dir
-        .path()
-        .join("vault/keys")
-        .read_dir()
-        .unwrap()
-        .any(|shard| { shard.unwrap().path().read_dir().unwrap().next().is_some() }));
+    assert_eq!(storage.keys_stored(alice, ErasureGroup::Profile), 0);
     // The payout group was not erased and still takes writes.
     let payout = context(Uuid::new_v4(), "PayoutDetailsSet", "legal_name", alice);
-    assert!(seal(&vault, &payout, &text("Ada Lovelace")).is_ok());
+    assert!(seal(vault.as_ref(), &payout, &text("Ada Lovelace")).is_ok());
+    assert_eq!(storage.keys_stored(alice, ErasureGroup::Payout), 1);
 }
 
 #[test]
 fn erasing_twice_changes_nothing() {
-    let (_dir, _master, vault) = new_vault();
+    check_erasing_twice_changes_nothing(&DirStorage::new());
+}
+
+fn check_erasing_twice_changes_nothing(storage: &dyn Storage) {
+    let vault = storage.open();
+    let vault = vault.as_ref();
     let alice = subject(1);
     let policy = RetentionPolicy::default();
     let mut state = PrivacyState::default();
-    let first = erase_subject(&vault, &state, alice, Uuid::from_u128(1), day(0), &policy)
+    let first = erase_subject(vault, &state, alice, Uuid::from_u128(1), day(0), &policy)
         .unwrap()
         .unwrap();
     state.apply(&first);
-    let again = erase_subject(&vault, &state, alice, Uuid::from_u128(2), day(1), &policy).unwrap();
+    let again = erase_subject(vault, &state, alice, Uuid::from_u128(2), day(1), &policy).unwrap();
     assert_eq!(again, None);
     assert_eq!(
         vault.shred(alice, ErasureGroup::Profile, day(2)).unwrap(),
@@ -242,56 +295,83 @@ fn erasing_twice_changes_nothing() {
 #[test]
 fn a_write_racing_an_erasure_is_either_erased_with_it_or_rejected() {
     for round in 0..8u128 {
-        let (_dir, _master, vault) = new_vault();
-        let vault = Arc::new(vault);
-        let alice = subject(100 + round);
-        let results: Vec<Result<(SealContext, Sealed), PrivacyError>> =
-            std::thread::scope(|scope| {
-                let writers: Vec<_> = (0..4)
-                    .map(|_| {
-                        let vault = Arc::clone(&vault);
-                        scope.spawn(move || {
-                            (0..25)
-                                .map(|_| {
-                                    let at =
-                                        context(Uuid::new_v4(), "AccountOpened", "email", alice);
-                                    seal(vault.as_ref(), &at, &text("race@example.com"))
-                                        .map(|sealed| (at, sealed))
-                                })
-                                .collect::<Vec<_>>()
+        let storage = DirStorage::new();
+        let vault: Arc<dyn KeyVault> = Arc::from(storage.open());
+        check_a_write_racing_an_erasure(&vault, &vault, subject(100 + round));
+    }
+}
+
+/// Writers on `writing` race one erasure on `erasing` (the same vault, or two instances
+/// of a shared one): every write either came first and is erased with the key, or is
+/// rejected.
+fn check_a_write_racing_an_erasure(
+    writing: &Arc<dyn KeyVault>,
+    erasing: &Arc<dyn KeyVault>,
+    alice: SubjectId,
+) {
+    let results: Vec<Result<(SealContext, Sealed), PrivacyError>> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let vault = Arc::clone(writing);
+                scope.spawn(move || {
+                    (0..25)
+                        .map(|_| {
+                            let at = context(Uuid::new_v4(), "AccountOpened", "email", alice);
+                            seal(vault.as_ref(), &at, &text("race@example.com"))
+                                .map(|sealed| (at, sealed))
                         })
-                    })
-                    .collect();
-                let eraser = {
-                    let vault = Arc::clone(&vault);
-                    scope.spawn(move || vault.shred(alice, ErasureGroup::Profile, day(0)).unwrap())
-                };
-                eraser.join().unwrap();
-                writers
-                    .into_iter()
-                    .flat_map(|writer| writer.join().unwrap())
-                    .collect()
-            });
-        for result in results {
-            match result {
-                // Written before the erasure: the value is gone with the key.
-                Ok((at, sealed)) => {
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let eraser = {
+            let vault = Arc::clone(erasing);
+            scope.spawn(move || vault.shred(alice, ErasureGroup::Profile, day(0)).unwrap())
+        };
+        assert_eq!(
+            eraser.join().unwrap(),
+            ShredOutcome::Shredded { at: day(0) }
+        );
+        writers
+            .into_iter()
+            .flat_map(|writer| writer.join().unwrap())
+            .collect()
+    });
+    // Another instance may serve the key from its cache until the shred's notification
+    // reaches it (the shared vault's documented bound); then it must read the erasure.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while writing
+        .erased_at(alice, ErasureGroup::Profile)
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the erasure never reached the writer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for result in results {
+        match result {
+            // Written before the erasure: the value is gone with the key, on both.
+            Ok((at, sealed)) => {
+                for vault in [erasing, writing] {
                     assert_eq!(
                         open(vault.as_ref(), &at, &sealed).unwrap(),
                         Opened::Erased { at: day(0) }
                     )
                 }
-                Err(error) => {
-                    assert!(
-                        matches!(error, PrivacyError::SubjectErased { .. }),
-                        "{error}"
-                    )
-                }
+            }
+            Err(error) => {
+                assert!(
+                    matches!(error, PrivacyError::SubjectErased { .. }),
+                    "{error}"
+                )
             }
         }
-        let at = context(Uuid::new_v4(), "AccountOpened", "email", alice);
-        assert!(seal(vault.as_ref(), &at, &text("late@example.com")).is_err());
     }
+    let at = context(Uuid::new_v4(), "AccountOpened", "email", alice);
+    assert!(seal(erasing.as_ref(), &at, &text("late@example.com")).is_err());
 }
 
 #[test]
@@ -369,13 +449,18 @@ fn master_key_rotation_rewraps_every_key_and_leaves_the_log_alone() {
 
 #[test]
 fn retention_and_legal_hold_decide_when_keys_die() {
-    let (_dir, _master, vault) = new_vault();
+    check_retention_and_legal_hold_decide_when_keys_die(&DirStorage::new());
+}
+
+fn check_retention_and_legal_hold_decide_when_keys_die(storage: &dyn Storage) {
+    let vault = storage.open();
+    let vault = vault.as_ref();
     let policy = RetentionPolicy::default();
     let alice = subject(1);
     let email_at = context(Uuid::new_v4(), "AccountOpened", "email", alice);
     let legal_at = context(Uuid::new_v4(), "PayoutDetailsSet", "legal_name", alice);
-    let email = seal(&vault, &email_at, &text("ada@example.com")).unwrap();
-    let legal = seal(&vault, &legal_at, &text("Ada Lovelace")).unwrap();
+    let email = seal(vault, &email_at, &text("ada@example.com")).unwrap();
+    let legal = seal(vault, &legal_at, &text("Ada Lovelace")).unwrap();
 
     let mut state = PrivacyState::default();
     state.note_payment(alice, day(0));
@@ -397,7 +482,7 @@ fn retention_and_legal_hold_decide_when_keys_die() {
     state.apply(&hold(day(5)));
 
     // Erasure under a hold: proof of the request, nothing destroyed.
-    let erased = erase_subject(&vault, &state, alice, Uuid::from_u128(9), day(10), &policy)
+    let erased = erase_subject(vault, &state, alice, Uuid::from_u128(9), day(10), &policy)
         .unwrap()
         .unwrap();
     let PrivacyEvent::SubjectErased(proof) = &erased else {
@@ -409,67 +494,64 @@ fn retention_and_legal_hold_decide_when_keys_die() {
         .iter()
         .all(|retained| retained.legal_basis == LegalBasis::LegalHold));
     state.apply(&erased);
-    assert!(run_shredder(&vault, &state, day(10), &policy)
+    assert!(run_shredder(vault, &state, day(10), &policy)
         .unwrap()
         .is_empty());
     assert_eq!(
-        plain(open(&vault, &email_at, &email).unwrap()),
+        plain(open(vault, &email_at, &email).unwrap()),
         "ada@example.com"
     );
 
     // Hold lifted: the profile goes at the next run, payout data stays for 7 years.
     state.apply(&lift(day(20)));
-    let run = run_shredder(&vault, &state, day(21), &policy).unwrap();
+    let run = run_shredder(vault, &state, day(21), &policy).unwrap();
     assert_eq!(run.len(), 1);
     for event in &run {
         state.apply(event);
     }
     assert_eq!(
-        open(&vault, &email_at, &email).unwrap(),
+        open(vault, &email_at, &email).unwrap(),
         Opened::Erased { at: day(21) }
     );
     assert_eq!(
-        plain(open(&vault, &legal_at, &legal).unwrap()),
+        plain(open(vault, &legal_at, &legal).unwrap()),
         "Ada Lovelace"
     );
 
     let retention_end = policy.payment_data_until(day(0));
-    assert!(run_shredder(
-        &vault,
-        &state,
-        retention_end - Duration::seconds(1),
-        &policy
-    )
-    .unwrap()
-    .is_empty());
+    assert!(
+        run_shredder(vault, &state, retention_end - Duration::seconds(1), &policy)
+            .unwrap()
+            .is_empty()
+    );
 
     // A new hold before retention ends keeps the payout key past it.
     state.apply(&hold(retention_end - Duration::days(1)));
     assert!(
-        run_shredder(&vault, &state, retention_end + Duration::days(100), &policy)
+        run_shredder(vault, &state, retention_end + Duration::days(100), &policy)
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        plain(open(&vault, &legal_at, &legal).unwrap()),
+        plain(open(vault, &legal_at, &legal).unwrap()),
         "Ada Lovelace"
     );
 
     state.apply(&lift(retention_end + Duration::days(200)));
-    let run = run_shredder(&vault, &state, retention_end + Duration::days(200), &policy).unwrap();
+    let run = run_shredder(vault, &state, retention_end + Duration::days(200), &policy).unwrap();
     assert_eq!(run.len(), 1);
     for event in &run {
         state.apply(event);
     }
     assert_eq!(
-        open(&vault, &legal_at, &legal).unwrap(),
+        open(vault, &legal_at, &legal).unwrap(),
         Opened::Erased {
             at: retention_end + Duration::days(200)
         }
     );
     // Done: later runs find nothing.
     assert!(
-        run_shredder(&vault, &state, retention_end + Duration::days(999), &policy)
+        run_shredder(vault, &state, retention_end + Duration::days(999), &policy)
             .unwrap()
             .is_empty()
     );
@@ -594,11 +676,13 @@ fn the_vault_refuses_a_wrong_master_key_and_a_second_process() {
 
 #[test]
 fn fingerprints_find_duplicates_until_the_subject_is_erased() {
-    let dir = TempDir::new().unwrap();
-    let master = MasterKey::generate().unwrap();
+    check_fingerprints_find_duplicates_until_the_subject_is_erased(&DirStorage::new());
+}
+
+fn check_fingerprints_find_duplicates_until_the_subject_is_erased(storage: &dyn Storage) {
     let (alice, bob) = (subject(1), subject(2));
     {
-        let vault = open_vault(dir.path(), &master);
+        let vault = storage.open();
         for (who, email, ip) in [
             (alice, "ada@example.com", "10.0.0.1"),
             (bob, "bob@example.com", "10.0.0.1"),
@@ -606,10 +690,12 @@ fn fingerprints_find_duplicates_until_the_subject_is_erased() {
             for (kind, value) in [(FingerprintKind::Email, email), (FingerprintKind::Ip, ip)] {
                 let fingerprint = vault.fingerprint(kind, &text(value)).unwrap();
                 vault.record_fingerprint(who, &fingerprint).unwrap();
+                // Recording again changes nothing.
+                vault.record_fingerprint(who, &fingerprint).unwrap();
             }
         }
     }
-    let vault = open_vault(dir.path(), &master);
+    let vault = storage.open();
     let email = vault
         .fingerprint(FingerprintKind::Email, &text("  ADA@Example.com "))
         .unwrap();
@@ -623,7 +709,7 @@ fn fingerprints_find_duplicates_until_the_subject_is_erased() {
     assert!(vault.subjects_with(&email).unwrap().is_empty());
     assert_eq!(vault.subjects_with(&ip).unwrap(), vec![bob]);
     drop(vault);
-    let vault = open_vault(dir.path(), &master);
+    let vault = storage.open();
     assert!(vault.subjects_with(&email).unwrap().is_empty());
     assert_eq!(vault.subjects_with(&ip).unwrap(), vec![bob]);
 }

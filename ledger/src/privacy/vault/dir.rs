@@ -33,7 +33,12 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::{DataKey, KeyLookup, KeyVault, MasterKey, ShredOutcome, KEY_SIZE};
+use super::{
+    data_key_aad, DataKey, KeyLookup, KeyVault, MasterKey, ShredOutcome, FINGERPRINT_KEY_AAD,
+    KEY_SIZE,
+};
+#[cfg(feature = "pg-vault")]
+use super::{VaultContents, VaultKeyRecord};
 use crate::privacy::fingerprint::{Fingerprint, FingerprintKind};
 use crate::privacy::{ErasureGroup, PersonalText, PrivacyError, SubjectId};
 
@@ -264,6 +269,68 @@ impl DirVault {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Everything the vault holds, keys unwrapped, to copy it into another vault
+    /// (`refledger vault-migrate`). Reads the disk, not the cache.
+    #[cfg(feature = "pg-vault")]
+    pub fn contents(&self) -> Result<VaultContents, PrivacyError> {
+        let state = self.lock();
+        self.check_reachable()?;
+        let mut contents = VaultContents {
+            fingerprint_key: state.fingerprint_key.clone(),
+            keys: Vec::new(),
+            tombstones: Vec::new(),
+            fingerprints: Vec::new(),
+        };
+        for path in list_files(&self.dir.join(TOMBSTONES_DIR))? {
+            let Some(file) = read_json::<TombstoneFile>(&path)? else {
+                continue;
+            };
+            check_names(
+                &path,
+                (file.format, file.subject, file.group),
+                (file.subject, file.group),
+            )?;
+            contents
+                .tombstones
+                .push((file.subject, file.group, file.erased_at));
+        }
+        for path in list_files(&self.dir.join(KEYS_DIR))? {
+            let Some(file) = read_json::<KeyFile>(&path)? else {
+                continue;
+            };
+            check_names(
+                &path,
+                (file.format, file.subject, file.group),
+                (file.subject, file.group),
+            )?;
+            if path != self.path(KEYS_DIR, file.subject, file.group) {
+                return Err(PrivacyError::VaultCorrupted {
+                    path,
+                    reason: format!(
+                        "the key file names {} of subject {}",
+                        file.group, file.subject
+                    ),
+                });
+            }
+            let key = self.unwrap_key_file(&path, &file)?;
+            contents.keys.push(VaultKeyRecord {
+                subject: file.subject,
+                group: file.group,
+                key,
+                created_at: file.created_at,
+            });
+        }
+        for path in list_files(&self.dir.join(FINGERPRINTS_DIR))? {
+            let Some(file) = read_json::<FingerprintFile>(&path)? else {
+                continue;
+            };
+            for fingerprint in file.fingerprints {
+                contents.fingerprints.push((file.subject, fingerprint));
+            }
+        }
+        Ok(contents)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -551,18 +618,6 @@ impl KeyVault for DirVault {
             .map(|subjects| subjects.iter().copied().collect())
             .unwrap_or_default())
     }
-}
-
-const FINGERPRINT_KEY_AAD: &[u8] = b"refledger.vault.fingerprint-key.v1";
-
-fn data_key_aad(subject: SubjectId, group: ErasureGroup, key_id: Uuid, version: u32) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(64);
-    aad.extend_from_slice(b"refledger.vault.data-key.v1");
-    aad.extend_from_slice(subject.as_uuid().as_bytes());
-    aad.push(group.tag());
-    aad.extend_from_slice(key_id.as_bytes());
-    aad.extend_from_slice(&version.to_le_bytes());
-    aad
 }
 
 /// A vault file must be of a known format and name the subject and group its path does:

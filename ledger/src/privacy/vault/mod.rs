@@ -11,6 +11,8 @@
 
 pub mod dir;
 pub mod memory;
+#[cfg(feature = "pg-vault")]
+pub mod pg;
 
 use std::fmt;
 use std::path::Path;
@@ -30,6 +32,27 @@ use super::{random_bytes, ErasureGroup, PersonalText, PrivacyError, SubjectId};
 
 /// Bytes of every key: data keys, the fingerprint key and the master key (AES-256).
 pub const KEY_SIZE: usize = 32;
+
+/// The associated data binding a wrapped fingerprint key to its purpose, in every vault.
+pub(crate) const FINGERPRINT_KEY_AAD: &[u8] = b"refledger.vault.fingerprint-key.v1";
+
+/// The associated data binding a wrapped data key to its subject, group, id and version:
+/// a wrapped key copied onto another subject's record does not open. The same in every
+/// vault, so a key moves between vaults by re-wrapping alone.
+pub(crate) fn data_key_aad(
+    subject: SubjectId,
+    group: ErasureGroup,
+    key_id: Uuid,
+    version: u32,
+) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(64);
+    aad.extend_from_slice(b"refledger.vault.data-key.v1");
+    aad.extend_from_slice(subject.as_uuid().as_bytes());
+    aad.push(group.tag());
+    aad.extend_from_slice(key_id.as_bytes());
+    aad.extend_from_slice(&version.to_le_bytes());
+    aad
+}
 
 /// What the vault holds for a key the log refers to.
 #[derive(Clone, Debug)]
@@ -103,6 +126,50 @@ pub trait KeyVault: Send + Sync {
 
     /// The subjects recorded with `fingerprint`, in id order.
     fn subjects_with(&self, fingerprint: &Fingerprint) -> Result<Vec<SubjectId>, PrivacyError>;
+}
+
+/// Everything a vault holds, data keys and the fingerprint key in clear, to copy one vault
+/// into another (`refledger vault-migrate`). `Debug` shows counts only.
+#[cfg(feature = "pg-vault")]
+pub struct VaultContents {
+    pub(crate) fingerprint_key: Zeroizing<[u8; KEY_SIZE]>,
+    pub(crate) keys: Vec<VaultKeyRecord>,
+    pub(crate) tombstones: Vec<(SubjectId, ErasureGroup, DateTime<Utc>)>,
+    pub(crate) fingerprints: Vec<(SubjectId, Fingerprint)>,
+}
+
+#[cfg(feature = "pg-vault")]
+pub(crate) struct VaultKeyRecord {
+    pub(crate) subject: SubjectId,
+    pub(crate) group: ErasureGroup,
+    pub(crate) key: DataKey,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+#[cfg(feature = "pg-vault")]
+impl VaultContents {
+    pub fn keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn tombstones(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    pub fn fingerprints(&self) -> usize {
+        self.fingerprints.len()
+    }
+}
+
+#[cfg(feature = "pg-vault")]
+impl fmt::Debug for VaultContents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultContents")
+            .field("keys", &self.keys.len())
+            .field("tombstones", &self.tombstones.len())
+            .field("fingerprints", &self.fingerprints.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A data key in memory. `Debug` shows its id and version only; the bytes are wiped when
