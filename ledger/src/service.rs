@@ -1104,15 +1104,12 @@ mod tests {
     use crate::domain::ids::{Fingerprint, GrantId, PersonaId, RefundId, SpendId, SubscriptionId};
     use crate::domain::payment::RefundKind;
     use crate::domain::postings::{postings, Side};
+    use crate::domain::scenario::account_id as id;
     use crate::domain::scenario::{at, eur};
     use crate::domain::{Credits, Money, Period};
     use crate::store::intercept::{AppendHook, Intercepted};
     use crate::store::memory::MemoryStore;
     use crate::store::{AppendOutcome, NewEvent};
-
-    fn id(n: u8) -> AccountId {
-        AccountId::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}")).unwrap()
-    }
 
     fn meta(n: u128) -> CommandMeta {
         CommandMeta::new(Uuid::from_u128(n))

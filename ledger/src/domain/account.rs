@@ -729,11 +729,8 @@ fn add_grant(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::scenario::account_id;
     use crate::domain::scenario::{at, Given};
-
-    pub(crate) fn account_id(n: u8) -> AccountId {
-        AccountId::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}")).unwrap()
-    }
 
     fn fingerprint(text: &str) -> Fingerprint {
         Fingerprint::parse(text).unwrap()

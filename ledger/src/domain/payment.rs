@@ -503,11 +503,8 @@ mod tests {
     use crate::domain::ids::SubscriptionId;
     use crate::domain::money::Rate;
     use crate::domain::plan::PlanVersion;
+    use crate::domain::scenario::account_id;
     use crate::domain::scenario::{at, eur, of_type, Given};
-
-    fn account_id(n: u8) -> AccountId {
-        AccountId::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}")).unwrap()
-    }
 
     fn member(n: u8) -> UplineMember {
         UplineMember {

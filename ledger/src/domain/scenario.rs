@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::events::DomainEvent;
 use super::money::Money;
+use super::AccountId;
 use super::Rejection;
 
 /// A state built by folding `events` with `evolve`.
@@ -54,6 +55,12 @@ pub fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .expect("test timestamps are RFC 3339")
         .with_timezone(&Utc)
+}
+
+/// The test account numbered `n`: `00000000-0000-4000-8000-0000000000nn`.
+pub fn account_id(n: u8) -> AccountId {
+    AccountId::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}"))
+        .expect("test account ids are valid")
 }
 
 pub fn eur(amount: &str) -> Money {

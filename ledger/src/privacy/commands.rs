@@ -335,6 +335,7 @@ mod tests {
     use crate::domain::events::{DomainEvent, PaymentKind, PersonalData};
     use crate::domain::ids::{Fingerprint, PaymentId, SubscriptionId};
     use crate::domain::payment::RecordPayment;
+    use crate::domain::scenario::account_id as id;
     use crate::domain::{Money, ReferralCode};
     use crate::privacy::events::{HoldReason, LegalBasis, LegalHoldLifted, LegalHoldPlaced};
     use crate::privacy::payload::Replacement;
@@ -343,10 +344,6 @@ mod tests {
     use crate::privacy::{ErasureGroup, KeyVault};
     use crate::service::LedgerConfig;
     use crate::store::memory::MemoryStore;
-
-    fn id(n: u8) -> AccountId {
-        AccountId::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}")).unwrap()
-    }
 
     fn meta(n: u128) -> CommandMeta {
         CommandMeta::new(Uuid::from_u128(n))

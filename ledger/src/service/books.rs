@@ -174,16 +174,13 @@ mod tests {
     use crate::domain::events::{PaymentKind, PersonalData};
     use crate::domain::ids::{Fingerprint, OrganisationId, PaymentId, SubscriptionId};
     use crate::domain::payment::RecordPayment;
+    use crate::domain::scenario::account_id as id;
     use crate::domain::scenario::{at, eur};
-    use crate::domain::{AccountId, Period, Rate, ReferralCode};
+    use crate::domain::{Period, Rate, ReferralCode};
     use crate::privacy::retention::RetentionPolicy;
     use crate::privacy::vault::memory::MemoryVault;
     use crate::service::LedgerConfig;
     use crate::store::memory::MemoryStore;
-
-    fn id(n: u8) -> AccountId {
-        AccountId::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}")).unwrap()
-    }
 
     fn meta(n: u128) -> CommandMeta {
         CommandMeta::new(Uuid::from_u128(n))
