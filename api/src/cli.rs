@@ -212,6 +212,12 @@ pub struct ServeArgs {
     /// database's certificate, instead of the system's roots.
     #[arg(long, env = "REFLEDGER_KEY_VAULT_CA_FILE")]
     pub key_vault_ca_file: Option<PathBuf>,
+    /// A file holding the key (32 bytes) of the server's keyed hashes, such as the account
+    /// id derived from a signup's `Idempotency-Key`: the same file on every instance behind
+    /// one load balancer, so a retry derives the same id wherever it lands. It must exist.
+    /// `DATA/fingerprint.key`, generated on first start, when not given.
+    #[arg(long, env = "REFLEDGER_FINGERPRINT_KEY_FILE")]
+    pub fingerprint_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -10,15 +10,20 @@ use sha2::{Digest as _, Sha256};
 /// `Idempotency-Key`). Email and IP fingerprints are the vault's tokens instead.
 pub const FINGERPRINT_KEY_FILE_NAME: &str = "fingerprint.key";
 
+/// Reads a 32-byte key that must exist.
+pub fn read_key(path: &Path) -> std::io::Result<[u8; 32]> {
+    std::fs::read(path)?.try_into().map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} must hold exactly 32 bytes", path.display()),
+        )
+    })
+}
+
 /// Reads a 32-byte key, or creates it (mode 0600, synced) on first use.
 pub fn read_or_create_key(path: &Path) -> std::io::Result<[u8; 32]> {
-    match std::fs::read(path) {
-        Ok(bytes) => bytes.try_into().map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} must hold exactly 32 bytes", path.display()),
-            )
-        }),
+    match read_key(path) {
+        Ok(key) => Ok(key),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let key = random_key();
             let mut options = OpenOptions::new();

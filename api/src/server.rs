@@ -15,7 +15,7 @@ use ledger::service::LedgerConfig;
 use crate::cli::ServeArgs;
 use crate::http::AppState;
 use crate::idempotency::Idempotency;
-use crate::keys::{read_or_create_key, Fingerprinter, FINGERPRINT_KEY_FILE_NAME};
+use crate::keys::{read_key, read_or_create_key, Fingerprinter, FINGERPRINT_KEY_FILE_NAME};
 use crate::store::OpenedStore;
 use crate::tokens::{resolve_tokens, TokenSource, Tokens};
 
@@ -63,13 +63,21 @@ pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeE
         ),
         source,
     })?;
-    let fingerprint_key =
-        read_or_create_key(&args.data.join(FINGERPRINT_KEY_FILE_NAME)).map_err(|source| {
-            ServeError::Io {
-                context: format!("cannot read the fingerprint key in {}", args.data.display()),
-                source,
-            }
-        })?;
+    let fingerprint_key = match &args.fingerprint_key_file {
+        // Shared by several instances: made once by the operator, never here.
+        Some(path) => read_key(path),
+        None => read_or_create_key(&args.data.join(FINGERPRINT_KEY_FILE_NAME)),
+    }
+    .map_err(|source| ServeError::Io {
+        context: format!(
+            "cannot read the fingerprint key {}",
+            args.fingerprint_key_file
+                .clone()
+                .unwrap_or_else(|| args.data.join(FINGERPRINT_KEY_FILE_NAME))
+                .display()
+        ),
+        source,
+    })?;
     let currency = Currency::parse(&args.currency)
         .map_err(|error| ServeError::Config(format!("--currency: {}", error.problem)))?;
     let vault = open_vault(args)?;

@@ -243,6 +243,7 @@ pub async fn run(options: ApiBenchOptions) -> BenchResult<ApiBenchReport> {
         key_vault: None,
         key_vault_kek_file: None,
         key_vault_ca_file: None,
+        fingerprint_key_file: None,
     };
     let (state, opened) = api::server::prepare(&args)
         .await

@@ -431,3 +431,61 @@ fn simulate_writes_a_data_directory_that_verify_and_summarize_read() {
     let events = summary["events"].as_u64().unwrap();
     assert!(text.contains(&format!("files: {events} events")), "{text}");
 }
+
+/// Two instances behind one load balancer: given the same `--fingerprint-key-file`, a
+/// signup retried with the same `Idempotency-Key` gets the same account id from either.
+/// Without it each derives ids under its own `DATA/fingerprint.key`.
+#[tokio::test]
+async fn instances_sharing_a_fingerprint_key_derive_the_same_account_id() {
+    use crate::privacy::{bearer, spawn_with, stop, BILLING};
+    let root = tempfile::tempdir().unwrap();
+    let key_file = root.path().join("shared-fingerprint.key");
+    std::fs::write(&key_file, [7u8; 32]).unwrap();
+    let client = reqwest::Client::new();
+    let signup = |base: String| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .post(format!("{base}/v1/accounts"))
+                .header("Authorization", bearer(BILLING))
+                .header("Idempotency-Key", "signup-retried-elsewhere")
+                .json(&serde_json::json!({"name": "Ida", "email": "ida@example.org"}))
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            let body: serde_json::Value = response.json().await.unwrap();
+            body["account_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let mut ids = Vec::new();
+    for (name, shared) in [("a", true), ("b", true), ("c", false)] {
+        let data = root.path().join(name);
+        let flags: Vec<&std::ffi::OsStr> = if shared {
+            vec!["--fingerprint-key-file".as_ref(), key_file.as_os_str()]
+        } else {
+            Vec::new()
+        };
+        let mut process = spawn_with(&data, &flags);
+        ids.push(signup(process.base.clone()).await);
+        stop(&mut process);
+    }
+    assert_eq!(ids[0], ids[1], "the same key derives the same id");
+    assert_ne!(ids[0], ids[2], "another instance's own key derives another");
+
+    // A shared key file that is not there is an error naming it, not a new key.
+    let missing = root.path().join("missing.key");
+    let output = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(root.path().join("d"))
+        .arg("--fingerprint-key-file")
+        .arg(&missing)
+        .args(["--token", BILLING])
+        .env_remove("REFLEDGER_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("missing.key"), "{stderr}");
+    assert!(!missing.exists());
+}
