@@ -24,6 +24,9 @@
 //! email), and an unsalted hash of it could be tested against guesses. Responses are kept
 //! as they were sent, so no response of an idempotent command may hold personal data.
 //!
+//! Spends do not use the table: their ids live in the account's wallet, and the spend
+//! handler answers a retry from the log (`Ledger::balance_after_spend`).
+//!
 //! Only successes are recorded. A rejected command (not enough credits, a bad field)
 //! wrote nothing, so its retry is decided again, which is what a client that fixed the
 //! cause expects.

@@ -28,7 +28,7 @@ use crate::domain::account::{
 };
 use crate::domain::donation::{self, AllocateDonation, DonationState, RevenueBook};
 use crate::domain::events::{upcast, DomainEvent, PaymentKind, UpcastError};
-use crate::domain::ids::{AccountId, PaymentId, ReferralCode};
+use crate::domain::ids::{AccountId, PaymentId, ReferralCode, SpendId};
 use crate::domain::payment::{
     self, Payment, PaymentContext, PaymentState, RecordPayment, RefundPayment, ReviewCommission,
     UplineMember,
@@ -621,6 +621,52 @@ impl<S: EventStore> Ledger<S> {
         let value = read(loaded.state.account.as_ref());
         self.keep(loaded);
         Ok(value)
+    }
+
+    /// What spend `spend_id` of account `id` answered: the account's balance right after
+    /// it, at the spend's own time. `None` if the account recorded no such spend. Folds
+    /// the account's stream from the start up to the spend, without personal data: the
+    /// path of a retried spend, not of a new one (which answers from the cached state).
+    pub async fn balance_after_spend(
+        &self,
+        id: AccountId,
+        spend_id: &SpendId,
+    ) -> Result<Option<crate::domain::Credits>, LedgerError> {
+        let stream = streams::account(id);
+        let mut state = AccountState::default();
+        let mut next = 0;
+        loop {
+            let page = self
+                .store
+                .read_stream(
+                    &stream,
+                    StreamFrom::Revision(next),
+                    Direction::Forward,
+                    PAGE_SIZE_MAX,
+                )
+                .await?;
+            for recorded in &page {
+                next = recorded.revision + 1;
+                let payload = redact_payload(recorded).map_err(LedgerError::Privacy)?;
+                let event = decode_payload(recorded, &payload)?;
+                let spent_at = match &event {
+                    DomainEvent::CreditsSpent(spent) if spent.spend_id == *spend_id => {
+                        Some(spent.spent_at)
+                    }
+                    _ => None,
+                };
+                state = account::evolve(state, &event);
+                if let Some(at) = spent_at {
+                    return Ok(state
+                        .account
+                        .as_ref()
+                        .map(|account| account.wallet.balance_at(at)));
+                }
+            }
+            if page.len() < PAGE_SIZE_MAX {
+                return Ok(None);
+            }
+        }
     }
 
     /// The account that owns a referral code, if any.
@@ -1689,6 +1735,64 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_spend_answers_again_with_the_balance_right_after_it() {
+        let ledger = ledger();
+        chain(&ledger, 1).await;
+        let command = |n: u128, command: AccountCommand| {
+            let ledger = &ledger;
+            async move {
+                ledger
+                    .account_command(
+                        meta(n),
+                        &ForAccount {
+                            account_id: id(1),
+                            command,
+                        },
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        command(
+            300,
+            AccountCommand::GrantCredits {
+                grant_id: GrantId::parse("g").unwrap(),
+                credits: Credits::new(10).unwrap(),
+                reason: GrantReason::Promotion,
+                expires_at: None,
+                granted_at: at("2026-09-02T00:00:00Z"),
+            },
+        )
+        .await;
+        for (n, spend_id, credits) in [(301, "s1", 3), (302, "s2", 2)] {
+            command(
+                n,
+                AccountCommand::SpendCredits {
+                    spend_id: SpendId::parse(spend_id).unwrap(),
+                    persona: PersonaId::parse("p").unwrap(),
+                    credits: Credits::new(credits).unwrap(),
+                    spent_at: at("2026-09-03T00:00:00Z"),
+                },
+            )
+            .await;
+        }
+        let after = |spend_id: &str| {
+            let spend_id = SpendId::parse(spend_id).unwrap();
+            let ledger = &ledger;
+            async move {
+                ledger
+                    .balance_after_spend(id(1), &spend_id)
+                    .await
+                    .unwrap()
+                    .map(|balance| balance.units())
+            }
+        };
+        assert_eq!(after("s1").await, Some(7));
+        assert_eq!(after("s2").await, Some(5));
+        assert_eq!(after("never").await, None);
     }
 
     #[tokio::test]
