@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::domain::account::{
     self, AccountState, ForAccount, FraudPolicy, OpenAccount, ReferralCodeState,
 };
-use crate::domain::donation::{self, AllocateDonation, DonationState, RevenueBook};
+use crate::domain::donation::{AllocateDonation, DonationState};
 use crate::domain::events::{upcast, DomainEvent, PaymentKind, UpcastError};
 use crate::domain::ids::{AccountId, PaymentId, ReferralCode, SpendId};
 use crate::domain::payment::{
@@ -34,7 +34,7 @@ use crate::domain::payment::{
     UplineMember,
 };
 use crate::domain::payout::{
-    self, AffiliateBalance, PayableBook, PayoutContext, PayoutsState, RunPayouts, SettlePayout,
+    self, AffiliateBalance, PayableBook, PayoutsState, RunPayouts, SettlePayout,
 };
 use crate::domain::plan::{self, PlanState, PublishPlan};
 use crate::domain::{streams, Currency, Rejection};
@@ -540,38 +540,16 @@ impl<S: EventStore> Ledger<S> {
         .await
     }
 
-    /// Runs the payouts of a period from the payable balances at its as-of time.
+    /// Runs the payouts of a period from the payable balances at its as-of time, folding
+    /// the whole log for them (the server runs it once a month; a writer that runs it
+    /// again and again keeps [`LogBooks`] and calls [`Ledger::run_payouts_with`]).
     pub async fn run_payouts(
         &self,
         meta: CommandMeta,
         command: &RunPayouts,
     ) -> Result<Outcome, LedgerError> {
-        let stream = streams::payouts();
-        for _ in 0..ATTEMPTS_MAX {
-            let payouts = self
-                .load(&stream, PayoutsState::default(), payout::evolve)
-                .await?;
-            // The book is read after the payouts stream, so it holds every run that stream
-            // holds; the append below fails if another run lands in between.
-            let book = self.payable_book().await?;
-            let plans = self.plan_state().await?;
-            let context = PayoutContext {
-                balances: book.balances_at(command.as_of),
-                minimum_payout: plans.in_force_at(command.as_of).minimum_payout,
-            };
-            let events = payout::decide_run(&payouts.state, &context, command)?;
-            let revision = payouts.revision;
-            self.keep(payouts);
-            match self
-                .append_or_recall(meta, &stream, revision, &events)
-                .await
-            {
-                Ok(appended) => return Ok(appended.outcome),
-                Err(AppendFailure::Moved) => continue,
-                Err(AppendFailure::Failed(error)) => return Err(error),
-            }
-        }
-        Err(LedgerError::Contention { stream })
+        let mut books = LogBooks::new(self.config.currency);
+        self.run_payouts_with(meta, command, &mut books).await
     }
 
     pub async fn settle_payout(
@@ -594,15 +572,8 @@ impl<S: EventStore> Ledger<S> {
         meta: CommandMeta,
         command: &AllocateDonation,
     ) -> Result<Outcome, LedgerError> {
-        let net_revenue = self.revenue_book().await?.net_revenue(command.period);
-        self.decide_and_append(
-            meta,
-            &streams::donation(command.period),
-            DonationState::default,
-            donation::evolve,
-            |state| donation::decide(state, net_revenue, command),
-        )
-        .await
+        let mut books = LogBooks::new(self.config.currency);
+        self.allocate_donation_with(meta, command, &mut books).await
     }
 
     /// An account's state, or `None` if it does not exist.
@@ -742,12 +713,6 @@ impl<S: EventStore> Ledger<S> {
 
     async fn payable_book(&self) -> Result<PayableBook, LedgerError> {
         let mut book = PayableBook::new(self.config.currency);
-        self.fold_all(|event| book.apply(event)).await?;
-        Ok(book)
-    }
-
-    async fn revenue_book(&self) -> Result<RevenueBook, LedgerError> {
-        let mut book = RevenueBook::new(self.config.currency);
         self.fold_all(|event| book.apply(event)).await?;
         Ok(book)
     }
