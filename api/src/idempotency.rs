@@ -350,25 +350,21 @@ impl Idempotency {
             return Ok(0);
         }
         let dir = log.path.parent().unwrap_or(Path::new("."));
-        let compacting = dir.join(COMPACTING_FILE_NAME);
-        let mut out = std::io::BufWriter::new(File::create(&compacting)?);
         let mut length = 0u64;
         // In recording order is not needed (keys are unique); sorted, so that the same
         // table always compacts to the same bytes.
         let mut kept: Vec<&mut Record> = records.values_mut().collect();
         kept.sort_by(|a, b| (a.at, &a.key.kind, &a.key.id).cmp(&(b.at, &b.key.kind, &b.key.id)));
-        for record in kept {
-            record.at.get_or_insert(now);
-            let mut line = serde_json::to_vec(&*record).map_err(std::io::Error::other)?;
-            line.push(b'\n');
-            out.write_all(&line)?;
-            length += line.len() as u64;
-        }
-        let file = out.into_inner().map_err(|error| error.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&compacting, &log.path)?;
-        File::open(dir)?.sync_all()?;
+        ledger::durable::replace_file(&log.path, &dir.join(COMPACTING_FILE_NAME), |out| {
+            for record in kept {
+                record.at.get_or_insert(now);
+                let mut line = serde_json::to_vec(&*record).map_err(std::io::Error::other)?;
+                line.push(b'\n');
+                out.write_all(&line)?;
+                length += line.len() as u64;
+            }
+            Ok(())
+        })?;
         let mut reopened = OpenOptions::new().read(true).append(true).open(&log.path)?;
         reopened.seek(SeekFrom::End(0))?;
         writer.file = reopened;

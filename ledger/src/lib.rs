@@ -5,6 +5,7 @@
 //! and decides commands, and every layer above reads what it wrote.
 
 pub mod domain;
+pub mod durable;
 pub mod hex;
 pub mod privacy;
 pub mod service;

@@ -603,14 +603,41 @@ impl<S: EventStore> Ledger<S> {
         id: AccountId,
         spend_id: &SpendId,
     ) -> Result<Option<crate::domain::Credits>, LedgerError> {
-        let stream = streams::account(id);
         let mut state = AccountState::default();
+        let mut balance = None;
+        self.each_event_of(&streams::account(id), |recorded| {
+            let payload = redact_payload(recorded).map_err(LedgerError::Privacy)?;
+            let event = decode_payload(recorded, &payload)?;
+            let spent_at = match &event {
+                DomainEvent::CreditsSpent(spent) if spent.spend_id == *spend_id => {
+                    Some(spent.spent_at)
+                }
+                _ => None,
+            };
+            state = account::evolve(std::mem::take(&mut state), &event);
+            balance = spent_at.and_then(|at| {
+                let account = state.account.as_ref()?;
+                Some(account.wallet.balance_at(at))
+            });
+            Ok(balance.is_none())
+        })
+        .await?;
+        Ok(balance)
+    }
+
+    /// Hands every event of `stream` to `visit`, oldest first, a page at a time, until
+    /// `visit` answers `false` or the stream ends.
+    async fn each_event_of(
+        &self,
+        stream: &StreamName,
+        mut visit: impl FnMut(&RecordedEvent) -> Result<bool, LedgerError>,
+    ) -> Result<(), LedgerError> {
         let mut next = 0;
         loop {
             let page = self
                 .store
                 .read_stream(
-                    &stream,
+                    stream,
                     StreamFrom::Revision(next),
                     Direction::Forward,
                     PAGE_SIZE_MAX,
@@ -618,24 +645,12 @@ impl<S: EventStore> Ledger<S> {
                 .await?;
             for recorded in &page {
                 next = recorded.revision + 1;
-                let payload = redact_payload(recorded).map_err(LedgerError::Privacy)?;
-                let event = decode_payload(recorded, &payload)?;
-                let spent_at = match &event {
-                    DomainEvent::CreditsSpent(spent) if spent.spend_id == *spend_id => {
-                        Some(spent.spent_at)
-                    }
-                    _ => None,
-                };
-                state = account::evolve(state, &event);
-                if let Some(at) = spent_at {
-                    return Ok(state
-                        .account
-                        .as_ref()
-                        .map(|account| account.wallet.balance_at(at)));
+                if !visit(recorded)? {
+                    return Ok(());
                 }
             }
             if page.len() < PAGE_SIZE_MAX {
-                return Ok(None);
+                return Ok(());
             }
         }
     }
@@ -930,29 +945,16 @@ impl<S: EventStore> Ledger<S> {
         stream: &StreamName,
     ) -> Result<Outcome, LedgerError> {
         let mut outcome = Outcome::nothing();
-        let mut next = 0;
-        loop {
-            let page = self
-                .store
-                .read_stream(
-                    stream,
-                    StreamFrom::Revision(next),
-                    Direction::Forward,
-                    PAGE_SIZE_MAX,
-                )
-                .await?;
-            for recorded in &page {
-                next = recorded.revision + 1;
-                if recorded.metadata.causation_id == Some(meta.command_id) {
-                    outcome.events.push(self.decode(recorded)?);
-                    outcome.position = Some(recorded.position);
-                    outcome.replayed = true;
-                }
+        self.each_event_of(stream, |recorded| {
+            if recorded.metadata.causation_id == Some(meta.command_id) {
+                outcome.events.push(self.decode(recorded)?);
+                outcome.position = Some(recorded.position);
+                outcome.replayed = true;
             }
-            if page.len() < PAGE_SIZE_MAX {
-                return Ok(outcome);
-            }
-        }
+            Ok(true)
+        })
+        .await?;
+        Ok(outcome)
     }
 
     /// Reads the whole log in order and hands every event to `apply`, personal fields

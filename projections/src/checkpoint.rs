@@ -18,7 +18,7 @@
 //! Writing: the bytes go to `<name>.checkpoint.tmp`, which is fsynced, renamed over the
 //! checkpoint, and the directory is fsynced so the rename itself survives a power loss.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -102,20 +102,8 @@ impl CheckpointDir {
         let path = self.file_of(name)?;
         let temporary = path.with_extension("checkpoint.tmp");
         let bytes = encode(checkpoint)?;
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&temporary)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            drop(file);
-            fs::rename(&temporary, &path)?;
-            // The rename is only durable once the directory entry is.
-            File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|error| checkpoint_error(&path, error))?;
+        ledger::durable::replace_file(&path, &temporary, |out| out.write_all(&bytes))
+            .map_err(|error| checkpoint_error(&path, error))?;
         Ok(())
     }
 }

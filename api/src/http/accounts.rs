@@ -6,7 +6,7 @@ use std::collections::{HashSet, VecDeque};
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -20,11 +20,11 @@ use ledger::domain::{AccountId, Credits, ReferralCode};
 use ledger::service::CommandMeta;
 
 use super::auth::{Authorized, BillingOnly};
-use super::command::{body, fresh_or_repeat, idempotent, stated_time};
+use super::command::{body, fresh_or_repeat, idempotent, respond, stated_time};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
 use super::events::rfc3339;
 use super::AppState;
-use crate::idempotency::{CommandKey, IdempotencyKeyHeader};
+use crate::idempotency::{CommandKey, Completed, IdempotencyKeyHeader};
 use crate::store::MeteredStore;
 use ledger::privacy::domain::{fingerprint_token, record_fingerprints};
 use ledger::privacy::fingerprint::FingerprintKind;
@@ -575,21 +575,23 @@ pub async fn spend_credits(
             .balance_after_spend(account, &spend_id)
             .await?
             .ok_or_else(|| ApiError::internal("a repeated spend is not in its account's stream"))?;
-        let response = BalanceResponse {
-            balance: balance.units(),
-        };
-        return Ok((
-            StatusCode::OK,
-            [("idempotent-replayed", "true")],
-            Json(body(&response)?),
-        )
-            .into_response());
+        return Ok(respond(Completed {
+            status: StatusCode::OK,
+            body: body(&BalanceResponse {
+                balance: balance.units(),
+            })?,
+            replayed: true,
+        }));
     }
     let balance = read_existing(&state.ledger, account, |after| {
         after.wallet.balance_at(spent_at).units()
     })
     .await?;
-    Ok((StatusCode::OK, Json(body(&BalanceResponse { balance })?)).into_response())
+    Ok(respond(Completed {
+        status: StatusCode::OK,
+        body: body(&BalanceResponse { balance })?,
+        replayed: false,
+    }))
 }
 
 /// The referral chain above an account, its referrer first.

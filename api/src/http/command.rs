@@ -38,7 +38,8 @@ where
     Ok(respond(completed))
 }
 
-fn respond(completed: Completed) -> Response {
+/// The response of a completed command; a replay carries `Idempotent-Replayed: true`.
+pub fn respond(completed: Completed) -> Response {
     let mut response = (completed.status, Json(completed.body)).into_response();
     if completed.replayed {
         response.headers_mut().insert(

@@ -216,7 +216,7 @@ impl DirVault {
         // Announce the rotation first: from here on the vault refuses to open until the
         // rotation is complete, so no key is wrapped by a mix nobody knows about.
         header.rotating_to = Some(new_id.clone());
-        write_json(dir, &header_path, &header)?;
+        write_json(&header_path, &header)?;
 
         let mut keys_rewrapped = 0;
         for path in list_files(&dir.join(KEYS_DIR))? {
@@ -242,11 +242,7 @@ impl DirVault {
                 })?;
             file.wrapped = BASE64.encode(new.wrap(&bytes, &aad)?);
             file.master_key_id = new_id.clone();
-            write_json(
-                path.parent().expect("key files are in a shard"),
-                &path,
-                &file,
-            )?;
+            write_json(&path, &file)?;
             keys_rewrapped += 1;
         }
 
@@ -263,7 +259,7 @@ impl DirVault {
         }
         header.master_key_id = new_id;
         header.rotating_to = None;
-        write_json(dir, &header_path, &header)?;
+        write_json(&header_path, &header)?;
         Ok(RotationReport { keys_rewrapped })
     }
 
@@ -671,7 +667,7 @@ fn create_header(dir: &Path, master: &MasterKey) -> Result<Header, PrivacyError>
         fingerprint_key: BASE64.encode(master.wrap(&fingerprint_key, FINGERPRINT_KEY_AAD)?),
         fingerprint_key_master_id: master.id(),
     };
-    write_json(dir, &dir.join(HEADER_FILE), &header)?;
+    write_json(&dir.join(HEADER_FILE), &header)?;
     Ok(header)
 }
 
@@ -748,21 +744,17 @@ fn write_json_creating_dirs<T: Serialize>(
         sync_dir(shard.parent().unwrap_or(root))?;
         sync_dir(root)?;
     }
-    write_json(shard, path, value)
+    write_json(path, value)
 }
 
 /// Writes `value` to `path` atomically and durably: temporary file, fsync, rename, fsync
 /// of the directory.
-fn write_json<T: Serialize>(dir: &Path, path: &Path, value: &T) -> Result<(), PrivacyError> {
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), PrivacyError> {
     let bytes = serde_json::to_vec(value).expect("vault records serialise");
     let temporary = path.with_extension("json.tmp");
-    let io = |error| PrivacyError::unavailable(&format!("cannot write {}", path.display()), error);
-    let mut file = File::create(&temporary).map_err(io)?;
-    file.write_all(&bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    fs::rename(&temporary, path).map_err(io)?;
-    sync_dir(dir)
+    crate::durable::replace_file(path, &temporary, |out| out.write_all(&bytes)).map_err(|error| {
+        PrivacyError::unavailable(&format!("cannot write {}", path.display()), error)
+    })
 }
 
 /// Overwrites a file with zeros, syncs, deletes it and syncs its directory. A file that
@@ -785,11 +777,9 @@ fn destroy_file(path: &Path) -> Result<(), PrivacyError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), PrivacyError> {
-    File::open(dir)
-        .and_then(|file| file.sync_all())
-        .map_err(|error| {
-            PrivacyError::unavailable(&format!("cannot sync {}", dir.display()), error)
-        })
+    crate::durable::sync_dir(dir).map_err(|error| {
+        PrivacyError::unavailable(&format!("cannot sync {}", dir.display()), error)
+    })
 }
 
 /// Every `.json` file in the shards below `root` (none if `root` does not exist yet).

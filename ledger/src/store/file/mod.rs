@@ -508,7 +508,6 @@ fn require_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Syncs a directory, so that files created or renamed in it survive a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(dir)
-        .and_then(|file| file.sync_all())
+    crate::durable::sync_dir(dir)
         .map_err(|error| StoreError::io(format!("sync directory {}", dir.display()), error))
 }
