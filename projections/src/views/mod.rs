@@ -277,14 +277,18 @@ impl Projection for LedgerViews {
                 let (sender, receiver) = std::sync::mpsc::sync_channel(2);
                 receivers.push(receiver);
                 let chunks = &chunks;
-                scope.spawn(move || {
-                    for chunk in chunks.iter().skip(decoder).step_by(decoders) {
-                        let decoded: Vec<_> = chunk.iter().map(decode).collect();
-                        if sender.send(decoded).is_err() {
-                            return; // the fold stopped on an error
+                // Named, so a profile tells decoding from folding.
+                std::thread::Builder::new()
+                    .name("views-decode".to_owned())
+                    .spawn_scoped(scope, move || {
+                        for chunk in chunks.iter().skip(decoder).step_by(decoders) {
+                            let decoded: Vec<_> = chunk.iter().map(decode).collect();
+                            if sender.send(decoded).is_err() {
+                                return; // the fold stopped on an error
+                            }
                         }
-                    }
-                });
+                    })
+                    .expect("a decoder thread starts");
             }
             for (index, chunk) in chunks.iter().enumerate() {
                 let decoded = receivers[index % decoders]
