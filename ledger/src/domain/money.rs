@@ -5,6 +5,7 @@
 //! [`MoneyError`] otherwise. Every multiplication by a rate and every proportional split
 //! rounds half-even to the minor unit and reports the rounding, so it can be recorded.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -42,32 +43,52 @@ const CURRENCIES: &[(&str, u32)] = &[
 ];
 
 /// An ISO 4217 currency the ledger knows, with its minor unit.
+///
+/// Held as its place in [`CURRENCIES`] (one byte): amounts are everywhere, in the millions
+/// in a rebuild, and comparing or hashing a byte is cheaper than a code. The table is in
+/// code order (a test checks), so the derived order is the order of the codes.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Currency {
-    code: &'static str,
-    minor_unit: u32,
+    index: u8,
+}
+
+/// The place of `code` in [`CURRENCIES`], at compile time.
+const fn index_of(code: &str) -> u8 {
+    let mut index = 0;
+    while index < CURRENCIES.len() {
+        let known = CURRENCIES[index].0.as_bytes();
+        let wanted = code.as_bytes();
+        if known.len() == wanted.len()
+            && known[0] == wanted[0]
+            && known[1] == wanted[1]
+            && known[2] == wanted[2]
+        {
+            return index as u8;
+        }
+        index += 1;
+    }
+    panic!("not a listed currency");
 }
 
 impl Currency {
     pub const EUR: Currency = Currency {
-        code: "EUR",
-        minor_unit: 2,
+        index: index_of("EUR"),
     };
     pub const USD: Currency = Currency {
-        code: "USD",
-        minor_unit: 2,
+        index: index_of("USD"),
     };
     pub const JPY: Currency = Currency {
-        code: "JPY",
-        minor_unit: 0,
+        index: index_of("JPY"),
     };
 
     /// Parses an upper-case ISO 4217 code the ledger supports.
     pub fn parse(code: &str) -> Result<Currency, ValueError> {
         CURRENCIES
             .iter()
-            .find(|(known, _)| *known == code)
-            .map(|&(code, minor_unit)| Currency { code, minor_unit })
+            .position(|(known, _)| *known == code)
+            .map(|index| Currency {
+                index: index as u8,
+            })
             .ok_or_else(|| {
                 ValueError::new(
                     "currency",
@@ -84,37 +105,37 @@ impl Currency {
     }
 
     pub fn code(self) -> &'static str {
-        self.code
+        CURRENCIES[usize::from(self.index)].0
     }
 
     /// Decimal places of the minor unit (2 for EUR, 0 for JPY).
     pub fn minor_unit(self) -> u32 {
-        self.minor_unit
+        CURRENCIES[usize::from(self.index)].1
     }
 }
 
 impl fmt::Display for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code)
+        f.write_str(self.code())
     }
 }
 
 impl fmt::Debug for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code)
+        f.write_str(self.code())
     }
 }
 
 impl Serialize for Currency {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.code)
+        serializer.serialize_str(self.code())
     }
 }
 
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let code = String::deserialize(deserializer)?;
-        Currency::parse(&code).map_err(serde::de::Error::custom)
+        let code = BorrowedText::deserialize(deserializer)?;
+        Currency::parse(&code.0).map_err(serde::de::Error::custom)
     }
 }
 
@@ -151,12 +172,12 @@ impl Money {
     /// not a silent rounding.
     pub fn new(amount: Decimal, currency: Currency) -> Result<Money, ValueError> {
         let normalized = amount.normalize();
-        if normalized.scale() > currency.minor_unit {
+        if normalized.scale() > currency.minor_unit() {
             return Err(ValueError::new(
                 "amount",
                 format!(
                     "{amount} has more decimal places than {currency} allows ({})",
-                    currency.minor_unit
+                    currency.minor_unit()
                 ),
             ));
         }
@@ -167,7 +188,7 @@ impl Money {
             ));
         }
         let mut amount = normalized;
-        amount.rescale(currency.minor_unit);
+        amount.rescale(currency.minor_unit());
         Ok(Money { amount, currency })
     }
 
@@ -185,7 +206,7 @@ impl Money {
 
     pub fn zero(currency: Currency) -> Money {
         let mut amount = Decimal::ZERO;
-        amount.rescale(currency.minor_unit);
+        amount.rescale(currency.minor_unit());
         Money { amount, currency }
     }
 
@@ -253,7 +274,7 @@ impl Money {
         // RATE_SCALE_MAX places), so the product is exact in a Decimal.
         let exact = self.amount * rate.as_decimal();
         let rounded = exact.round_dp_with_strategy(
-            self.currency.minor_unit,
+            self.currency.minor_unit(),
             RoundingStrategy::MidpointNearestEven,
         );
         let amount = Money::new(rounded, self.currency)
@@ -297,17 +318,17 @@ impl Money {
         } else {
             quotient
         };
-        let rounded = Decimal::from_i128_with_scale(rounded_minor, self.currency.minor_unit);
+        let rounded = Decimal::from_i128_with_scale(rounded_minor, self.currency.minor_unit());
         let amount = Money::from_decimal(rounded, self.currency)?;
         // What was rounded off, as a fraction of the minor unit expressed in the amount's
         // unit: remainder / denominator minor units. Recorded to RATE_SCALE_MAX + minor places.
         let exact_fraction = Decimal::from_i128_with_scale(remainder, 0)
             / Decimal::from_i128_with_scale(denominator_minor, 0);
-        let unit = Decimal::new(1, self.currency.minor_unit);
-        let exact = Decimal::from_i128_with_scale(quotient, self.currency.minor_unit)
+        let unit = Decimal::new(1, self.currency.minor_unit());
+        let exact = Decimal::from_i128_with_scale(quotient, self.currency.minor_unit())
             + exact_fraction * unit;
         let rounding = (exact - rounded).round_dp_with_strategy(
-            self.currency.minor_unit + 10,
+            self.currency.minor_unit() + 10,
             RoundingStrategy::MidpointNearestEven,
         );
         Ok(Rounded {
@@ -331,17 +352,22 @@ impl fmt::Debug for Money {
 
 /// The JSON shape of money, a promise: `{"amount": "12.30", "currency": "EUR"}`, the
 /// amount a decimal string at the currency's minor-unit scale.
+///
+/// Reading borrows both strings from the input when it can (no escapes): millions of
+/// amounts are read in a rebuild, and two allocations each were a visible share of it.
 #[derive(Serialize, Deserialize)]
-struct MoneyJson {
-    amount: String,
-    currency: String,
+struct MoneyJson<'a> {
+    #[serde(borrow)]
+    amount: Cow<'a, str>,
+    #[serde(borrow)]
+    currency: Cow<'a, str>,
 }
 
 impl Serialize for Money {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         MoneyJson {
-            amount: self.amount.to_string(),
-            currency: self.currency.code.to_owned(),
+            amount: Cow::Owned(self.amount.to_string()),
+            currency: Cow::Borrowed(self.currency.code()),
         }
         .serialize(serializer)
     }
@@ -410,10 +436,14 @@ impl Serialize for Rate {
     }
 }
 
+/// A JSON string, borrowed from the input when it has no escapes.
+#[derive(Deserialize)]
+struct BorrowedText<'a>(#[serde(borrow)] Cow<'a, str>);
+
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Rate::parse(&text).map_err(serde::de::Error::custom)
+        let text = BorrowedText::deserialize(deserializer)?;
+        Rate::parse(&text.0).map_err(serde::de::Error::custom)
     }
 }
 
@@ -429,8 +459,8 @@ pub(crate) mod decimal_string {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Decimal::from_str(&text).map_err(serde::de::Error::custom)
+        let text = super::BorrowedText::deserialize(deserializer)?;
+        Decimal::from_str(&text.0).map_err(serde::de::Error::custom)
     }
 }
 
@@ -441,6 +471,26 @@ mod tests {
 
     fn eur(amount: &str) -> Money {
         Money::parse(amount, "EUR").unwrap()
+    }
+
+    #[test]
+    fn currencies_order_like_their_codes_and_read_back() {
+        assert!(CURRENCIES.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        let all: Vec<Currency> = CURRENCIES
+            .iter()
+            .map(|(code, _)| Currency::parse(code).unwrap())
+            .collect();
+        for pair in all.windows(2) {
+            assert!(pair[0] < pair[1], "{} < {}", pair[0], pair[1]);
+        }
+        for (currency, (code, minor_unit)) in all.iter().zip(CURRENCIES) {
+            assert_eq!(currency.code(), *code);
+            assert_eq!(currency.minor_unit(), *minor_unit);
+        }
+        assert_eq!(Currency::EUR.code(), "EUR");
+        assert_eq!(Currency::USD.code(), "USD");
+        assert_eq!(Currency::JPY.minor_unit(), 0);
+        assert_eq!(std::mem::size_of::<Currency>(), 1);
     }
 
     #[test]
