@@ -451,11 +451,81 @@ fn current_version(kind: Kind) -> u16 {
 }
 
 fn kind_of(event_type: &str) -> Option<Kind> {
-    // Dispatch on length first: most names differ in length, so this is one comparison.
-    KINDS
+    // Asked twice per event in a rebuild (once to route, once to decode): the length
+    // leaves at most four candidates, so this is a jump and a comparison or two, where a
+    // `match` on the strings compares them one after another. A test checks it agrees
+    // with `KINDS`.
+    use Kind::*;
+    let candidates: &[(&str, Kind)] = match event_type.len() {
+        10 => &[("PayoutSent", PayoutSent)],
+        12 => &[("CreditsSpent", CreditsSpent), ("PayoutFailed", PayoutFailed)],
+        13 => &[("AccountOpened", AccountOpened)],
+        14 => &[
+            ("CreditsGranted", CreditsGranted),
+            ("CreditsExpired", CreditsExpired),
+        ],
+        15 => &[
+            ("PaymentReceived", PaymentReceived),
+            ("PaymentRefunded", PaymentRefunded),
+            ("PayoutScheduled", PayoutScheduled),
+        ],
+        16 => &[
+            ("CommissionEarned", CommissionEarned),
+            ("CreditsPurchased", CreditsPurchased),
+        ],
+        17 => &[("DonationAllocated", DonationAllocated)],
+        18 => &[
+            ("PaymentChargedBack", PaymentChargedBack),
+            ("CommissionReversed", CommissionReversed),
+            ("PayoutRunCompleted", PayoutRunCompleted),
+            ("CommissionReleased", CommissionReleased),
+        ],
+        19 => &[("CommissionForfeited", CommissionForfeited)],
+        20 => &[("ProcessingRestricted", ProcessingRestricted)],
+        23 => &[("CommissionPlanPublished", CommissionPlanPublished)],
+        27 => &[("ProcessingRestrictionLifted", ProcessingRestrictionLifted)],
+        _ => &[],
+    };
+    candidates
         .iter()
-        .find(|(name, _)| name.len() == event_type.len() && *name == event_type)
+        .find(|(name, _)| *name == event_type)
         .map(|(_, kind)| *kind)
+}
+
+/// Which views an event type feeds, decided from the type alone so a parallel rebuild
+/// can leave each event to one side without decoding it (see `LedgerViews::apply_batch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// No view reads it: [`decode`] returns `Ok(None)`.
+    Ignored,
+    /// The referral network and the wallets: signups, credits, restrictions.
+    Network,
+    /// Money: the journal, commissions, payouts, donations, and payers' revenue. A type
+    /// the domain knows and the fast path does not goes here too, since the only thing
+    /// the views can do with it is post its money.
+    Money,
+}
+
+/// The [`Route`] of an event of type `event_type`.
+pub fn route(event_type: &str) -> Route {
+    match kind_of(event_type) {
+        Some(
+            Kind::AccountOpened
+            | Kind::CreditsGranted
+            | Kind::CreditsPurchased
+            | Kind::CreditsSpent
+            | Kind::CreditsExpired
+            | Kind::ProcessingRestricted
+            | Kind::ProcessingRestrictionLifted,
+        ) => Route::Network,
+        Some(_) => Route::Money,
+        None if SKIPPED.contains(&event_type)
+            || !EVENT_TYPES.iter().any(|(known, _)| *known == event_type) =>
+        {
+            Route::Ignored
+        }
+        None => Route::Money,
+    }
 }
 
 /// Reads `event`; `Ok(None)` for events the views do not read, including event types
@@ -570,6 +640,22 @@ pub fn decode(event: &RecordedEvent) -> Result<Option<Fact>, ProjectionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_of_agrees_with_the_kinds_table() {
+        for (name, kind) in KINDS {
+            assert_eq!(kind_of(name), Some(kind), "{name}");
+        }
+        for (name, _) in EVENT_TYPES {
+            assert_eq!(
+                kind_of(name),
+                KINDS.iter().find(|(known, _)| known == name).map(|(_, kind)| *kind),
+                "{name}"
+            );
+        }
+        assert_eq!(kind_of("AccountOpenedX"), None);
+        assert_eq!(kind_of(""), None);
+    }
 
     fn recorded(event_type: &str, payload: serde_json::Value) -> RecordedEvent {
         use ledger::store::{ChainLink, Digest, EventMetadata, EventType, Position, StreamName};

@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::journal::{Journal, JournalState};
 use crate::projection::{Projection, ProjectionError};
 use commissions::{Commissions, CommissionsState};
-use decode::{decode, Fact};
+use crate::journal::Posting;
+use decode::{decode, Fact, Route};
 use network::{Network, NetworkState};
 use wallets::{Wallets, WalletsState};
 
@@ -45,12 +46,12 @@ mod postings;
 /// the state types: an older state is refused, naming the fix (rebuild from the log).
 pub const STATE_MAGIC: &[u8; 8] = b"LVSTATE2";
 
-/// Batches shorter than this are decoded on the folding thread.
-const PARALLEL_DECODE_EVENTS_MIN: usize = 2048;
-/// Events a decoder thread decodes at a time.
-const DECODE_CHUNK_EVENTS: usize = 512;
-/// Most decoder threads one batch uses.
-const DECODE_THREADS_MAX: usize = 3;
+/// Batches shorter than this are folded one event at a time on the calling thread.
+const PARALLEL_EVENTS_MIN: usize = 2048;
+/// Events the money side folds before it hands their journal entries over.
+const SIDE_CHUNK_EVENTS: usize = 512;
+/// Chunks of journal entries the money side may have handed over and not yet seen posted.
+const MONEY_CHUNKS_AHEAD: usize = 4;
 
 /// Every domain read model, maintained together.
 #[derive(Clone, Debug, Default)]
@@ -82,6 +83,8 @@ impl LedgerViews {
         LedgerViews::default()
     }
 
+    /// Folds one decoded event into every view it feeds, in the order a parallel batch
+    /// produces too (see [`LedgerViews::apply_batch`]).
     fn apply_decoded(
         &mut self,
         event: &RecordedEvent,
@@ -89,127 +92,280 @@ impl LedgerViews {
     ) -> Result<(), ProjectionError> {
         self.events += 1;
         self.last = Some((event.position, event.recorded_at));
-        match fact {
-            Some(fact) => self.apply_fact(event, fact),
-            None => {
-                self.ignored += 1;
-                Ok(())
-            }
-        }
-    }
-
-    /// Restriction of processing: the subject's id is its account's id. A subject that is
-    /// not an account id (not a random UUID) cannot appear in the analytics: ignored.
-    fn restrict(&mut self, subject: uuid::Uuid, restricted: bool) {
-        if let Ok(account) = ledger::domain::AccountId::new(subject) {
-            self.network.set_restricted(account, restricted);
-        }
-    }
-
-    fn apply_fact(&mut self, event: &RecordedEvent, fact: Fact) -> Result<(), ProjectionError> {
-        let position = event.position;
-        let broken = |reason: String| ProjectionError::InvariantBroken { position, reason };
+        let Some(fact) = fact else {
+            self.ignored += 1;
+            return Ok(());
+        };
         let domain = match fact {
-            Fact::Opened(opened) => {
-                return self
-                    .network
-                    .opened(opened.account_id, opened.referrer, opened.opened_at)
-                    .map_err(|error| broken(error.to_string()));
+            Fact::Domain(domain) if !feeds_network(&domain) => domain,
+            network_fact => {
+                return fold_network(&mut self.network, &mut self.wallets, event, network_fact)
             }
-            Fact::Domain(domain) => domain,
         };
-        // Postings first: an unbalanced event must stop the replay before any view
-        // reflects it.
-        let postings = ledger_postings(&domain).map_err(broken)?;
-        self.journal
-            .post(position, event.recorded_at, &postings)
-            .map_err(|error| broken(error.to_string()))?;
-        let payout_entry = match &domain {
-            DomainEvent::PayoutScheduled(payout) => Some((payout.period, 0)),
-            DomainEvent::PayoutSent(payout) => Some((payout.period, 1)),
-            DomainEvent::PayoutFailed(payout) => Some((payout.period, 2)),
-            _ => None,
+        let mut effects = MoneyEffects::default();
+        let folded = fold_money(&mut self.commissions, event, &domain, &mut effects);
+        // The journal's verdict on this event comes before the commissions' (as in a
+        // parallel batch): `fold_money` records the entry before it folds.
+        let mut books = MoneyBooks {
+            journal: &mut self.journal,
+            payout_journal: &mut self.payout_journal,
+            network: &mut self.network,
         };
-        if let Some((period, kind)) = payout_entry {
-            let journal = self.payout_journal.entry(period).or_default();
-            let totals = match kind {
-                0 => &mut journal.scheduled,
-                1 => &mut journal.sent,
-                _ => &mut journal.failed,
-            };
-            for posting in postings
-                .iter()
-                .filter(|posting| posting.amount.is_sign_positive())
-            {
-                *totals.entry(posting.currency).or_default() += posting.amount;
-            }
-        }
-        match &domain {
-            DomainEvent::CreditsGranted(granted) => self.wallets.granted(granted),
-            DomainEvent::CreditsPurchased(purchased) => self.wallets.purchased(purchased),
-            DomainEvent::CreditsSpent(spent) => self.wallets.spent(spent),
-            DomainEvent::CreditsExpired(expired) => self.wallets.expired(expired),
-            _ => Ok(()),
-        }
-        .map_err(|error| broken(error.to_string()))?;
-        let commissions = match &domain {
-            DomainEvent::PaymentReceived(payment) => {
-                self.network.revenue(
-                    payment.account_id,
-                    payment.amount.currency(),
-                    payment.amount.amount(),
-                    payment.received_at,
-                );
-                self.commissions.payment_received(payment)
-            }
-            DomainEvent::PaymentRefunded(refund) => self
-                .commissions
-                .refunded(refund)
-                .map(|payment| (payment.payer, refund.amount, refund.refunded_at))
-                .map(|(payer, amount, at)| {
-                    self.network
-                        .revenue(payer, amount.currency(), -amount.amount(), at)
-                }),
-            DomainEvent::PaymentChargedBack(chargeback) => self
-                .commissions
-                .charged_back(chargeback)
-                .map(|payment| (payment.payer, chargeback.amount, chargeback.charged_back_at))
-                .map(|(payer, amount, at)| {
-                    self.network
-                        .revenue(payer, amount.currency(), -amount.amount(), at)
-                }),
-            DomainEvent::CommissionEarned(earned) => self.commissions.earned(earned),
-            DomainEvent::CommissionReversed(reversed) => self.commissions.reversed(reversed),
-            DomainEvent::CommissionReleased(released) => self.commissions.released(released),
-            DomainEvent::ProcessingRestricted(restricted) => {
-                self.restrict(restricted.subject.as_uuid(), true);
-                Ok(())
-            }
-            DomainEvent::ProcessingRestrictionLifted(lifted) => {
-                self.restrict(lifted.subject.as_uuid(), false);
-                Ok(())
-            }
-            DomainEvent::CommissionForfeited(forfeited) => self.commissions.forfeited(forfeited),
-            DomainEvent::CommissionPlanPublished(plan) => {
-                self.commissions.plan_published(plan);
-                Ok(())
-            }
-            DomainEvent::PayoutScheduled(payout) => self.commissions.payout_scheduled(payout),
-            DomainEvent::PayoutSent(payout) => self.commissions.payout_sent(payout),
-            DomainEvent::PayoutFailed(payout) => self.commissions.payout_failed(payout),
-            DomainEvent::PayoutRunCompleted(run) => {
-                self.commissions.run_completed(run);
-                Ok(())
-            }
-            DomainEvent::DonationAllocated(donation) => {
-                self.commissions.donation_allocated(donation);
-                Ok(())
-            }
-            _ => Ok(()),
-        };
-        commissions.map_err(|error| broken(error.to_string()))
+        books.post(&effects, None)?;
+        folded
     }
+}
 
+/// Whether a decoded domain event feeds the network side (network and wallets) rather
+/// than the money side; agrees with [`decode::route`] on every type.
+fn feeds_network(domain: &DomainEvent) -> bool {
+    matches!(
+        domain,
+        DomainEvent::CreditsGranted(_)
+            | DomainEvent::CreditsPurchased(_)
+            | DomainEvent::CreditsSpent(_)
+            | DomainEvent::CreditsExpired(_)
+            | DomainEvent::ProcessingRestricted(_)
+            | DomainEvent::ProcessingRestrictionLifted(_)
+    )
+}
+
+/// Folds a signup, a credit event or a restriction into the network and the wallets.
+fn fold_network(
+    network: &mut Network,
+    wallets: &mut Wallets,
+    event: &RecordedEvent,
+    fact: Fact,
+) -> Result<(), ProjectionError> {
+    let position = event.position;
+    let broken = |reason: String| ProjectionError::InvariantBroken { position, reason };
+    let domain = match fact {
+        Fact::Opened(opened) => {
+            return network
+                .opened(opened.account_id, opened.referrer, opened.opened_at)
+                .map_err(|error| broken(error.to_string()));
+        }
+        Fact::Domain(domain) => domain,
+    };
+    match &domain {
+        DomainEvent::CreditsGranted(granted) => wallets.granted(granted),
+        DomainEvent::CreditsPurchased(purchased) => wallets.purchased(purchased),
+        DomainEvent::CreditsSpent(spent) => wallets.spent(spent),
+        DomainEvent::CreditsExpired(expired) => wallets.expired(expired),
+        DomainEvent::ProcessingRestricted(restricted) => {
+            restrict(network, restricted.subject.as_uuid(), true);
+            Ok(())
+        }
+        DomainEvent::ProcessingRestrictionLifted(lifted) => {
+            restrict(network, lifted.subject.as_uuid(), false);
+            Ok(())
+        }
+        other => unreachable!(
+            "{} is routed to the money side, not the network",
+            other.event_type()
+        ),
+    }
+    .map_err(|error| broken(error.to_string()))
+}
+
+/// Restriction of processing: the subject's id is its account's id. A subject that is
+/// not an account id (not a random UUID) cannot appear in the analytics: ignored.
+fn restrict(network: &mut Network, subject: uuid::Uuid, restricted: bool) {
+    if let Ok(account) = ledger::domain::AccountId::new(subject) {
+        network.set_restricted(account, restricted);
+    }
+}
+
+/// What money events leave for the journal and for payers' revenue, in log order: the
+/// money side of a batch fills it while folding commissions, the network side applies it.
+#[derive(Clone, Debug, Default)]
+struct MoneyEffects {
+    /// The postings of every entry, one entry's after the other's.
+    postings: Vec<Posting<AccountKey, Currency>>,
+    entries: Vec<MoneyEntry>,
+}
+
+#[derive(Clone, Debug)]
+struct MoneyEntry {
+    position: Position,
+    recorded_at: DateTime<Utc>,
+    /// How many of [`MoneyEffects::postings`] are this entry's (the next ones in order).
+    postings: usize,
+    /// A payout event's period and the journal column its debits add to.
+    payout: Option<(Period, PayoutColumn)>,
+    /// A payment adds to its payer's revenue; a refund or chargeback takes away.
+    revenue: Option<RevenueChange>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum PayoutColumn {
+    Scheduled,
+    Sent,
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct RevenueChange {
+    payer: ledger::domain::AccountId,
+    currency: Currency,
+    amount: Decimal,
+    at: DateTime<Utc>,
+}
+
+/// Folds a money event into the commissions and records its journal entry and revenue
+/// change in `effects`. The entry is recorded before the commissions fold, so when both
+/// the journal and the commissions refuse an event, the journal's error is the one
+/// reported (postings come first: an unbalanced event stops a replay before any view
+/// reflects it).
+fn fold_money(
+    commissions: &mut Commissions,
+    event: &RecordedEvent,
+    domain: &DomainEvent,
+    effects: &mut MoneyEffects,
+) -> Result<(), ProjectionError> {
+    let position = event.position;
+    let broken = |reason: String| ProjectionError::InvariantBroken { position, reason };
+    let postings = ledger_postings(domain).map_err(broken)?;
+    let payout = match domain {
+        DomainEvent::PayoutScheduled(payout) => Some((payout.period, PayoutColumn::Scheduled)),
+        DomainEvent::PayoutSent(payout) => Some((payout.period, PayoutColumn::Sent)),
+        DomainEvent::PayoutFailed(payout) => Some((payout.period, PayoutColumn::Failed)),
+        _ => None,
+    };
+    let entry = MoneyEntry {
+        position,
+        recorded_at: event.recorded_at,
+        postings: postings.len(),
+        payout,
+        revenue: None,
+    };
+    let pays = matches!(
+        domain,
+        DomainEvent::PaymentReceived(_)
+            | DomainEvent::PaymentRefunded(_)
+            | DomainEvent::PaymentChargedBack(_)
+    );
+    let recorded = if entry.postings > 0 || pays {
+        effects.postings.extend(postings);
+        effects.entries.push(entry);
+        effects.entries.last_mut()
+    } else {
+        None
+    };
+    let revenue = match domain {
+        DomainEvent::PaymentReceived(payment) => {
+            commissions.payment_received(payment).map(|()| {
+                Some(RevenueChange {
+                    payer: payment.account_id,
+                    currency: payment.amount.currency(),
+                    amount: payment.amount.amount(),
+                    at: payment.received_at,
+                })
+            })
+        }
+        DomainEvent::PaymentRefunded(refund) => {
+            commissions.refunded(refund).map(|payment| {
+                Some(RevenueChange {
+                    payer: payment.payer,
+                    currency: refund.amount.currency(),
+                    amount: -refund.amount.amount(),
+                    at: refund.refunded_at,
+                })
+            })
+        }
+        DomainEvent::PaymentChargedBack(chargeback) => {
+            commissions.charged_back(chargeback).map(|payment| {
+                Some(RevenueChange {
+                    payer: payment.payer,
+                    currency: chargeback.amount.currency(),
+                    amount: -chargeback.amount.amount(),
+                    at: chargeback.charged_back_at,
+                })
+            })
+        }
+        DomainEvent::CommissionEarned(earned) => commissions.earned(earned).map(|()| None),
+        DomainEvent::CommissionReversed(reversed) => {
+            commissions.reversed(reversed).map(|()| None)
+        }
+        DomainEvent::CommissionReleased(released) => {
+            commissions.released(released).map(|()| None)
+        }
+        DomainEvent::CommissionForfeited(forfeited) => {
+            commissions.forfeited(forfeited).map(|()| None)
+        }
+        DomainEvent::CommissionPlanPublished(plan) => {
+            commissions.plan_published(plan);
+            Ok(None)
+        }
+        DomainEvent::PayoutScheduled(payout) => commissions.payout_scheduled(payout).map(|()| None),
+        DomainEvent::PayoutSent(payout) => commissions.payout_sent(payout).map(|()| None),
+        DomainEvent::PayoutFailed(payout) => commissions.payout_failed(payout).map(|()| None),
+        DomainEvent::PayoutRunCompleted(run) => {
+            commissions.run_completed(run);
+            Ok(None)
+        }
+        DomainEvent::DonationAllocated(donation) => {
+            commissions.donation_allocated(donation);
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+    .map_err(|error| broken(error.to_string()))?;
+    if let Some(entry) = recorded {
+        entry.revenue = revenue;
+    }
+    Ok(())
+}
+
+/// The views money events reach besides the commissions.
+struct MoneyBooks<'a> {
+    journal: &'a mut Journal<AccountKey, Currency>,
+    payout_journal: &'a mut BTreeMap<Period, PayoutJournal>,
+    network: &'a mut Network,
+}
+
+impl MoneyBooks<'_> {
+    /// Posts the entries of `effects` before position `before` (all if `None`) and applies
+    /// their revenue changes; stops at the first entry the journal refuses.
+    fn post(
+        &mut self,
+        effects: &MoneyEffects,
+        before: Option<Position>,
+    ) -> Result<(), ProjectionError> {
+        let mut postings = effects.postings.as_slice();
+        for entry in &effects.entries {
+            if before.is_some_and(|before| entry.position >= before) {
+                return Ok(());
+            }
+            let (own, rest) = postings.split_at(entry.postings);
+            postings = rest;
+            self.journal
+                .post(entry.position, entry.recorded_at, own)
+                .map_err(|error| ProjectionError::InvariantBroken {
+                    position: entry.position,
+                    reason: error.to_string(),
+                })?;
+            if let Some((period, column)) = entry.payout {
+                let journal = self.payout_journal.entry(period).or_default();
+                let totals = match column {
+                    PayoutColumn::Scheduled => &mut journal.scheduled,
+                    PayoutColumn::Sent => &mut journal.sent,
+                    PayoutColumn::Failed => &mut journal.failed,
+                };
+                for posting in own.iter().filter(|posting| posting.amount.is_sign_positive()) {
+                    *totals.entry(posting.currency).or_default() += posting.amount;
+                }
+            }
+            if let Some(change) = entry.revenue {
+                self.network
+                    .revenue(change.payer, change.currency, change.amount, change.at);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LedgerViews {
     pub fn to_state(&self) -> LedgerViewsState {
         LedgerViewsState {
             network: self.network.to_state(),
@@ -260,46 +416,83 @@ impl Projection for LedgerViews {
         self.apply_decoded(event, fact)
     }
 
-    /// Decodes on helper threads while this thread folds, in order: decoding JSON is
-    /// most of a rebuild's work and needs no state.
+    /// Folds a long batch on two threads, one per group of views, each decoding its own
+    /// events: the money side (commissions) on a helper thread, the network side
+    /// (network, wallets) on this one, which also posts the money side's journal entries
+    /// and revenue changes as they arrive, in log order.
+    ///
+    /// The result is the state the one-by-one fold gives, byte for byte (a test checks):
+    /// the groups share no state except through those entries, journal entries stay in
+    /// log order, and a revenue change reaches the network only after every network event
+    /// before it (a payer who opened in the batch is already in the forest; one who opens
+    /// later in the batch takes its revenue along, as in the one-by-one fold). A revenue
+    /// change can land after a later signup or credit event, which it does not depend on;
+    /// it would depend on a restriction, so a batch holding one is folded one by one.
+    ///
+    /// On an error the side that hit it stops; the error reported is the one at the
+    /// lowest position (the journal's on a tie, as in the one-by-one fold).
     fn apply_batch(&mut self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        let decoders = std::thread::available_parallelism()
-            .map_or(1, |cores| cores.get().saturating_sub(1))
-            .clamp(1, DECODE_THREADS_MAX);
-        if events.len() < PARALLEL_DECODE_EVENTS_MIN {
+        let two_cores = std::thread::available_parallelism().is_ok_and(|cores| cores.get() >= 2);
+        let restricts = || {
+            events.iter().any(|event| {
+                matches!(
+                    event.event_type.as_str(),
+                    "ProcessingRestricted" | "ProcessingRestrictionLifted"
+                )
+            })
+        };
+        if events.len() < PARALLEL_EVENTS_MIN || !two_cores || restricts() {
             return events.iter().try_for_each(|event| self.apply(event));
         }
-        let chunks: Vec<&[RecordedEvent]> = events.chunks(DECODE_CHUNK_EVENTS).collect();
-        std::thread::scope(|scope| {
-            let mut receivers = Vec::with_capacity(decoders);
-            for decoder in 0..decoders {
-                // Bounded, so decoders run at most a few chunks ahead of the fold.
-                let (sender, receiver) = std::sync::mpsc::sync_channel(2);
-                receivers.push(receiver);
-                let chunks = &chunks;
-                // Named, so a profile tells decoding from folding.
-                std::thread::Builder::new()
-                    .name("views-decode".to_owned())
-                    .spawn_scoped(scope, move || {
-                        for chunk in chunks.iter().skip(decoder).step_by(decoders) {
-                            let decoded: Vec<_> = chunk.iter().map(decode).collect();
-                            if sender.send(decoded).is_err() {
-                                return; // the fold stopped on an error
-                            }
-                        }
-                    })
-                    .expect("a decoder thread starts");
-            }
-            for (index, chunk) in chunks.iter().enumerate() {
-                let decoded = receivers[index % decoders]
-                    .recv()
-                    .expect("a decoder sends every chunk it owns");
-                for (event, fact) in chunk.iter().zip(decoded) {
-                    self.apply_decoded(event, fact?)?;
-                }
-            }
-            Ok(())
-        })
+        let LedgerViews {
+            network,
+            wallets,
+            journal,
+            commissions,
+            payout_journal,
+            ..
+        } = self;
+        let (network_side, money_side) = std::thread::scope(|scope| {
+            // Bounded, so the money side runs at most a few chunks ahead of the postings.
+            let (sender, receiver) = std::sync::mpsc::sync_channel(MONEY_CHUNKS_AHEAD);
+            let money = std::thread::Builder::new()
+                .name("views-money".to_owned())
+                .spawn_scoped(scope, move || fold_money_side(commissions, events, sender))
+                .expect("the money side's thread starts");
+            let mut books = MoneyBooks {
+                journal,
+                payout_journal,
+                network,
+            };
+            let network_side = fold_network_side(&mut books, wallets, events, receiver);
+            let money_side = money
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (network_side, money_side)
+        });
+        let error = match (network_side.error, money_side.error) {
+            (Some(network), Some(money)) => Some(
+                if error_position(&money) < error_position(&network) {
+                    money
+                } else {
+                    network
+                },
+            ),
+            (network, money) => network.or(money),
+        };
+        if let Some(error) = error {
+            return Err(error);
+        }
+        let routed_away = events
+            .iter()
+            .filter(|event| decode::route(event.event_type.as_str()) == Route::Ignored)
+            .count() as u64;
+        self.events += events.len() as u64;
+        self.ignored += routed_away + network_side.ignored + money_side.ignored;
+        if let Some(last) = events.last() {
+            self.last = Some((last.position, last.recorded_at));
+        }
+        Ok(())
     }
 
     /// The state in the binary format described at [`STATE_MAGIC`].
@@ -336,6 +529,130 @@ impl Projection for LedgerViews {
     fn fresh(&self) -> Self {
         LedgerViews::new()
     }
+}
+
+/// What one side of a parallel batch ends with.
+struct SideOutcome {
+    /// Events routed to it that it found nothing to read in.
+    ignored: u64,
+    /// Its first error, if it stopped on one.
+    error: Option<ProjectionError>,
+}
+
+/// Where an error happened; errors without a position sort first.
+fn error_position(error: &ProjectionError) -> Option<Position> {
+    match error {
+        ProjectionError::UndecodableEvent { position, .. }
+        | ProjectionError::InvariantBroken { position, .. } => Some(*position),
+        _ => None,
+    }
+}
+
+/// The money side of a parallel batch: decodes and folds the money events of `events`
+/// into the commissions, and hands over their journal entries and revenue changes, one
+/// message per chunk of [`SIDE_CHUNK_EVENTS`] events (empty if the chunk has none).
+fn fold_money_side(
+    commissions: &mut Commissions,
+    events: &[RecordedEvent],
+    sender: std::sync::mpsc::SyncSender<MoneyEffects>,
+) -> SideOutcome {
+    let mut outcome = SideOutcome {
+        ignored: 0,
+        error: None,
+    };
+    for chunk in events.chunks(SIDE_CHUNK_EVENTS) {
+        let mut effects = MoneyEffects::default();
+        for event in chunk {
+            if decode::route(event.event_type.as_str()) != Route::Money {
+                continue;
+            }
+            let folded = match decode(event) {
+                Ok(Some(Fact::Domain(domain))) => {
+                    debug_assert!(!feeds_network(&domain), "{}", domain.event_type());
+                    fold_money(commissions, event, &domain, &mut effects)
+                }
+                Ok(Some(Fact::Opened(_))) => unreachable!("a signup is routed to the network"),
+                Ok(None) => {
+                    outcome.ignored += 1;
+                    Ok(())
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = folded {
+                outcome.error = Some(error);
+                break;
+            }
+        }
+        // What was folded before an error still goes over: the journal may refuse an
+        // earlier event, and that error comes first.
+        if sender.send(effects).is_err() || outcome.error.is_some() {
+            break;
+        }
+    }
+    outcome
+}
+
+/// The network side of a parallel batch: decodes and folds the network events of
+/// `events` into the network and the wallets, and posts the money side's entries. The
+/// entries of a chunk are posted only once this side has folded that chunk, so a revenue
+/// change never reaches the network before a signup that came before it.
+fn fold_network_side(
+    books: &mut MoneyBooks<'_>,
+    wallets: &mut Wallets,
+    events: &[RecordedEvent],
+    receiver: std::sync::mpsc::Receiver<MoneyEffects>,
+) -> SideOutcome {
+    let mut outcome = SideOutcome {
+        ignored: 0,
+        error: None,
+    };
+    let mut arrived = std::collections::VecDeque::new();
+    let mut posted_chunks = 0usize;
+    // Posts one chunk's entries up to the first error so far (later ones no longer count).
+    let post = |books: &mut MoneyBooks<'_>, outcome: &mut SideOutcome, effects: &MoneyEffects| {
+        let before = outcome.error.as_ref().and_then(error_position);
+        if outcome.error.is_some() && before.is_none() {
+            return;
+        }
+        if let Err(error) = books.post(effects, before) {
+            outcome.error = Some(error);
+        }
+    };
+    for (index, chunk) in events.chunks(SIDE_CHUNK_EVENTS).enumerate() {
+        if outcome.error.is_none() {
+            for event in chunk {
+                if decode::route(event.event_type.as_str()) != Route::Network {
+                    continue;
+                }
+                let folded = match decode(event) {
+                    Ok(Some(fact)) => fold_network(books.network, wallets, event, fact),
+                    Ok(None) => {
+                        outcome.ignored += 1;
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = folded {
+                    outcome.error = Some(error);
+                    break;
+                }
+            }
+        }
+        arrived.extend(receiver.try_iter());
+        while posted_chunks <= index {
+            let Some(effects) = arrived.pop_front() else {
+                break;
+            };
+            post(books, &mut outcome, &effects);
+            posted_chunks += 1;
+        }
+    }
+    // Every chunk is folded here: the rest of the entries may post in any order with
+    // respect to this side's events.
+    for effects in arrived.into_iter().chain(receiver) {
+        post(books, &mut outcome, &effects);
+    }
+    outcome
 }
 
 #[cfg(test)]

@@ -320,17 +320,91 @@ fn an_unbalanced_or_contradictory_event_stops_the_replay_naming_its_position() {
 }
 
 #[test]
-fn batches_decoded_in_parallel_fold_exactly_like_one_by_one() {
-    let events = generated(HistoryConfig::small(8));
-    let one_by_one = views_of(&events);
-    let mut batched = LedgerViews::new();
-    for batch in events.chunks(3000) {
-        batched.apply_batch(batch).expect("applies");
+fn batches_folded_on_two_sides_equal_one_by_one() {
+    for (seed, batch_events) in [(8, 3000), (9, 2048), (10, 5000), (11, 100_000)] {
+        let events = generated(HistoryConfig::small(seed));
+        let one_by_one = views_of(&events);
+        let mut batched = LedgerViews::new();
+        for batch in events.chunks(batch_events) {
+            batched.apply_batch(batch).expect("applies");
+        }
+        assert_eq!(batched.events, one_by_one.events);
+        assert_eq!(batched.ignored, one_by_one.ignored);
+        assert_eq!(
+            crate::projection::state_bytes(&batched),
+            crate::projection::state_bytes(&one_by_one),
+            "seed {seed}, batches of {batch_events}"
+        );
     }
-    assert_eq!(
-        crate::projection::state_bytes(&batched),
-        crate::projection::state_bytes(&one_by_one)
-    );
+}
+
+#[test]
+fn every_event_is_routed_to_the_side_that_folds_it() {
+    let events = generated(HistoryConfig::small(12));
+    let mut routes = std::collections::BTreeMap::new();
+    for event in &events {
+        let expected = match decode(event).expect("decodes") {
+            None => Route::Ignored,
+            Some(Fact::Opened(_)) => Route::Network,
+            Some(Fact::Domain(domain)) if feeds_network(&domain) => Route::Network,
+            Some(Fact::Domain(_)) => Route::Money,
+        };
+        let routed = decode::route(event.event_type.as_str());
+        assert_eq!(routed, expected, "{}", event.event_type.as_str());
+        routes.insert(event.event_type.as_str().to_owned(), routed);
+    }
+    assert!(routes.values().any(|route| *route == Route::Network));
+    assert!(routes.values().any(|route| *route == Route::Money));
+    assert_eq!(decode::route("SubjectErased"), Route::Ignored);
+    assert_eq!(decode::route("ProcessingRestricted"), Route::Network);
+    assert_eq!(decode::route("SomeoneElsesEvent"), Route::Ignored);
+}
+
+/// `events` with a copy of the event at `from` placed at `at` (a contradiction: the same
+/// grant given twice, the same payment received twice), positions renumbered.
+fn with_copy(events: &[RecordedEvent], from: usize, at: usize) -> Vec<RecordedEvent> {
+    let mut broken = events.to_vec();
+    broken.insert(at, events[from].clone());
+    for (index, event) in broken.iter_mut().enumerate() {
+        event.position = Position::sequence(index as u64);
+    }
+    broken
+}
+
+fn first_error(views: &mut LedgerViews, events: &[RecordedEvent], batched: bool) -> String {
+    let outcome = if batched {
+        views.apply_batch(events)
+    } else {
+        events.iter().try_for_each(|event| views.apply(event))
+    };
+    outcome.expect_err("the broken history stops").to_string()
+}
+
+#[test]
+fn a_batch_reports_the_first_error_of_either_side() {
+    let events = generated(HistoryConfig::small(13));
+    let first = |event_type: &str| {
+        events
+            .iter()
+            .position(|event| event.event_type.as_str() == event_type)
+            .expect("generated")
+    };
+    let grant = first("CreditsGranted");
+    let payment = first("PaymentReceived");
+    let late = events.len() - 10;
+    // Network side first (a grant given twice), then money (a payment received twice),
+    // and the other way round.
+    for (early_copy, late_copy) in [(grant, payment), (payment, grant)] {
+        let once = with_copy(&events, early_copy, late - 1000);
+        let broken = with_copy(&once, late_copy + usize::from(late_copy > late - 1000), late);
+        let expected = first_error(&mut LedgerViews::new(), &broken, false);
+        assert!(
+            expected.contains(&format!("position {}", late - 1000)),
+            "{expected}"
+        );
+        let batched = first_error(&mut LedgerViews::new(), &broken, true);
+        assert_eq!(batched, expected);
+    }
 }
 
 #[test]
