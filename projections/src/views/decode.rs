@@ -563,7 +563,7 @@ pub fn decode(event: &RecordedEvent) -> Result<Option<Fact>, ProjectionError> {
     }
     let payload = &event.payload;
     fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
-        serde_json::from_slice(payload).map_err(|error| error.to_string())
+        sonic_rs::from_slice(payload).map_err(|error| error.to_string())
     }
     let domain = match kind {
         Kind::AccountOpened => {
