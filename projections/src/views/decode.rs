@@ -488,8 +488,28 @@ fn kind_of(event_type: &str) -> Option<Kind> {
     };
     candidates
         .iter()
-        .find(|(name, _)| *name == event_type)
+        .find(|(name, _)| same_name(name.as_bytes(), event_type.as_bytes()))
         .map(|(_, kind)| *kind)
+}
+
+/// Whether two names of the same length, at least 8 bytes, are equal: compared as two
+/// overlapping 8-byte words, where a slice comparison calls `memcmp` (a visible share
+/// of a rebuild, at two calls per event).
+fn same_name(known: &[u8], name: &[u8]) -> bool {
+    debug_assert!(known.len() == name.len() && known.len() >= 8);
+    let word = |bytes: &[u8], at: usize| {
+        u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+    };
+    let last = known.len() - 8;
+    word(known, 0) == word(name, 0) && word(known, last) == word(name, last)
+}
+
+/// Whether `event_type` restricts processing or lifts a restriction.
+pub fn is_restriction(event_type: &str) -> bool {
+    matches!(
+        kind_of(event_type),
+        Some(Kind::ProcessingRestricted | Kind::ProcessingRestrictionLifted)
+    )
 }
 
 /// Which views an event type feeds, decided from the type alone so a parallel rebuild

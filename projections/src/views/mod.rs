@@ -50,8 +50,6 @@ pub const STATE_MAGIC: &[u8; 8] = b"LVSTATE2";
 const PARALLEL_EVENTS_MIN: usize = 2048;
 /// Events the money side folds before it hands their journal entries over.
 const SIDE_CHUNK_EVENTS: usize = 512;
-/// Chunks of journal entries the money side may have handed over and not yet seen posted.
-const MONEY_CHUNKS_AHEAD: usize = 4;
 
 /// Every domain read model, maintained together.
 #[derive(Clone, Debug, Default)]
@@ -434,12 +432,9 @@ impl Projection for LedgerViews {
     fn apply_batch(&mut self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
         let two_cores = std::thread::available_parallelism().is_ok_and(|cores| cores.get() >= 2);
         let restricts = || {
-            events.iter().any(|event| {
-                matches!(
-                    event.event_type.as_str(),
-                    "ProcessingRestricted" | "ProcessingRestrictionLifted"
-                )
-            })
+            events
+                .iter()
+                .any(|event| decode::is_restriction(event.event_type.as_str()))
         };
         if events.len() < PARALLEL_EVENTS_MIN || !two_cores || restricts() {
             return events.iter().try_for_each(|event| self.apply(event));
@@ -453,18 +448,27 @@ impl Projection for LedgerViews {
             ..
         } = self;
         let (network_side, money_side) = std::thread::scope(|scope| {
-            // Bounded, so the money side runs at most a few chunks ahead of the postings.
-            let (sender, receiver) = std::sync::mpsc::sync_channel(MONEY_CHUNKS_AHEAD);
+            // Unbounded: the batch bounds it (one message per chunk), and a money side that
+            // had to wait for the postings would idle while the network side catches up on
+            // a stretch of signups and credits.
+            let (sender, receiver) = std::sync::mpsc::channel();
             let money = std::thread::Builder::new()
                 .name("views-money".to_owned())
-                .spawn_scoped(scope, move || fold_money_side(commissions, events, sender))
+                .spawn_scoped(scope, move || {
+                    let t0 = crate::bench::thread_cpu_ns().unwrap_or(0);
+                    let r = fold_money_side(commissions, events, sender);
+                    DIAG_MONEY.fetch_add(crate::bench::thread_cpu_ns().unwrap_or(0) - t0, std::sync::atomic::Ordering::Relaxed);
+                    r
+                })
                 .expect("the money side's thread starts");
             let mut books = MoneyBooks {
                 journal,
                 payout_journal,
                 network,
             };
+            let t0 = crate::bench::thread_cpu_ns().unwrap_or(0);
             let network_side = fold_network_side(&mut books, wallets, events, receiver);
+            DIAG_NETWORK.fetch_add(crate::bench::thread_cpu_ns().unwrap_or(0) - t0, std::sync::atomic::Ordering::Relaxed);
             let money_side = money
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -483,12 +487,8 @@ impl Projection for LedgerViews {
         if let Some(error) = error {
             return Err(error);
         }
-        let routed_away = events
-            .iter()
-            .filter(|event| decode::route(event.event_type.as_str()) == Route::Ignored)
-            .count() as u64;
         self.events += events.len() as u64;
-        self.ignored += routed_away + network_side.ignored + money_side.ignored;
+        self.ignored += network_side.ignored + money_side.ignored;
         if let Some(last) = events.last() {
             self.last = Some((last.position, last.recorded_at));
         }
@@ -531,9 +531,11 @@ impl Projection for LedgerViews {
     }
 }
 
+pub static DIAG_MONEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static DIAG_NETWORK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// What one side of a parallel batch ends with.
 struct SideOutcome {
-    /// Events routed to it that it found nothing to read in.
+    /// Events no view reads that it counted.
     ignored: u64,
     /// Its first error, if it stopped on one.
     error: Option<ProjectionError>,
@@ -554,7 +556,7 @@ fn error_position(error: &ProjectionError) -> Option<Position> {
 fn fold_money_side(
     commissions: &mut Commissions,
     events: &[RecordedEvent],
-    sender: std::sync::mpsc::SyncSender<MoneyEffects>,
+    sender: std::sync::mpsc::Sender<MoneyEffects>,
 ) -> SideOutcome {
     let mut outcome = SideOutcome {
         ignored: 0,
@@ -621,8 +623,14 @@ fn fold_network_side(
     for (index, chunk) in events.chunks(SIDE_CHUNK_EVENTS).enumerate() {
         if outcome.error.is_none() {
             for event in chunk {
-                if decode::route(event.event_type.as_str()) != Route::Network {
-                    continue;
+                match decode::route(event.event_type.as_str()) {
+                    Route::Network => {}
+                    Route::Money => continue,
+                    // Counted here, the one side that looks at every event.
+                    Route::Ignored => {
+                        outcome.ignored += 1;
+                        continue;
+                    }
                 }
                 let folded = match decode(event) {
                     Ok(Some(fact)) => fold_network(books.network, wallets, event, fact),
