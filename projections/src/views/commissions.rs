@@ -11,6 +11,7 @@
 //! status query takes the instant it is asked about; the state itself only holds facts.
 
 use crate::hash::FastMap;
+use crate::serial::SeqOf;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -1141,6 +1142,33 @@ impl Commissions {
             summaries: self.summaries.clone(),
             donations: self.donations.clone(),
             plans: self.plans.clone(),
+        }
+    }
+
+    /// Serializes exactly as [`Commissions::to_state`] does, borrowing the live
+    /// structures (the affiliates sorted through a list of references) instead of copying
+    /// them.
+    pub fn state_serializer(&self) -> impl Serialize + '_ {
+        let mut affiliates: Vec<(&AccountId, &Affiliate)> = self.affiliates.iter().collect();
+        affiliates.sort_unstable_by_key(|(account, _)| **account);
+        #[derive(Serialize)]
+        struct CommissionsStateRef<'a, P, C> {
+            payments: P,
+            commissions: C,
+            affiliates: Vec<(&'a AccountId, &'a Affiliate)>,
+            runs: &'a BTreeMap<Period, BTreeMap<AccountId, Payout>>,
+            summaries: &'a BTreeMap<Period, RunSummary>,
+            donations: &'a BTreeMap<Period, Vec<Donation>>,
+            plans: &'a BTreeMap<PlanVersion, PlanRecord>,
+        }
+        CommissionsStateRef {
+            payments: SeqOf::new(self.payments.len(), move || self.payments.iter()),
+            commissions: SeqOf::new(self.commissions.len(), move || self.commissions.iter()),
+            affiliates,
+            runs: &self.runs,
+            summaries: &self.summaries,
+            donations: &self.donations,
+            plans: &self.plans,
         }
     }
 
