@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::checkpoint::CheckpointDir;
 use crate::history::{Generator, HistoryConfig, Recorder};
-use crate::projection::Projection;
+use crate::projection::{Projection, ProjectionError};
 use crate::report::{affiliate_id_as_name, payout_report};
 use crate::runner::Progress;
 use crate::views::LedgerViews;
@@ -37,8 +37,10 @@ pub struct BenchConfig {
     pub months: u32,
     /// Also write the views' checkpoint into this directory at the end, through
     /// [`CheckpointDir::store_projection`] (streamed: no copy of the state in memory), and
-    /// report its size, the time and the peak memory after it. The file is removed after.
+    /// report its size, the time and the peak memory after it. The file is removed after
+    /// unless `checkpoint_keep` (for [`load_checkpoint`] in another process).
     pub checkpoint_dir: Option<PathBuf>,
+    pub checkpoint_keep: bool,
 }
 
 impl BenchConfig {
@@ -51,6 +53,7 @@ impl BenchConfig {
             events: 10_000_000,
             months: 12,
             checkpoint_dir: None,
+            checkpoint_keep: false,
         }
     }
 
@@ -63,6 +66,7 @@ impl BenchConfig {
             events: 500_000,
             months: 6,
             checkpoint_dir: None,
+            checkpoint_keep: false,
         }
     }
 }
@@ -427,7 +431,7 @@ fn run_from(
     let checkpoint = config
         .checkpoint_dir
         .as_ref()
-        .map(|dir| store_checkpoint(&views, dir));
+        .map(|dir| store_checkpoint(&views, dir, config.checkpoint_keep));
 
     BenchReport {
         config: config.clone(),
@@ -457,8 +461,9 @@ fn run_from(
     }
 }
 
-/// Writes the views' checkpoint into `dir` and measures it; removes the file after.
-fn store_checkpoint(views: &LedgerViews, dir: &Path) -> CheckpointMeasure {
+/// Writes the views' checkpoint into `dir` and measures it; removes the file after unless
+/// `keep`.
+fn store_checkpoint(views: &LedgerViews, dir: &Path, keep: bool) -> CheckpointMeasure {
     let checkpoints = CheckpointDir::open(dir).expect("the checkpoint directory opens");
     let stored = Instant::now();
     checkpoints
@@ -470,12 +475,69 @@ fn store_checkpoint(views: &LedgerViews, dir: &Path) -> CheckpointMeasure {
     let file_bytes = std::fs::metadata(&file)
         .expect("the checkpoint exists")
         .len();
-    std::fs::remove_file(&file).expect("the checkpoint is removed");
+    if !keep {
+        std::fs::remove_file(&file).expect("the checkpoint is removed");
+    }
     CheckpointMeasure {
         file_bytes,
         store_ms,
         peak_memory_bytes,
     }
+}
+
+/// What reading the views' checkpoint back took.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckpointLoadMeasure {
+    pub file_bytes: u64,
+    /// Events the restored views had applied.
+    pub events: u64,
+    pub accounts: usize,
+    pub load_ms: f64,
+    /// VmHWM after the load: the whole process, which did nothing else.
+    pub peak_memory_bytes: Option<u64>,
+}
+
+impl fmt::Display for CheckpointLoadMeasure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "checkpoint of {} events, {} accounts: {:.0} MiB loaded in {:.0} ms, peak {}",
+            self.events,
+            self.accounts,
+            self.file_bytes as f64 / 1024.0 / 1024.0,
+            self.load_ms,
+            self.peak_memory_bytes
+                .map_or("unknown".to_owned(), |bytes| format!("{} MiB", bytes >> 20))
+        )
+    }
+}
+
+/// Reads the views' checkpoint in `dir` back (as a runner opening does: streamed from
+/// the file into the decoder, checksum checked) and measures it.
+pub fn load_checkpoint(dir: &Path) -> Result<CheckpointLoadMeasure, ProjectionError> {
+    let checkpoints = CheckpointDir::open(dir)?;
+    let mut views = LedgerViews::new();
+    let name = views.name().to_owned();
+    let file_bytes = std::fs::metadata(checkpoints.file_of(&name)?)
+        .map_err(|error| ProjectionError::Checkpoint {
+            path: dir.display().to_string(),
+            reason: error.to_string(),
+        })?
+        .len();
+    let loading = Instant::now();
+    checkpoints
+        .load_with(&name, |state| views.decode_state(state))?
+        .ok_or_else(|| ProjectionError::Checkpoint {
+            path: dir.display().to_string(),
+            reason: "no checkpoint of the views there".to_owned(),
+        })?;
+    Ok(CheckpointLoadMeasure {
+        file_bytes,
+        events: views.events,
+        accounts: views.network.forest().len(),
+        load_ms: millis(loading.elapsed()),
+        peak_memory_bytes: self::peak_memory_bytes(),
+    })
 }
 
 /// The deepest member (the chain's tip) and the root with the largest tree.
