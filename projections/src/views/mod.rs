@@ -49,7 +49,7 @@ pub const STATE_MAGIC: &[u8; 8] = b"LVSTATE2";
 /// Batches shorter than this are decoded on the folding thread.
 const PARALLEL_DECODE_EVENTS_MIN: usize = 2048;
 /// Bytes of a checkpointed state read at a time: MessagePack is read a few bytes at a time.
-const DECODE_BUFFER_SIZE: usize = 64 * 1024;
+const STATE_READ_BUFFER_SIZE: usize = 64 * 1024;
 /// Events a decoder thread decodes at a time.
 const DECODE_CHUNK_EVENTS: usize = 512;
 /// Most decoder threads one batch uses.
@@ -344,7 +344,7 @@ impl Projection for LedgerViews {
             projection: "ledger-views".to_owned(),
             reason,
         };
-        let mut state = BufReader::with_capacity(DECODE_BUFFER_SIZE, state);
+        let mut state = BufReader::with_capacity(STATE_READ_BUFFER_SIZE, state);
         let mut magic = Vec::with_capacity(STATE_MAGIC.len());
         (&mut state)
             .take(STATE_MAGIC.len() as u64)
