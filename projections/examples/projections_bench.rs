@@ -10,8 +10,13 @@
 //! - `--write-history FILE`: only generate the history into FILE.
 //! - `--history FILE`: rebuild from FILE (written with the same size flag); peak memory is
 //!   the rebuild's alone, the views plus one chunk of events.
-//! - `--checkpoint` (with either of the above): also encode the views' checkpoint state
-//!   at the end and print its size.
+//! - `--checkpoint` (with either of the above): also write the views' checkpoint at the
+//!   end, streamed through `CheckpointDir` into `--checkpoint-dir DIR` (default: a
+//!   directory under the system's temporary directory), and print the file's size, the
+//!   time and the peak memory after it; the file is removed after unless
+//!   `--keep-checkpoint` is given.
+//! - `--load-checkpoint DIR`: only read the views' checkpoint in DIR back (as a runner
+//!   opening does) and print the time and the peak memory.
 //! - `--generator-only`: generate and record the history in the same chunks without the
 //!   views, and print the peak memory (the generator's share of the first mode's peak).
 
@@ -59,7 +64,17 @@ fn main() {
     } else {
         projections::bench::BenchConfig::full()
     };
-    config.checkpoint = std::env::args().any(|arg| arg == "--checkpoint");
+    if std::env::args().any(|arg| arg == "--checkpoint") {
+        config.checkpoint_dir = Some(flag_value("--checkpoint-dir").unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("projections-bench-{}", std::process::id()))
+        }));
+    }
+    config.checkpoint_keep = std::env::args().any(|arg| arg == "--keep-checkpoint");
+    if let Some(dir) = flag_value("--load-checkpoint") {
+        let measure = projections::bench::load_checkpoint(&dir).expect("the checkpoint is loaded");
+        println!("{measure}");
+        return;
+    }
     if std::env::args().any(|arg| arg == "--generator-only") {
         let events = generate_only(&config);
         println!("events                 {events} (generated and recorded, no views)");

@@ -9,6 +9,7 @@
 //! the rebuild's alone (the views and one chunk of events).
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
@@ -16,8 +17,9 @@ use ledger::domain::{AccountId, Period};
 use ledger::store::{Position, RecordedEvent};
 use serde::Serialize;
 
+use crate::checkpoint::CheckpointDir;
 use crate::history::{Generator, HistoryConfig, Recorder};
-use crate::projection::Projection;
+use crate::projection::{Projection, ProjectionError};
 use crate::report::{affiliate_id_as_name, payout_report};
 use crate::runner::Progress;
 use crate::views::LedgerViews;
@@ -33,9 +35,12 @@ pub struct BenchConfig {
     pub chain_depth: usize,
     pub events: u64,
     pub months: u32,
-    /// Also encode the views' checkpoint state at the end and report its size (this
-    /// holds a copy of the state and the encoding in memory besides the views).
-    pub checkpoint: bool,
+    /// Also write the views' checkpoint into this directory at the end, through
+    /// [`CheckpointDir::store_projection`] (streamed: no copy of the state in memory), and
+    /// report its size, the time and the peak memory after it. The file is removed after
+    /// unless `checkpoint_keep` (for [`load_checkpoint`] in another process).
+    pub checkpoint_dir: Option<PathBuf>,
+    pub checkpoint_keep: bool,
 }
 
 impl BenchConfig {
@@ -47,7 +52,8 @@ impl BenchConfig {
             chain_depth: 100_000,
             events: 10_000_000,
             months: 12,
-            checkpoint: false,
+            checkpoint_dir: None,
+            checkpoint_keep: false,
         }
     }
 
@@ -59,7 +65,8 @@ impl BenchConfig {
             chain_depth: 10_000,
             events: 500_000,
             months: 6,
-            checkpoint: false,
+            checkpoint_dir: None,
+            checkpoint_keep: false,
         }
     }
 }
@@ -100,9 +107,17 @@ pub struct BenchReport {
     pub downline_root_members: u64,
     pub downline_counts_ms: f64,
     pub downline_page_us: f64,
-    /// Size of the encoded checkpoint state and the time to encode it, if asked for.
-    pub checkpoint_bytes: Option<u64>,
-    pub checkpoint_encode_ms: Option<f64>,
+    /// If asked for: the checkpoint file's size, the time to write it (encoded twice,
+    /// hashed, fsynced; see [`crate::checkpoint`]), and VmHWM after it.
+    pub checkpoint: Option<CheckpointMeasure>,
+}
+
+/// What writing the views' checkpoint took.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckpointMeasure {
+    pub file_bytes: u64,
+    pub store_ms: f64,
+    pub peak_memory_bytes: Option<u64>,
 }
 
 impl fmt::Display for BenchReport {
@@ -163,11 +178,13 @@ impl fmt::Display for BenchReport {
             self.downline_counts_ms, self.downline_root_members
         )?;
         write!(f, "downline page, level 1 {:.1} µs", self.downline_page_us)?;
-        if let (Some(bytes), Some(ms)) = (self.checkpoint_bytes, self.checkpoint_encode_ms) {
+        if let Some(checkpoint) = &self.checkpoint {
             write!(
                 f,
-                "\ncheckpoint state       {:.0} MiB, encoded in {ms:.0} ms",
-                bytes as f64 / 1024.0 / 1024.0
+                "\ncheckpoint file        {:.0} MiB, stored in {:.0} ms, peak after {}",
+                checkpoint.file_bytes as f64 / 1024.0 / 1024.0,
+                checkpoint.store_ms,
+                mib(checkpoint.peak_memory_bytes)
             )?;
         }
         Ok(())
@@ -412,13 +429,10 @@ fn run_from(
     let downline_page_us = page.elapsed().as_secs_f64() * 1e6;
     assert!(members.total > 0 || downline.total == 0);
     let peak_memory_after_queries_bytes = self::peak_memory_bytes();
-    let (checkpoint_bytes, checkpoint_encode_ms) = if config.checkpoint {
-        let encode = Instant::now();
-        let state = crate::projection::state_bytes(&views);
-        (Some(state.len() as u64), Some(millis(encode.elapsed())))
-    } else {
-        (None, None)
-    };
+    let checkpoint = config
+        .checkpoint_dir
+        .as_ref()
+        .map(|dir| store_checkpoint(&views, dir, config.checkpoint_keep));
 
     BenchReport {
         config: config.clone(),
@@ -444,9 +458,87 @@ fn run_from(
         downline_root_members: downline.total,
         downline_counts_ms,
         downline_page_us,
-        checkpoint_bytes,
-        checkpoint_encode_ms,
+        checkpoint,
     }
+}
+
+/// Writes the views' checkpoint into `dir` and measures it; removes the file after unless
+/// `keep`.
+fn store_checkpoint(views: &LedgerViews, dir: &Path, keep: bool) -> CheckpointMeasure {
+    let checkpoints = CheckpointDir::open(dir).expect("the checkpoint directory opens");
+    let stored = Instant::now();
+    checkpoints
+        .store_projection(views, views.last.map(|(position, _)| position))
+        .expect("the checkpoint is written");
+    let store_ms = millis(stored.elapsed());
+    let peak_memory_bytes = self::peak_memory_bytes();
+    let file = checkpoints.file_of(views.name()).expect("a valid name");
+    let file_bytes = std::fs::metadata(&file)
+        .expect("the checkpoint exists")
+        .len();
+    if !keep {
+        std::fs::remove_file(&file).expect("the checkpoint is removed");
+    }
+    CheckpointMeasure {
+        file_bytes,
+        store_ms,
+        peak_memory_bytes,
+    }
+}
+
+/// What reading the views' checkpoint back took.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckpointLoadMeasure {
+    pub file_bytes: u64,
+    /// Events the restored views had applied.
+    pub events: u64,
+    pub accounts: usize,
+    pub load_ms: f64,
+    /// VmHWM after the load: the whole process, which did nothing else.
+    pub peak_memory_bytes: Option<u64>,
+}
+
+impl fmt::Display for CheckpointLoadMeasure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "checkpoint of {} events, {} accounts: {:.0} MiB loaded in {:.0} ms, peak {}",
+            self.events,
+            self.accounts,
+            self.file_bytes as f64 / 1024.0 / 1024.0,
+            self.load_ms,
+            self.peak_memory_bytes
+                .map_or("unknown".to_owned(), |bytes| format!("{} MiB", bytes >> 20))
+        )
+    }
+}
+
+/// Reads the views' checkpoint in `dir` back (as a runner opening does: streamed from
+/// the file into the decoder, checksum checked) and measures it.
+pub fn load_checkpoint(dir: &Path) -> Result<CheckpointLoadMeasure, ProjectionError> {
+    let checkpoints = CheckpointDir::open(dir)?;
+    let mut views = LedgerViews::new();
+    let name = views.name().to_owned();
+    let file_bytes = std::fs::metadata(checkpoints.file_of(&name)?)
+        .map_err(|error| ProjectionError::Checkpoint {
+            path: dir.display().to_string(),
+            reason: error.to_string(),
+        })?
+        .len();
+    let loading = Instant::now();
+    checkpoints
+        .load_with(&name, |state| views.decode_state(state))?
+        .ok_or_else(|| ProjectionError::Checkpoint {
+            path: dir.display().to_string(),
+            reason: "no checkpoint of the views there".to_owned(),
+        })?;
+    Ok(CheckpointLoadMeasure {
+        file_bytes,
+        events: views.events,
+        accounts: views.network.forest().len(),
+        load_ms: millis(loading.elapsed()),
+        peak_memory_bytes: self::peak_memory_bytes(),
+    })
 }
 
 /// The deepest member (the chain's tip) and the root with the largest tree.

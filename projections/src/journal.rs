@@ -8,6 +8,7 @@
 
 use crate::hash::FastMap;
 use crate::segmented::Segmented;
+use crate::serial::{MapSeq, SeqOf};
 use std::collections::BTreeMap;
 use std::hash::Hash;
 
@@ -353,6 +354,34 @@ where
                 .collect(),
             history,
             totals: self.totals.clone(),
+        }
+    }
+
+    /// Serializes exactly as [`Journal::to_state`] does, borrowing the moments and the
+    /// balance histories (sorted through a list of references) instead of copying them.
+    pub fn state_serializer(&self) -> impl Serialize + '_
+    where
+        A: Serialize,
+        C: Serialize,
+    {
+        let mut history: Vec<(&(A, C), &BalanceHistory)> = self.history.iter().collect();
+        history.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        #[derive(Serialize)]
+        struct JournalStateRef<'a, M, H, C> {
+            moments: M,
+            history: H,
+            totals: &'a BTreeMap<C, Decimal>,
+        }
+        JournalStateRef {
+            moments: SeqOf::new(self.moments.len(), move || {
+                self.moments
+                    .iter()
+                    .map(|moment| (moment.position, moment.at_micros))
+            }),
+            history: MapSeq::new(history, |&(key, entries)| {
+                (key, SeqOf::new(entries.len(), move || entries.iter()))
+            }),
+            totals: &self.totals,
         }
     }
 

@@ -25,6 +25,7 @@ pub mod report;
 pub mod rng;
 pub mod runner;
 pub mod segmented;
+pub mod serial;
 pub mod verify;
 pub mod views;
 

@@ -2,6 +2,8 @@
 //! that state as deterministic bytes so a checkpoint can restore it and a rebuild can be
 //! compared with the live state byte for byte.
 
+use std::io::{self, Read, Write};
+
 use ledger::store::{Position, StoreError};
 
 /// Why a projection could not go on. Every variant is either a failure of the store, a
@@ -55,11 +57,15 @@ pub trait Projection: Send + Sync + 'static {
     }
 
     /// Writes the whole state as bytes that depend only on the events applied (maps in
-    /// key order, no addresses, no hash-map iteration order).
-    fn encode_state(&self, out: &mut Vec<u8>);
+    /// key order, no addresses, no hash-map iteration order), to `out` as it goes: a
+    /// checkpoint streams it to its file, so a large state should be written from the
+    /// live structures, not from an encoding built in memory first. Writing the same
+    /// state twice writes the same bytes.
+    fn encode_state(&self, out: &mut dyn Write) -> io::Result<()>;
 
-    /// Replaces the state with one written by `encode_state`.
-    fn decode_state(&mut self, bytes: &[u8]) -> Result<(), ProjectionError>;
+    /// Replaces the state with one written by `encode_state`, read from `state` to its
+    /// end. Changes nothing if the state cannot be read.
+    fn decode_state(&mut self, state: &mut dyn Read) -> Result<(), ProjectionError>;
 
     /// An empty projection with the same configuration, for rebuilding into scratch state.
     fn fresh(&self) -> Self
@@ -67,9 +73,11 @@ pub trait Projection: Send + Sync + 'static {
         Self: Sized;
 }
 
-/// The state bytes of a projection, for comparisons.
+/// The state bytes of a projection, in memory: for tests and small projections.
 pub fn state_bytes<P: Projection + ?Sized>(projection: &P) -> Vec<u8> {
     let mut out = Vec::new();
-    projection.encode_state(&mut out);
+    projection
+        .encode_state(&mut out)
+        .expect("a state encodes into memory");
     out
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use ledger::store::{EventStore, Position, RecordedEvent, PAGE_SIZE_MAX};
 use tokio::sync::watch;
 
-use crate::checkpoint::{Checkpoint, CheckpointDir};
-use crate::projection::{state_bytes, Projection, ProjectionError};
+use crate::checkpoint::CheckpointDir;
+use crate::projection::{Projection, ProjectionError};
 
 /// When the runner writes a checkpoint while following: after `events_max` events or
 /// `interval` since the last one, whichever comes first, and always on shutdown.
@@ -76,9 +76,11 @@ impl<S: EventStore + Clone, P: Projection> ProjectionRunner<S, P> {
     ) -> Result<Self, ProjectionError> {
         let mut position = None;
         if let Some(dir) = &checkpoints {
-            if let Some(checkpoint) = dir.load(projection.name())? {
-                projection.decode_state(&checkpoint.state)?;
-                position = checkpoint.position;
+            // Decoded straight into the projection as it is read: if the checksum then
+            // fails, opening fails and the projection goes with it.
+            let name = projection.name().to_owned();
+            if let Some((at, ())) = dir.load_with(&name, |state| projection.decode_state(state))? {
+                position = at;
             }
         }
         Ok(ProjectionRunner {
@@ -195,13 +197,7 @@ impl<S: EventStore + Clone, P: Projection> ProjectionRunner<S, P> {
     pub fn checkpoint(&mut self) -> Result<(), ProjectionError> {
         if let Some(dir) = &self.checkpoints {
             let projection = self.projection.read().expect("projection lock poisoned");
-            dir.store(
-                projection.name(),
-                &Checkpoint {
-                    position: self.position,
-                    state: state_bytes(&*projection),
-                },
-            )?;
+            dir.store_projection(&*projection, self.position)?;
         }
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
@@ -298,6 +294,7 @@ mod tests {
 
     use super::*;
     use crate::determinism::{live_and_rebuilt, Schedule};
+    use crate::projection::state_bytes;
     use crate::rng::SplitMix64;
 
     /// Per stream: how many events, and an order-sensitive fold of their payloads, so any
@@ -328,12 +325,12 @@ mod tests {
             }
             Ok(())
         }
-        fn encode_state(&self, out: &mut Vec<u8>) {
-            serde_json::to_writer(out, &self.streams).expect("a map serialises");
+        fn encode_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+            serde_json::to_writer(out, &self.streams).map_err(std::io::Error::from)
         }
-        fn decode_state(&mut self, bytes: &[u8]) -> Result<(), ProjectionError> {
+        fn decode_state(&mut self, state: &mut dyn std::io::Read) -> Result<(), ProjectionError> {
             self.streams =
-                serde_json::from_slice(bytes).map_err(|error| ProjectionError::BadState {
+                serde_json::from_reader(state).map_err(|error| ProjectionError::BadState {
                     projection: "tally".to_owned(),
                     reason: error.to_string(),
                 })?;

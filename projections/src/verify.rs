@@ -14,8 +14,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::chain::{ChainChecker, ChainFault};
-use crate::checkpoint::{Checkpoint, CheckpointDir};
-use crate::projection::{state_bytes, Projection, ProjectionError};
+use crate::checkpoint::{CheckpointDir, CheckpointFile, StateComparison};
+use crate::projection::{Projection, ProjectionError};
 use crate::report::money_text;
 use crate::runner::Progress;
 use crate::views::commissions::PayoutStatus;
@@ -66,9 +66,9 @@ pub enum Discrepancy {
     CheckpointMismatch {
         projection: String,
         position: String,
-        offset: usize,
-        checkpoint_len: usize,
-        rebuilt_len: usize,
+        offset: u64,
+        checkpoint_len: u64,
+        rebuilt_len: u64,
     },
     #[error("checkpoint of {projection} claims position {position}, which the log does not reach")]
     CheckpointAhead {
@@ -100,19 +100,22 @@ pub async fn verify_store<S: EventStore>(
 ) -> Result<VerifySummary, Discrepancy> {
     let mut views = LedgerViews::new();
     let name = views.name().to_owned();
-    let checkpoint: Option<Checkpoint> = match checkpoints {
-        Some(dir) => dir
-            .load(&name)
-            .map_err(|error| Discrepancy::CheckpointUnreadable {
-                projection: name.clone(),
-                reason: error.to_string(),
-            })?,
+    // Checked through once now and kept open; its state is compared, read from the file
+    // again, when the rebuild reaches its position.
+    let checkpoint: Option<CheckpointFile> = match checkpoints {
+        Some(dir) => {
+            dir.open_checked(&name)
+                .map_err(|error| Discrepancy::CheckpointUnreadable {
+                    projection: name.clone(),
+                    reason: error.to_string(),
+                })?
+        }
         None => None,
     };
     let mut pending = checkpoint;
     let mut matched = Vec::new();
-    if let Some(at_start) = pending.take_if(|checkpoint| checkpoint.position.is_none()) {
-        compare(&name, "start", &at_start.state, &state_bytes(&views))?;
+    if let Some(mut at_start) = pending.take_if(|checkpoint| checkpoint.position().is_none()) {
+        compare(&name, "start", &mut at_start, &views)?;
         matched.push(name.clone());
     }
     let mut chain = ChainChecker::new(store.chain_scope());
@@ -132,7 +135,10 @@ pub async fn verify_store<S: EventStore>(
         // Apply in parallel-decoded batches, split where a checkpoint must be compared.
         let mut rest = new;
         while !rest.is_empty() {
-            let split = match pending.as_ref().and_then(|checkpoint| checkpoint.position) {
+            let split = match pending
+                .as_ref()
+                .and_then(|checkpoint| checkpoint.position())
+            {
                 Some(at) => rest
                     .iter()
                     .position(|event| event.position == at)
@@ -145,15 +151,10 @@ pub async fn verify_store<S: EventStore>(
                 .last()
                 .expect("split leaves at least one event")
                 .position;
-            if let Some(checkpoint) =
-                pending.take_if(|checkpoint| checkpoint.position == Some(reached))
+            if let Some(mut checkpoint) =
+                pending.take_if(|checkpoint| checkpoint.position() == Some(reached))
             {
-                compare(
-                    &name,
-                    &reached.to_string(),
-                    &checkpoint.state,
-                    &state_bytes(&views),
-                )?;
+                compare(&name, &reached.to_string(), &mut checkpoint, &views)?;
                 matched.push(name.clone());
             }
             rest = after;
@@ -175,7 +176,7 @@ pub async fn verify_store<S: EventStore>(
         return Err(Discrepancy::CheckpointAhead {
             projection: name,
             position: checkpoint
-                .position
+                .position()
                 .expect("start checkpoints were compared"),
         });
     }
@@ -194,27 +195,34 @@ pub async fn verify_store<S: EventStore>(
     })
 }
 
+/// Compares the checkpoint's state with the rebuilt views' state, streaming both (the
+/// views are encoded into a comparison with the file, not into memory).
 fn compare(
     projection: &str,
     position: &str,
-    checkpoint: &[u8],
-    rebuilt: &[u8],
+    checkpoint: &mut CheckpointFile,
+    rebuilt: &LedgerViews,
 ) -> Result<(), Discrepancy> {
-    if checkpoint == rebuilt {
-        return Ok(());
+    let comparison = checkpoint
+        .compare_state(|out| rebuilt.encode_state(out))
+        .map_err(|error| Discrepancy::CheckpointUnreadable {
+            projection: projection.to_owned(),
+            reason: error.to_string(),
+        })?;
+    match comparison {
+        StateComparison::Equal => Ok(()),
+        StateComparison::Differs {
+            offset,
+            checkpoint_len,
+            other_len,
+        } => Err(Discrepancy::CheckpointMismatch {
+            projection: projection.to_owned(),
+            position: position.to_owned(),
+            offset,
+            checkpoint_len,
+            rebuilt_len: other_len,
+        }),
     }
-    let offset = checkpoint
-        .iter()
-        .zip(rebuilt)
-        .position(|(a, b)| a != b)
-        .unwrap_or(checkpoint.len().min(rebuilt.len()));
-    Err(Discrepancy::CheckpointMismatch {
-        projection: projection.to_owned(),
-        position: position.to_owned(),
-        offset,
-        checkpoint_len: checkpoint.len(),
-        rebuilt_len: rebuilt.len(),
-    })
 }
 
 fn currency_totals(views: &LedgerViews) -> BTreeMap<String, CurrencyTotals> {
@@ -280,7 +288,9 @@ mod tests {
     use ledger::store::ExpectedRevision;
 
     use super::*;
+    use crate::checkpoint::Checkpoint;
     use crate::history::{Generator, HistoryConfig};
+    use crate::projection::state_bytes;
     use crate::rng::SplitMix64;
     use crate::runner::{CheckpointPolicy, ProjectionRunner};
 

@@ -11,6 +11,7 @@
 //! status query takes the instant it is asked about; the state itself only holds facts.
 
 use crate::hash::FastMap;
+use crate::serial::SeqOf;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -1134,8 +1135,8 @@ impl Commissions {
             .collect();
         affiliates.sort_unstable_by_key(|(account, _)| *account);
         CommissionsState {
-            payments: self.payments.iter().cloned().collect(),
-            commissions: self.commissions.iter().cloned().collect(),
+            payments: self.payments.clone(),
+            commissions: self.commissions.clone(),
             affiliates,
             runs: self.runs.clone(),
             summaries: self.summaries.clone(),
@@ -1144,12 +1145,39 @@ impl Commissions {
         }
     }
 
+    /// Serializes exactly as [`Commissions::to_state`] does, borrowing the live
+    /// structures (the affiliates sorted through a list of references) instead of copying
+    /// them.
+    pub fn state_serializer(&self) -> impl Serialize + '_ {
+        let mut affiliates: Vec<(&AccountId, &Affiliate)> = self.affiliates.iter().collect();
+        affiliates.sort_unstable_by_key(|(account, _)| **account);
+        #[derive(Serialize)]
+        struct CommissionsStateRef<'a> {
+            payments: &'a Chunked<PaymentRecord>,
+            commissions: &'a Chunked<Commission>,
+            affiliates: Vec<(&'a AccountId, &'a Affiliate)>,
+            runs: &'a BTreeMap<Period, BTreeMap<AccountId, Payout>>,
+            summaries: &'a BTreeMap<Period, RunSummary>,
+            donations: &'a BTreeMap<Period, Vec<Donation>>,
+            plans: &'a BTreeMap<PlanVersion, PlanRecord>,
+        }
+        CommissionsStateRef {
+            payments: &self.payments,
+            commissions: &self.commissions,
+            affiliates,
+            runs: &self.runs,
+            summaries: &self.summaries,
+            donations: &self.donations,
+            plans: &self.plans,
+        }
+    }
+
     pub fn from_state(state: CommissionsState) -> Commissions {
         let mut commissions = Commissions {
-            payments: state.payments.into_iter().collect(),
+            payments: state.payments,
             payment_index: FastMap::default(),
             payment_collisions: FastMap::default(),
-            commissions: state.commissions.into_iter().collect(),
+            commissions: state.commissions,
             affiliates: state.affiliates.into_iter().collect(),
             runs: state.runs,
             summaries: state.summaries,
@@ -1270,6 +1298,37 @@ impl<T> std::ops::IndexMut<usize> for Chunked<T> {
     }
 }
 
+/// As the list of its elements. Read back chunk by chunk: a checkpoint's millions of
+/// records never sit in one `Vec` that then has to be copied into chunks.
+impl<T: Serialize> Serialize for Chunked<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SeqOf::new(self.len, || self.iter()).serialize(serializer)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Chunked<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ChunkedVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ChunkedVisitor<T> {
+            type Value = Chunked<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Chunked<T>, A::Error> {
+                let mut chunked = Chunked::default();
+                while let Some(value) = seq.next_element()? {
+                    chunked.push(value);
+                }
+                Ok(chunked)
+            }
+        }
+        deserializer.deserialize_seq(ChunkedVisitor(std::marker::PhantomData))
+    }
+}
+
 impl<T> FromIterator<T> for Chunked<T> {
     fn from_iter<I: IntoIterator<Item = T>>(values: I) -> Self {
         let mut chunked = Chunked::default();
@@ -1299,8 +1358,8 @@ fn add_commission(totals: &mut AffiliateTotals, commission: &Commission, at: Dat
 
 #[derive(Serialize, Deserialize)]
 pub struct CommissionsState {
-    payments: Vec<PaymentRecord>,
-    commissions: Vec<Commission>,
+    payments: Chunked<PaymentRecord>,
+    commissions: Chunked<Commission>,
     affiliates: Vec<(AccountId, Affiliate)>,
     runs: BTreeMap<Period, BTreeMap<AccountId, Payout>>,
     summaries: BTreeMap<Period, RunSummary>,
@@ -1390,6 +1449,18 @@ mod tests {
         fn totals(&self, at: DateTime<Utc>) -> AffiliateTotals {
             self.commissions.affiliate_totals(&self.affiliate, at)[&Currency::EUR]
         }
+    }
+
+    #[test]
+    fn a_chunked_list_encodes_like_a_vec_and_reads_back_in_chunks() {
+        let values: Vec<u32> = (0..(2 * CHUNK_ELEMENTS as u32 + 17)).collect();
+        let chunked: Chunked<u32> = values.iter().copied().collect();
+        let bytes = rmp_serde::to_vec(&chunked).expect("encode");
+        assert_eq!(bytes, rmp_serde::to_vec(&values).expect("encode"));
+        let back: Chunked<u32> = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(back.len(), values.len());
+        assert_eq!(back.chunks.len(), 3);
+        assert!(back.iter().eq(values.iter()));
     }
 
     #[test]

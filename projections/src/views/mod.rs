@@ -14,6 +14,7 @@ pub mod network;
 pub mod wallets;
 
 use std::collections::BTreeMap;
+use std::io::{self, BufReader, Read, Write};
 
 use chrono::{DateTime, Utc};
 use ledger::domain::events::DomainEvent;
@@ -50,6 +51,8 @@ pub const STATE_MAGIC: &[u8; 8] = b"LVSTATE2";
 const PARALLEL_EVENTS_MIN: usize = 2048;
 /// Events the money side folds before it hands their journal entries over.
 const SIDE_CHUNK_EVENTS: usize = 512;
+/// Bytes of a checkpointed state read at a time: MessagePack is read a few bytes at a time.
+const STATE_READ_BUFFER_SIZE: usize = 64 * 1024;
 
 /// Every domain read model, maintained together.
 #[derive(Clone, Debug, Default)]
@@ -377,6 +380,32 @@ impl LedgerViews {
         }
     }
 
+    /// Serializes exactly as [`LedgerViews::to_state`] does, borrowing the views instead
+    /// of copying them: what a checkpoint writes (see [`STATE_MAGIC`]).
+    pub fn state_serializer(&self) -> impl Serialize + '_ {
+        #[derive(Serialize)]
+        struct LedgerViewsStateRef<'a, N, W, J, C> {
+            network: N,
+            wallets: W,
+            journal: J,
+            commissions: C,
+            last: &'a Option<(Position, DateTime<Utc>)>,
+            events: u64,
+            ignored: u64,
+            payout_journal: &'a BTreeMap<Period, PayoutJournal>,
+        }
+        LedgerViewsStateRef {
+            network: self.network.state_serializer(),
+            wallets: self.wallets.state_serializer(),
+            journal: self.journal.state_serializer(),
+            commissions: self.commissions.state_serializer(),
+            last: &self.last,
+            events: self.events,
+            ignored: self.ignored,
+            payout_journal: &self.payout_journal,
+        }
+    }
+
     pub fn from_state(state: LedgerViewsState) -> Result<LedgerViews, String> {
         Ok(LedgerViews {
             network: Network::from_state(state.network).map_err(|error| error.to_string())?,
@@ -495,34 +524,42 @@ impl Projection for LedgerViews {
         Ok(())
     }
 
-    /// The state in the binary format described at [`STATE_MAGIC`].
-    fn encode_state(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(STATE_MAGIC);
+    /// The state in the binary format described at [`STATE_MAGIC`], written straight
+    /// from the views ([`LedgerViews::state_serializer`]).
+    fn encode_state(&self, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(STATE_MAGIC)?;
         // Structs as arrays (the default): field names are not repeated per record.
-        rmp_serde::encode::write(out, &self.to_state()).expect("view state serialises");
+        crate::serial::write_msgpack(out, &self.state_serializer())
     }
 
-    fn decode_state(&mut self, bytes: &[u8]) -> Result<(), ProjectionError> {
+    fn decode_state(&mut self, state: &mut dyn Read) -> Result<(), ProjectionError> {
         let bad = |reason: String| ProjectionError::BadState {
             projection: "ledger-views".to_owned(),
             reason,
         };
-        let Some(body) = bytes.strip_prefix(STATE_MAGIC.as_slice()) else {
-            return Err(bad(if bytes.first() == Some(&b'{') {
+        let mut state = BufReader::with_capacity(STATE_READ_BUFFER_SIZE, state);
+        let mut magic = Vec::with_capacity(STATE_MAGIC.len());
+        (&mut state)
+            .take(STATE_MAGIC.len() as u64)
+            .read_to_end(&mut magic)
+            .map_err(|error| bad(error.to_string()))?;
+        if magic != STATE_MAGIC {
+            return Err(bad(if magic.first() == Some(&b'{') {
                 "the state is JSON, written by an earlier version: rebuild the views from the \
                  log (the checkpoint is a cache; the log is the truth)"
                     .to_owned()
             } else {
                 "the state does not start with the ledger-views state magic".to_owned()
             }));
-        };
-        let mut reader = body;
-        let state: LedgerViewsState =
-            rmp_serde::from_read(&mut reader).map_err(|error| bad(error.to_string()))?;
-        if !reader.is_empty() {
-            return Err(bad(format!("{} bytes follow the state", reader.len())));
         }
-        *self = LedgerViews::from_state(state).map_err(bad)?;
+        let decoded: LedgerViewsState =
+            rmp_serde::from_read(&mut state).map_err(|error| bad(error.to_string()))?;
+        let following =
+            io::copy(&mut state, &mut io::sink()).map_err(|error| bad(error.to_string()))?;
+        if following != 0 {
+            return Err(bad(format!("{following} bytes follow the state")));
+        }
+        *self = LedgerViews::from_state(decoded).map_err(bad)?;
         Ok(())
     }
 

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::commissions::CurrencyCode;
 use crate::forest::{ForestError, Month, ReferralForest};
+use crate::serial::SeqOf;
 
 /// Most currencies one member's revenue is kept in (a limit on a per-account list).
 pub const MEMBER_CURRENCIES_MAX: usize = 8;
@@ -231,8 +232,36 @@ impl Network {
     }
 
     pub fn to_state(&self) -> NetworkState {
-        let members = self
-            .forest
+        NetworkState {
+            members: self.members_state().collect(),
+            orphans: self.orphans_state(),
+            analytics: self.analytics.clone(),
+            restricted: self.restricted.clone(),
+        }
+    }
+
+    /// Serializes exactly as [`Network::to_state`] does, borrowing the live structures
+    /// instead of copying them: a member's entry is built when it is written.
+    pub fn state_serializer(&self) -> impl Serialize + '_ {
+        #[derive(Serialize)]
+        struct NetworkStateRef<'a, M> {
+            members: M,
+            orphans: Vec<OrphanState>,
+            analytics: &'a BTreeMap<Period, PeriodAnalytics>,
+            restricted: &'a BTreeSet<AccountId>,
+        }
+        NetworkStateRef {
+            members: SeqOf::new(self.forest.len(), move || self.members_state()),
+            // Copied: payers outside the forest are not expected, so there are few.
+            orphans: self.orphans_state(),
+            analytics: &self.analytics,
+            restricted: &self.restricted,
+        }
+    }
+
+    /// Every member's state entry, in signup order.
+    fn members_state(&self) -> impl Iterator<Item = MemberState> + '_ {
+        self.forest
             .members_in_order()
             .map(|(account, referrer, _)| {
                 let opened = self
@@ -248,8 +277,11 @@ impl Network {
                 by_period.sort_unstable_by_key(|(period, currency, _)| (*period, *currency));
                 (account, referrer, opened, revenue, by_period)
             })
-            .collect();
-        // Revenue of payers who never opened an account (not expected, but kept).
+    }
+
+    /// Revenue of payers who never opened an account (not expected, but kept), in
+    /// account order.
+    fn orphans_state(&self) -> Vec<OrphanState> {
         let mut orphans: Vec<OrphanState> = self
             .orphan_revenue
             .iter()
@@ -262,12 +294,7 @@ impl Network {
             })
             .collect();
         orphans.sort_unstable_by_key(|(account, _, _)| *account);
-        NetworkState {
-            members,
-            orphans,
-            analytics: self.analytics.clone(),
-            restricted: self.restricted.clone(),
-        }
+        orphans
     }
 
     pub fn from_state(state: NetworkState) -> Result<Network, ForestError> {

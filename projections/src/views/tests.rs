@@ -2,6 +2,7 @@
 //! position, and the views agree with each other and with the generator.
 
 use ledger::domain::postings::AccountKind;
+use ledger::domain::AccountId;
 use ledger::store::memory::MemoryStore;
 use ledger::store::{EventStore, Position};
 use rust_decimal::Decimal;
@@ -258,7 +259,9 @@ async fn checkpointed_state_restores_to_identical_bytes() {
     let bytes = crate::projection::state_bytes(&views);
     assert!(bytes.starts_with(super::STATE_MAGIC));
     let mut restored = LedgerViews::new();
-    restored.decode_state(&bytes).expect("decode");
+    restored
+        .decode_state(&mut bytes.as_slice())
+        .expect("decode");
     assert_eq!(crate::projection::state_bytes(&restored), bytes);
     assert_eq!(restored.journal.balances(), views.journal.balances());
     assert_eq!(
@@ -280,15 +283,148 @@ async fn checkpointed_state_restores_to_identical_bytes() {
         json.len()
     );
     // A JSON state (an earlier version's checkpoint) is refused, naming the fix.
-    let refused = LedgerViews::new().decode_state(&json).unwrap_err();
+    let refused = LedgerViews::new()
+        .decode_state(&mut json.as_slice())
+        .unwrap_err();
     assert!(refused.to_string().contains("rebuild"), "{refused}");
     // So is a truncated or extended one.
     assert!(LedgerViews::new()
-        .decode_state(&bytes[..bytes.len() - 1])
+        .decode_state(&mut &bytes[..bytes.len() - 1])
         .is_err());
     let mut extended = bytes.clone();
     extended.push(0);
-    assert!(LedgerViews::new().decode_state(&extended).is_err());
+    assert!(LedgerViews::new()
+        .decode_state(&mut extended.as_slice())
+        .is_err());
+}
+
+/// The state as checkpoints wrote it before they were streamed: an owned copy of the
+/// views, encoded.
+fn copied_state_bytes(views: &LedgerViews) -> Vec<u8> {
+    let mut out = STATE_MAGIC.to_vec();
+    rmp_serde::encode::write(&mut out, &views.to_state()).expect("the copy encodes");
+    out
+}
+
+/// The checkpoint state written straight from the views equals the encoding of the owned
+/// copy (`to_state`) byte for byte: empty, at points along a history with refunds,
+/// chargebacks, reviews, payouts and donations, and with restrictions and payers outside
+/// the forest (which the generator does not produce) added.
+#[test]
+fn streamed_state_equals_the_copied_state_byte_for_byte() {
+    let events = generated(HistoryConfig::small(8));
+    for kind in [
+        "PaymentRefunded",
+        "PaymentChargedBack",
+        "CommissionReversed",
+        "CommissionReleased",
+        "CommissionForfeited",
+        "PayoutSent",
+        "PayoutRunCompleted",
+        "DonationAllocated",
+        "CreditsExpired",
+    ] {
+        assert!(
+            events.iter().any(|event| event.event_type.as_str() == kind),
+            "the history has no {kind}"
+        );
+    }
+    let mut views = LedgerViews::new();
+    assert_eq!(
+        crate::projection::state_bytes(&views),
+        copied_state_bytes(&views)
+    );
+    let compare_every = events.len() / 7 + 1;
+    for (index, event) in events.iter().enumerate() {
+        views.apply(event).expect("generated history applies");
+        if index % compare_every == 0 || index + 1 == events.len() {
+            assert_eq!(
+                crate::projection::state_bytes(&views),
+                copied_state_bytes(&views),
+                "after event {index}"
+            );
+        }
+    }
+
+    let before = crate::projection::state_bytes(&views);
+    let members: Vec<AccountId> = views
+        .network
+        .forest()
+        .members_in_order()
+        .map(|(account, _, _)| account)
+        .take(3)
+        .collect();
+    for account in &members {
+        views.network.set_restricted(*account, true);
+    }
+    views.network.set_restricted(members[0], false);
+    let mut rng = SplitMix64::new(8);
+    let at = views.last.expect("events applied").1;
+    for cents in [1_234, -234, 99_999] {
+        let orphan = AccountId::new(rng.uuid()).expect("a random id");
+        views
+            .network
+            .revenue(orphan, Currency::EUR, Decimal::new(cents, 2), at);
+        views
+            .network
+            .revenue(orphan, Currency::USD, Decimal::new(cents, 2), at);
+    }
+    let after = crate::projection::state_bytes(&views);
+    assert_ne!(after, before, "restrictions and orphans are in the state");
+    assert_eq!(after, copied_state_bytes(&views));
+    let mut restored = LedgerViews::new();
+    restored
+        .decode_state(&mut after.as_slice())
+        .expect("decode");
+    assert_eq!(crate::projection::state_bytes(&restored), after);
+}
+
+/// A checkpoint of the views goes to its file and back without a copy in memory, and
+/// one whose state was altered on disk is refused.
+#[test]
+fn views_checkpoint_streams_to_a_file_and_back() {
+    let events = generated(HistoryConfig::small(9));
+    let views = views_of(&events);
+    let bytes = crate::projection::state_bytes(&views);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let checkpoints = CheckpointDir::open(dir.path()).expect("dir");
+    let position = views.last.map(|(position, _)| position);
+    checkpoints
+        .store_projection(&views, position)
+        .expect("store");
+    // The same file as the in-memory encoder writes.
+    let file = checkpoints.file_of("ledger-views").expect("file");
+    let on_disk = std::fs::read(&file).expect("read");
+    assert_eq!(
+        on_disk,
+        crate::checkpoint::encode(&crate::checkpoint::Checkpoint {
+            position,
+            state: bytes.clone(),
+        })
+        .expect("encode")
+    );
+    let mut restored = LedgerViews::new();
+    let loaded = checkpoints
+        .load_with("ledger-views", |state| restored.decode_state(state))
+        .expect("load");
+    assert_eq!(loaded, Some((position, ())));
+    assert_eq!(crate::projection::state_bytes(&restored), bytes);
+
+    // A flipped byte inside the state: named as a damaged file, whether or not the state
+    // still decodes.
+    for offset in [35 + 9, 35 + bytes.len() / 2, 35 + bytes.len() - 1] {
+        let mut damaged = on_disk.clone();
+        damaged[offset] ^= 0x20;
+        std::fs::write(&file, &damaged).expect("write");
+        let mut decoded = LedgerViews::new();
+        let refused = checkpoints
+            .load_with("ledger-views", |state| decoded.decode_state(state))
+            .expect_err("refused");
+        assert!(
+            refused.to_string().contains("checksum mismatch"),
+            "offset {offset}: {refused}"
+        );
+    }
 }
 
 #[test]

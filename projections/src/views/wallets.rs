@@ -247,6 +247,22 @@ impl Wallets {
         }
     }
 
+    /// Serializes exactly as [`Wallets::to_state`] does, borrowing the wallets (sorted
+    /// through a list of references) instead of copying them.
+    pub fn state_serializer(&self) -> impl Serialize + '_ {
+        let mut wallets: Vec<(&AccountId, &Wallet)> = self.wallets.iter().collect();
+        wallets.sort_unstable_by_key(|(account, _)| **account);
+        #[derive(Serialize)]
+        struct WalletsStateRef<'a> {
+            wallets: Vec<(&'a AccountId, &'a Wallet)>,
+            totals: &'a BTreeMap<Period, CreditTotals>,
+        }
+        WalletsStateRef {
+            wallets,
+            totals: &self.totals,
+        }
+    }
+
     pub fn from_state(state: WalletsState) -> Wallets {
         Wallets {
             wallets: state.wallets.into_iter().collect(),
