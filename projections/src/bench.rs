@@ -374,7 +374,6 @@ fn run_from(
         });
     }
     drop(chunk);
-    eprintln!("DIAG money side CPU {:.2} s, network side CPU {:.2} s", crate::views::DIAG_MONEY.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9, crate::views::DIAG_NETWORK.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9);
     let peak_memory_bytes = peak_memory_bytes();
 
     // The last complete month with a payout run.

@@ -483,21 +483,14 @@ impl Projection for LedgerViews {
             let (sender, receiver) = std::sync::mpsc::channel();
             let money = std::thread::Builder::new()
                 .name("views-money".to_owned())
-                .spawn_scoped(scope, move || {
-                    let t0 = crate::bench::thread_cpu_ns().unwrap_or(0);
-                    let r = fold_money_side(commissions, events, sender);
-                    DIAG_MONEY.fetch_add(crate::bench::thread_cpu_ns().unwrap_or(0) - t0, std::sync::atomic::Ordering::Relaxed);
-                    r
-                })
+                .spawn_scoped(scope, move || fold_money_side(commissions, events, sender))
                 .expect("the money side's thread starts");
             let mut books = MoneyBooks {
                 journal,
                 payout_journal,
                 network,
             };
-            let t0 = crate::bench::thread_cpu_ns().unwrap_or(0);
             let network_side = fold_network_side(&mut books, wallets, events, receiver);
-            DIAG_NETWORK.fetch_add(crate::bench::thread_cpu_ns().unwrap_or(0) - t0, std::sync::atomic::Ordering::Relaxed);
             let money_side = money
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -568,8 +561,6 @@ impl Projection for LedgerViews {
     }
 }
 
-pub static DIAG_MONEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static DIAG_NETWORK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// What one side of a parallel batch ends with.
 struct SideOutcome {
     /// Events no view reads that it counted.
