@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use ledger::store::{Digest, EventStore, Position, StoreError, PAGE_SIZE_MAX};
+use ledger::store::{Digest, EventStore, Position, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -17,7 +17,7 @@ use crate::chain::{ChainChecker, ChainFault};
 use crate::checkpoint::{CheckpointDir, CheckpointFile, StateComparison};
 use crate::projection::{Projection, ProjectionError};
 use crate::report::money_text;
-use crate::runner::Progress;
+use crate::runner::{read_batch, Progress};
 use crate::views::commissions::PayoutStatus;
 use crate::views::LedgerViews;
 
@@ -92,7 +92,7 @@ impl Discrepancy {
 }
 
 /// Verifies `store` (see the module docs), comparing with the checkpoints in
-/// `checkpoints` if given. `progress` is called after every page read.
+/// `checkpoints` if given. `progress` is called after every batch of pages read.
 pub async fn verify_store<S: EventStore>(
     store: &S,
     checkpoints: Option<&CheckpointDir>,
@@ -122,18 +122,15 @@ pub async fn verify_store<S: EventStore>(
     let head = store.head().await?;
     let started = Instant::now();
     let mut last: Option<Position> = None;
+    let mut batch = Vec::new();
     loop {
-        let page = store
-            .read_all(last.unwrap_or(Position::START), PAGE_SIZE_MAX)
-            .await?;
-        let new =
-            &page[page.partition_point(|event| last.is_some_and(|last| event.position <= last))..];
-        let fresh = new.len();
-        for event in new {
+        // Several pages at a time: the views fold a batch on two threads.
+        read_batch(store, last, &mut batch).await?;
+        for event in &batch {
             chain.check(event)?;
         }
-        // Apply in parallel-decoded batches, split where a checkpoint must be compared.
-        let mut rest = new;
+        // Apply, split where a checkpoint must be compared.
+        let mut rest = batch.as_slice();
         while !rest.is_empty() {
             let split = match pending
                 .as_ref()
@@ -145,9 +142,9 @@ pub async fn verify_store<S: EventStore>(
                     .map_or(rest.len(), |index| index + 1),
                 None => rest.len(),
             };
-            let (batch, after) = rest.split_at(split);
-            views.apply_batch(batch).map_err(Discrepancy::Replay)?;
-            let reached = batch
+            let (applied, after) = rest.split_at(split);
+            views.apply_batch(applied).map_err(Discrepancy::Replay)?;
+            let reached = applied
                 .last()
                 .expect("split leaves at least one event")
                 .position;
@@ -159,7 +156,7 @@ pub async fn verify_store<S: EventStore>(
             }
             rest = after;
         }
-        if let Some(event) = new.last() {
+        if let Some(event) = batch.last() {
             last = Some(event.position);
         }
         progress(&Progress {
@@ -168,7 +165,7 @@ pub async fn verify_store<S: EventStore>(
             head,
             elapsed: started.elapsed(),
         });
-        if fresh == 0 {
+        if batch.is_empty() {
             break;
         }
     }
@@ -369,7 +366,7 @@ mod tests {
         let mut stale = LedgerViews::new();
         let mut from = Position::START;
         loop {
-            let page = store.read_all(from, PAGE_SIZE_MAX).await.expect("read");
+            let page = store.read_all(from, ledger::store::PAGE_SIZE_MAX).await.expect("read");
             let fresh: Vec<_> = page
                 .into_iter()
                 .filter(|event| event.position >= from && event.position <= behind)
