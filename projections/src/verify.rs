@@ -366,7 +366,10 @@ mod tests {
         let mut stale = LedgerViews::new();
         let mut from = Position::START;
         loop {
-            let page = store.read_all(from, ledger::store::PAGE_SIZE_MAX).await.expect("read");
+            let page = store
+                .read_all(from, ledger::store::PAGE_SIZE_MAX)
+                .await
+                .expect("read");
             let fresh: Vec<_> = page
                 .into_iter()
                 .filter(|event| event.position >= from && event.position <= behind)

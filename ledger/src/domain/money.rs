@@ -86,9 +86,7 @@ impl Currency {
         CURRENCIES
             .iter()
             .position(|(known, _)| *known == code)
-            .map(|index| Currency {
-                index: index as u8,
-            })
+            .map(|index| Currency { index: index as u8 })
             .ok_or_else(|| {
                 ValueError::new(
                     "currency",

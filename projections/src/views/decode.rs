@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::canonical;
 use crate::projection::ProjectionError;
 
 /// What the views need of an account's opening.
@@ -458,7 +459,10 @@ fn kind_of(event_type: &str) -> Option<Kind> {
     use Kind::*;
     let candidates: &[(&str, Kind)] = match event_type.len() {
         10 => &[("PayoutSent", PayoutSent)],
-        12 => &[("CreditsSpent", CreditsSpent), ("PayoutFailed", PayoutFailed)],
+        12 => &[
+            ("CreditsSpent", CreditsSpent),
+            ("PayoutFailed", PayoutFailed),
+        ],
         13 => &[("AccountOpened", AccountOpened)],
         14 => &[
             ("CreditsGranted", CreditsGranted),
@@ -589,38 +593,50 @@ pub fn decode(event: &RecordedEvent) -> Result<Option<Fact>, ProjectionError> {
         Kind::AccountOpened => {
             return Ok(Some(Fact::Opened(parse(payload).map_err(undecodable)?)));
         }
-        Kind::CreditsGranted => {
-            DomainEvent::CreditsGranted(parse::<hot::Granted>(payload).map_err(undecodable)?.into())
-        }
-        Kind::CreditsPurchased => DomainEvent::CreditsPurchased(
-            parse::<hot::Purchased>(payload)
-                .map_err(undecodable)?
-                .into(),
-        ),
-        Kind::CreditsSpent => {
-            DomainEvent::CreditsSpent(parse::<hot::Spent>(payload).map_err(undecodable)?.into())
-        }
-        Kind::CreditsExpired => {
-            DomainEvent::CreditsExpired(parse::<hot::Expired>(payload).map_err(undecodable)?.into())
-        }
-        Kind::PaymentReceived => {
-            let payment: Payment = parse(payload).map_err(undecodable)?;
-            DomainEvent::PaymentReceived(ledger::domain::events::PaymentReceived {
-                payment_id: payment.payment_id,
-                account_id: payment.account_id,
-                kind: payment.kind,
-                amount: payment.amount,
-                payment_fingerprint: None,
-                received_at: payment.received_at,
+        // The frequent events: the domain's exact layout first (see `canonical`), the
+        // general parser for anything else.
+        Kind::CreditsGranted => DomainEvent::CreditsGranted(match canonical::granted(payload) {
+            Some(granted) => granted,
+            None => parse::<hot::Granted>(payload).map_err(undecodable)?.into(),
+        }),
+        Kind::CreditsPurchased => {
+            DomainEvent::CreditsPurchased(match canonical::purchased(payload) {
+                Some(purchased) => purchased,
+                None => parse::<hot::Purchased>(payload)
+                    .map_err(undecodable)?
+                    .into(),
             })
         }
+        Kind::CreditsSpent => DomainEvent::CreditsSpent(match canonical::spent(payload) {
+            Some(spent) => spent,
+            None => parse::<hot::Spent>(payload).map_err(undecodable)?.into(),
+        }),
+        Kind::CreditsExpired => DomainEvent::CreditsExpired(match canonical::expired(payload) {
+            Some(expired) => expired,
+            None => parse::<hot::Expired>(payload).map_err(undecodable)?.into(),
+        }),
+        Kind::PaymentReceived => match canonical::payment(payload) {
+            Some(payment) => DomainEvent::PaymentReceived(payment),
+            None => {
+                let payment: Payment = parse(payload).map_err(undecodable)?;
+                DomainEvent::PaymentReceived(ledger::domain::events::PaymentReceived {
+                    payment_id: payment.payment_id,
+                    account_id: payment.account_id,
+                    kind: payment.kind,
+                    amount: payment.amount,
+                    payment_fingerprint: None,
+                    received_at: payment.received_at,
+                })
+            }
+        },
         Kind::PaymentRefunded => DomainEvent::PaymentRefunded(parse(payload).map_err(undecodable)?),
         Kind::PaymentChargedBack => {
             DomainEvent::PaymentChargedBack(parse(payload).map_err(undecodable)?)
         }
-        Kind::CommissionEarned => DomainEvent::CommissionEarned(
-            parse::<hot::Earned>(payload).map_err(undecodable)?.into(),
-        ),
+        Kind::CommissionEarned => DomainEvent::CommissionEarned(match canonical::earned(payload) {
+            Some(earned) => earned,
+            None => parse::<hot::Earned>(payload).map_err(undecodable)?.into(),
+        }),
         Kind::CommissionReversed => {
             DomainEvent::CommissionReversed(parse(payload).map_err(undecodable)?)
         }
@@ -669,7 +685,10 @@ mod tests {
         for (name, _) in EVENT_TYPES {
             assert_eq!(
                 kind_of(name),
-                KINDS.iter().find(|(known, _)| known == name).map(|(_, kind)| *kind),
+                KINDS
+                    .iter()
+                    .find(|(known, _)| known == name)
+                    .map(|(_, kind)| *kind),
                 "{name}"
             );
         }

@@ -8,6 +8,7 @@
 //! [`LedgerViews`] is one [`Projection`] holding them all, so a rebuild reads and decodes
 //! the log once.
 
+mod canonical;
 pub mod commissions;
 pub mod decode;
 pub mod network;
@@ -23,10 +24,10 @@ use ledger::store::{Position, RecordedEvent};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::journal::Posting;
 use crate::journal::{Journal, JournalState};
 use crate::projection::{Projection, ProjectionError};
 use commissions::{Commissions, CommissionsState};
-use crate::journal::Posting;
 use decode::{decode, Fact, Route};
 use network::{Network, NetworkState};
 use wallets::{Wallets, WalletsState};
@@ -254,26 +255,22 @@ fn fold_money(
         None
     };
     let revenue = match domain {
-        DomainEvent::PaymentReceived(payment) => {
-            commissions.payment_received(payment).map(|()| {
-                Some(RevenueChange {
-                    payer: payment.account_id,
-                    currency: payment.amount.currency(),
-                    amount: payment.amount.amount(),
-                    at: payment.received_at,
-                })
+        DomainEvent::PaymentReceived(payment) => commissions.payment_received(payment).map(|()| {
+            Some(RevenueChange {
+                payer: payment.account_id,
+                currency: payment.amount.currency(),
+                amount: payment.amount.amount(),
+                at: payment.received_at,
             })
-        }
-        DomainEvent::PaymentRefunded(refund) => {
-            commissions.refunded(refund).map(|payment| {
-                Some(RevenueChange {
-                    payer: payment.payer,
-                    currency: refund.amount.currency(),
-                    amount: -refund.amount.amount(),
-                    at: refund.refunded_at,
-                })
+        }),
+        DomainEvent::PaymentRefunded(refund) => commissions.refunded(refund).map(|payment| {
+            Some(RevenueChange {
+                payer: payment.payer,
+                currency: refund.amount.currency(),
+                amount: -refund.amount.amount(),
+                at: refund.refunded_at,
             })
-        }
+        }),
         DomainEvent::PaymentChargedBack(chargeback) => {
             commissions.charged_back(chargeback).map(|payment| {
                 Some(RevenueChange {
@@ -285,12 +282,8 @@ fn fold_money(
             })
         }
         DomainEvent::CommissionEarned(earned) => commissions.earned(earned).map(|()| None),
-        DomainEvent::CommissionReversed(reversed) => {
-            commissions.reversed(reversed).map(|()| None)
-        }
-        DomainEvent::CommissionReleased(released) => {
-            commissions.released(released).map(|()| None)
-        }
+        DomainEvent::CommissionReversed(reversed) => commissions.reversed(reversed).map(|()| None),
+        DomainEvent::CommissionReleased(released) => commissions.released(released).map(|()| None),
         DomainEvent::CommissionForfeited(forfeited) => {
             commissions.forfeited(forfeited).map(|()| None)
         }
@@ -353,7 +346,10 @@ impl MoneyBooks<'_> {
                     PayoutColumn::Sent => &mut journal.sent,
                     PayoutColumn::Failed => &mut journal.failed,
                 };
-                for posting in own.iter().filter(|posting| posting.amount.is_sign_positive()) {
+                for posting in own
+                    .iter()
+                    .filter(|posting| posting.amount.is_sign_positive())
+                {
                     *totals.entry(posting.currency).or_default() += posting.amount;
                 }
             }
@@ -497,13 +493,13 @@ impl Projection for LedgerViews {
             (network_side, money_side)
         });
         let error = match (network_side.error, money_side.error) {
-            (Some(network), Some(money)) => Some(
-                if error_position(&money) < error_position(&network) {
+            (Some(network), Some(money)) => {
+                Some(if error_position(&money) < error_position(&network) {
                     money
                 } else {
                     network
-                },
-            ),
+                })
+            }
             (network, money) => network.or(money),
         };
         if let Some(error) = error {

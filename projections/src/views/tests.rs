@@ -532,7 +532,11 @@ fn a_batch_reports_the_first_error_of_either_side() {
     // and the other way round.
     for (early_copy, late_copy) in [(grant, payment), (payment, grant)] {
         let once = with_copy(&events, early_copy, late - 1000);
-        let broken = with_copy(&once, late_copy + usize::from(late_copy > late - 1000), late);
+        let broken = with_copy(
+            &once,
+            late_copy + usize::from(late_copy > late - 1000),
+            late,
+        );
         let expected = first_error(&mut LedgerViews::new(), &broken, false);
         assert!(
             expected.contains(&format!("position {}", late - 1000)),
