@@ -169,6 +169,22 @@ impl Money {
     /// An amount that must already be exact to the minor unit: `12.345 EUR` is an error,
     /// not a silent rounding.
     pub fn new(amount: Decimal, currency: Currency) -> Result<Money, ValueError> {
+        // Nearly every amount read back arrives at its currency's scale ("12.30"): then
+        // normalizing and rescaling would give it back bit for bit (a negative zero aside,
+        // which normalizing makes positive), and the range is a bound on the mantissa.
+        // A test checks this against the general path.
+        if amount.scale() == currency.minor_unit()
+            && !(amount.is_zero() && amount.is_sign_negative())
+        {
+            let limit = i128::from(MONEY_AMOUNT_MAX) * 10i128.pow(currency.minor_unit());
+            if amount.mantissa().abs() <= limit {
+                return Ok(Money { amount, currency });
+            }
+        }
+        Money::new_general(amount, currency)
+    }
+
+    fn new_general(amount: Decimal, currency: Currency) -> Result<Money, ValueError> {
         let normalized = amount.normalize();
         if normalized.scale() > currency.minor_unit() {
             return Err(ValueError::new(
@@ -469,6 +485,35 @@ mod tests {
 
     fn eur(amount: &str) -> Money {
         Money::parse(amount, "EUR").unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn amounts_at_their_scale_are_taken_as_the_general_path_takes_them(
+            mantissa in prop_oneof![
+                -1_000_000i64..1_000_000,
+                // Around the largest amount at every scale up to 3.
+                -2_000_000_000_000_000i64..2_000_000_000_000_000,
+                any::<i64>(),
+            ],
+            scale in 0u32..6,
+            currency in 0usize..CURRENCIES.len(),
+            negative_zero in any::<bool>(),
+        ) {
+            let currency = Currency::parse(CURRENCIES[currency].0).unwrap();
+            let mut amount = Decimal::new(mantissa, scale);
+            if negative_zero {
+                amount = Decimal::new(0, scale);
+                amount.set_sign_negative(true);
+            }
+            let fast = Money::new(amount, currency);
+            let general = Money::new_general(amount, currency);
+            prop_assert_eq!(fast.is_ok(), general.is_ok());
+            if let (Ok(fast), Ok(general)) = (fast, general) {
+                prop_assert_eq!(fast.amount().serialize(), general.amount().serialize());
+                prop_assert_eq!(fast.currency(), general.currency());
+            }
+        }
     }
 
     #[test]

@@ -591,7 +591,11 @@ pub fn decode(event: &RecordedEvent) -> Result<Option<Fact>, ProjectionError> {
     }
     let domain = match kind {
         Kind::AccountOpened => {
-            return Ok(Some(Fact::Opened(parse(payload).map_err(undecodable)?)));
+            let opened = match canonical::opened(payload) {
+                Some(opened) => opened,
+                None => parse(payload).map_err(undecodable)?,
+            };
+            return Ok(Some(Fact::Opened(opened)));
         }
         // The frequent events: the domain's exact layout first (see `canonical`), the
         // general parser for anything else.
