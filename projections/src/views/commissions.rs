@@ -456,6 +456,12 @@ pub struct Affiliate {
     pub holds_in_order: bool,
     /// How many of its commissions were held for review: those need a full scan.
     pub reviewed: u32,
+    /// When the hold of its latest commission ends, so a new commission is compared
+    /// with it without reading that commission's record (two cache misses per commission
+    /// at full size, half the time of `earned`). Not in the checkpoint: recomputed when
+    /// one is read.
+    #[serde(skip)]
+    last_hold_until: Option<DateTime<Utc>>,
 }
 
 impl Default for Affiliate {
@@ -467,6 +473,7 @@ impl Default for Affiliate {
             open: CurrencyAmounts::default(),
             holds_in_order: true,
             reviewed: 0,
+            last_hold_until: None,
         }
     }
 }
@@ -693,11 +700,13 @@ impl Commissions {
         });
         self.payments[payment as usize].push_commission(index);
         let affiliate = self.affiliates.entry(event.beneficiary).or_default();
-        if let Some(last) = affiliate.commissions.last() {
-            if self.commissions[*last as usize].hold_until > event.hold_until {
-                affiliate.holds_in_order = false;
-            }
+        if affiliate
+            .last_hold_until
+            .is_some_and(|last| last > event.hold_until)
+        {
+            affiliate.holds_in_order = false;
         }
+        affiliate.last_hold_until = Some(event.hold_until);
         affiliate.commissions.push(index);
         affiliate.reviewed += u32::from(event.held_for_review);
         affiliate.adjust_open(event.amount.currency(), event.amount.amount());
@@ -1184,6 +1193,12 @@ impl Commissions {
             donations: state.donations,
             plans: state.plans,
         };
+        for affiliate in commissions.affiliates.values_mut() {
+            affiliate.last_hold_until = affiliate
+                .commissions
+                .last()
+                .map(|last| commissions.commissions[*last as usize].hold_until);
+        }
         for index in 0..commissions.payments.len() {
             let payment = commissions.payments[index].payment_id.clone();
             commissions.index_payment(&payment, index as u32);
