@@ -136,8 +136,7 @@ pub struct Commission {
     pub earned_at: DateTime<Utc>,
     pub hold_until: DateTime<Utc>,
     pub level: u8,
-    /// The currency of `base_amount` and `amount` (see [`Commission::currency`]), as its
-    /// three-letter code: a `Currency` is 24 bytes, and there are millions of these.
+    /// The currency of `base_amount` and `amount` (see [`Commission::currency`]).
     currency: CurrencyCode,
     /// As earned: whether it was held for review (see [`Commission::review`] for how
     /// that ended).
@@ -1207,29 +1206,20 @@ impl Commissions {
     }
 }
 
-/// A currency by its ISO 4217 code, in 3 bytes. Serialized as the code.
+/// A currency as the views' millions of records keep it, serialized as its code. It was
+/// the 3-byte code while the domain's `Currency` was 24 bytes; that is one byte now, so
+/// this wraps it, keeping the serialized form (and the order: codes in order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct CurrencyCode([u8; 3]);
+pub struct CurrencyCode(Currency);
 
 impl CurrencyCode {
     pub fn of(currency: Currency) -> CurrencyCode {
-        let code: [u8; 3] = currency
-            .code()
-            .as_bytes()
-            .try_into()
-            .expect("ISO 4217 codes are three letters");
-        CurrencyCode(code)
+        CurrencyCode(currency)
     }
 
     pub fn currency(self) -> Currency {
-        // The common currencies without a search of the domain's table.
-        match &self.0 {
-            b"EUR" => Currency::EUR,
-            b"USD" => Currency::USD,
-            code => Currency::parse(std::str::from_utf8(code).expect("made from a code"))
-                .expect("made from a currency the domain knows"),
-        }
+        self.0
     }
 }
 

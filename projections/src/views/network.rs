@@ -27,7 +27,7 @@ pub const MEMBER_CURRENCIES_MAX: usize = 8;
 type Revenue = Vec<(Currency, Decimal)>;
 /// One member's net revenue per period and currency.
 type PeriodRevenue = Vec<(Period, Currency, Decimal)>;
-/// The same as kept in memory, the currency as its 3-byte code (a `Currency` is 24 bytes).
+/// The same as kept in memory, the currency as a [`CurrencyCode`].
 type RevenueEntries = Vec<(Period, CurrencyCode, Decimal)>;
 /// Revenue of a payer that is not in the forest.
 type OrphanState = (AccountId, Revenue, PeriodRevenue);
