@@ -24,8 +24,9 @@ use crate::report::{affiliate_id_as_name, payout_report};
 use crate::runner::Progress;
 use crate::views::LedgerViews;
 
-/// Events generated and applied per chunk.
-const CHUNK_EVENTS: usize = 1 << 16;
+/// Events generated and applied per chunk: the batch size every replay path hands the
+/// views (`runner::REPLAY_BATCH_EVENTS`), so the benchmark measures what they do.
+const CHUNK_EVENTS: usize = crate::runner::REPLAY_BATCH_EVENTS;
 
 /// The size of a benchmark run.
 #[derive(Clone, Debug, Serialize)]
