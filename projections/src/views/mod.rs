@@ -24,7 +24,6 @@ use ledger::store::{Position, RecordedEvent};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::journal::Posting;
 use crate::journal::{Journal, JournalState};
 use crate::projection::{Projection, ProjectionError};
 use commissions::{Commissions, CommissionsState};
@@ -50,7 +49,7 @@ pub const STATE_MAGIC: &[u8; 8] = b"LVSTATE2";
 
 /// Batches shorter than this are folded one event at a time on the calling thread.
 const PARALLEL_EVENTS_MIN: usize = 2048;
-/// Events the money side folds before it hands their journal entries over.
+/// Events the money side folds before it hands their revenue changes over.
 const SIDE_CHUNK_EVENTS: usize = 512;
 /// Bytes of a checkpointed state read at a time: MessagePack is read a few bytes at a time.
 const STATE_READ_BUFFER_SIZE: usize = 64 * 1024;
@@ -104,17 +103,15 @@ impl LedgerViews {
                 return fold_network(&mut self.network, &mut self.wallets, event, network_fact)
             }
         };
-        let mut effects = MoneyEffects::default();
-        let folded = fold_money(&mut self.commissions, event, &domain, &mut effects);
-        // The journal's verdict on this event comes before the commissions' (as in a
-        // parallel batch): `fold_money` records the entry before it folds.
         let mut books = MoneyBooks {
+            commissions: &mut self.commissions,
             journal: &mut self.journal,
             payout_journal: &mut self.payout_journal,
-            network: &mut self.network,
         };
-        books.post(&effects, None)?;
-        folded
+        if let Some(change) = books.fold(event, &domain)? {
+            change.apply(&mut self.network);
+        }
+        Ok(())
     }
 }
 
@@ -178,34 +175,8 @@ fn restrict(network: &mut Network, subject: uuid::Uuid, restricted: bool) {
     }
 }
 
-/// What money events leave for the journal and for payers' revenue, in log order: the
-/// money side of a batch fills it while folding commissions, the network side applies it.
-#[derive(Clone, Debug, Default)]
-struct MoneyEffects {
-    /// The postings of every entry, one entry's after the other's.
-    postings: Vec<Posting<AccountKey, Currency>>,
-    entries: Vec<MoneyEntry>,
-}
-
-#[derive(Clone, Debug)]
-struct MoneyEntry {
-    position: Position,
-    recorded_at: DateTime<Utc>,
-    /// How many of [`MoneyEffects::postings`] are this entry's (the next ones in order).
-    postings: usize,
-    /// A payout event's period and the journal column its debits add to.
-    payout: Option<(Period, PayoutColumn)>,
-    /// A payment adds to its payer's revenue; a refund or chargeback takes away.
-    revenue: Option<RevenueChange>,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum PayoutColumn {
-    Scheduled,
-    Sent,
-    Failed,
-}
-
+/// A payment adds to its payer's revenue; a refund or chargeback takes away. The money
+/// side works it out, the network side (which owns the revenue) applies it.
 #[derive(Clone, Copy, Debug)]
 struct RevenueChange {
     payer: ledger::domain::AccountId,
@@ -214,152 +185,122 @@ struct RevenueChange {
     at: DateTime<Utc>,
 }
 
-/// Folds a money event into the commissions and records its journal entry and revenue
-/// change in `effects`. The entry is recorded before the commissions fold, so when both
-/// the journal and the commissions refuse an event, the journal's error is the one
-/// reported (postings come first: an unbalanced event stops a replay before any view
-/// reflects it).
-fn fold_money(
-    commissions: &mut Commissions,
-    event: &RecordedEvent,
-    domain: &DomainEvent,
-    effects: &mut MoneyEffects,
-) -> Result<(), ProjectionError> {
-    let position = event.position;
-    let broken = |reason: String| ProjectionError::InvariantBroken { position, reason };
-    let postings = ledger_postings(domain).map_err(broken)?;
-    let payout = match domain {
-        DomainEvent::PayoutScheduled(payout) => Some((payout.period, PayoutColumn::Scheduled)),
-        DomainEvent::PayoutSent(payout) => Some((payout.period, PayoutColumn::Sent)),
-        DomainEvent::PayoutFailed(payout) => Some((payout.period, PayoutColumn::Failed)),
-        _ => None,
-    };
-    let entry = MoneyEntry {
-        position,
-        recorded_at: event.recorded_at,
-        postings: postings.len(),
-        payout,
-        revenue: None,
-    };
-    let pays = matches!(
-        domain,
-        DomainEvent::PaymentReceived(_)
-            | DomainEvent::PaymentRefunded(_)
-            | DomainEvent::PaymentChargedBack(_)
-    );
-    let recorded = if entry.postings > 0 || pays {
-        effects.postings.extend(postings);
-        effects.entries.push(entry);
-        effects.entries.last_mut()
-    } else {
-        None
-    };
-    let revenue = match domain {
-        DomainEvent::PaymentReceived(payment) => commissions.payment_received(payment).map(|()| {
-            Some(RevenueChange {
-                payer: payment.account_id,
-                currency: payment.amount.currency(),
-                amount: payment.amount.amount(),
-                at: payment.received_at,
-            })
-        }),
-        DomainEvent::PaymentRefunded(refund) => commissions.refunded(refund).map(|payment| {
-            Some(RevenueChange {
-                payer: payment.payer,
-                currency: refund.amount.currency(),
-                amount: -refund.amount.amount(),
-                at: refund.refunded_at,
-            })
-        }),
-        DomainEvent::PaymentChargedBack(chargeback) => {
-            commissions.charged_back(chargeback).map(|payment| {
-                Some(RevenueChange {
-                    payer: payment.payer,
-                    currency: chargeback.amount.currency(),
-                    amount: -chargeback.amount.amount(),
-                    at: chargeback.charged_back_at,
-                })
-            })
-        }
-        DomainEvent::CommissionEarned(earned) => commissions.earned(earned).map(|()| None),
-        DomainEvent::CommissionReversed(reversed) => commissions.reversed(reversed).map(|()| None),
-        DomainEvent::CommissionReleased(released) => commissions.released(released).map(|()| None),
-        DomainEvent::CommissionForfeited(forfeited) => {
-            commissions.forfeited(forfeited).map(|()| None)
-        }
-        DomainEvent::CommissionPlanPublished(plan) => {
-            commissions.plan_published(plan);
-            Ok(None)
-        }
-        DomainEvent::PayoutScheduled(payout) => commissions.payout_scheduled(payout).map(|()| None),
-        DomainEvent::PayoutSent(payout) => commissions.payout_sent(payout).map(|()| None),
-        DomainEvent::PayoutFailed(payout) => commissions.payout_failed(payout).map(|()| None),
-        DomainEvent::PayoutRunCompleted(run) => {
-            commissions.run_completed(run);
-            Ok(None)
-        }
-        DomainEvent::DonationAllocated(donation) => {
-            commissions.donation_allocated(donation);
-            Ok(None)
-        }
-        _ => Ok(None),
+impl RevenueChange {
+    fn apply(self, network: &mut Network) {
+        network.revenue(self.payer, self.currency, self.amount, self.at);
     }
-    .map_err(|error| broken(error.to_string()))?;
-    if let Some(entry) = recorded {
-        entry.revenue = revenue;
-    }
-    Ok(())
 }
 
-/// The views money events reach besides the commissions.
+/// The views money events reach, besides payers' revenue: the money side of a batch.
 struct MoneyBooks<'a> {
+    commissions: &'a mut Commissions,
     journal: &'a mut Journal<AccountKey, Currency>,
     payout_journal: &'a mut BTreeMap<Period, PayoutJournal>,
-    network: &'a mut Network,
 }
 
 impl MoneyBooks<'_> {
-    /// Posts the entries of `effects` before position `before` (all if `None`) and applies
-    /// their revenue changes; stops at the first entry the journal refuses.
-    fn post(
+    /// Posts a money event's journal entry, then folds it into the commissions, and
+    /// returns the payer's revenue change if it has one. Postings come first: an
+    /// unbalanced event stops a replay before any view reflects it.
+    fn fold(
         &mut self,
-        effects: &MoneyEffects,
-        before: Option<Position>,
-    ) -> Result<(), ProjectionError> {
-        let mut postings = effects.postings.as_slice();
-        for entry in &effects.entries {
-            if before.is_some_and(|before| entry.position >= before) {
-                return Ok(());
-            }
-            let (own, rest) = postings.split_at(entry.postings);
-            postings = rest;
-            self.journal
-                .post(entry.position, entry.recorded_at, own)
-                .map_err(|error| ProjectionError::InvariantBroken {
-                    position: entry.position,
-                    reason: error.to_string(),
-                })?;
-            if let Some((period, column)) = entry.payout {
-                let journal = self.payout_journal.entry(period).or_default();
-                let totals = match column {
-                    PayoutColumn::Scheduled => &mut journal.scheduled,
-                    PayoutColumn::Sent => &mut journal.sent,
-                    PayoutColumn::Failed => &mut journal.failed,
-                };
-                for posting in own
-                    .iter()
-                    .filter(|posting| posting.amount.is_sign_positive())
-                {
-                    *totals.entry(posting.currency).or_default() += posting.amount;
-                }
-            }
-            if let Some(change) = entry.revenue {
-                self.network
-                    .revenue(change.payer, change.currency, change.amount, change.at);
+        event: &RecordedEvent,
+        domain: &DomainEvent,
+    ) -> Result<Option<RevenueChange>, ProjectionError> {
+        let position = event.position;
+        let broken = |reason: String| ProjectionError::InvariantBroken { position, reason };
+        let postings = ledger_postings(domain).map_err(broken)?;
+        self.journal
+            .post(position, event.recorded_at, &postings)
+            .map_err(|error| broken(error.to_string()))?;
+        let payout = match domain {
+            DomainEvent::PayoutScheduled(payout) => Some((payout.period, PayoutColumn::Scheduled)),
+            DomainEvent::PayoutSent(payout) => Some((payout.period, PayoutColumn::Sent)),
+            DomainEvent::PayoutFailed(payout) => Some((payout.period, PayoutColumn::Failed)),
+            _ => None,
+        };
+        if let Some((period, column)) = payout {
+            let journal = self.payout_journal.entry(period).or_default();
+            let totals = match column {
+                PayoutColumn::Scheduled => &mut journal.scheduled,
+                PayoutColumn::Sent => &mut journal.sent,
+                PayoutColumn::Failed => &mut journal.failed,
+            };
+            for posting in postings
+                .iter()
+                .filter(|posting| posting.amount.is_sign_positive())
+            {
+                *totals.entry(posting.currency).or_default() += posting.amount;
             }
         }
-        Ok(())
+        let commissions = &mut *self.commissions;
+        match domain {
+            DomainEvent::PaymentReceived(payment) => {
+                commissions.payment_received(payment).map(|()| {
+                    Some(RevenueChange {
+                        payer: payment.account_id,
+                        currency: payment.amount.currency(),
+                        amount: payment.amount.amount(),
+                        at: payment.received_at,
+                    })
+                })
+            }
+            DomainEvent::PaymentRefunded(refund) => commissions.refunded(refund).map(|payment| {
+                Some(RevenueChange {
+                    payer: payment.payer,
+                    currency: refund.amount.currency(),
+                    amount: -refund.amount.amount(),
+                    at: refund.refunded_at,
+                })
+            }),
+            DomainEvent::PaymentChargedBack(chargeback) => {
+                commissions.charged_back(chargeback).map(|payment| {
+                    Some(RevenueChange {
+                        payer: payment.payer,
+                        currency: chargeback.amount.currency(),
+                        amount: -chargeback.amount.amount(),
+                        at: chargeback.charged_back_at,
+                    })
+                })
+            }
+            DomainEvent::CommissionEarned(earned) => commissions.earned(earned).map(|()| None),
+            DomainEvent::CommissionReversed(reversed) => {
+                commissions.reversed(reversed).map(|()| None)
+            }
+            DomainEvent::CommissionReleased(released) => {
+                commissions.released(released).map(|()| None)
+            }
+            DomainEvent::CommissionForfeited(forfeited) => {
+                commissions.forfeited(forfeited).map(|()| None)
+            }
+            DomainEvent::CommissionPlanPublished(plan) => {
+                commissions.plan_published(plan);
+                Ok(None)
+            }
+            DomainEvent::PayoutScheduled(payout) => {
+                commissions.payout_scheduled(payout).map(|()| None)
+            }
+            DomainEvent::PayoutSent(payout) => commissions.payout_sent(payout).map(|()| None),
+            DomainEvent::PayoutFailed(payout) => commissions.payout_failed(payout).map(|()| None),
+            DomainEvent::PayoutRunCompleted(run) => {
+                commissions.run_completed(run);
+                Ok(None)
+            }
+            DomainEvent::DonationAllocated(donation) => {
+                commissions.donation_allocated(donation);
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+        .map_err(|error| broken(error.to_string()))
     }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum PayoutColumn {
+    Scheduled,
+    Sent,
+    Failed,
 }
 
 impl LedgerViews {
@@ -440,20 +381,20 @@ impl Projection for LedgerViews {
     }
 
     /// Folds a long batch on two threads, one per group of views, each decoding its own
-    /// events: the money side (commissions) on a helper thread, the network side
-    /// (network, wallets) on this one, which also posts the money side's journal entries
-    /// and revenue changes as they arrive, in log order.
+    /// events: the money side (journal, commissions, payouts, donations) on a helper
+    /// thread, the network side (network, wallets) on this one, which also applies the
+    /// money side's revenue changes (a payment's payer, a refund's) as they arrive.
     ///
     /// The result is the state the one-by-one fold gives, byte for byte (a test checks):
-    /// the groups share no state except through those entries, journal entries stay in
-    /// log order, and a revenue change reaches the network only after every network event
-    /// before it (a payer who opened in the batch is already in the forest; one who opens
-    /// later in the batch takes its revenue along, as in the one-by-one fold). A revenue
-    /// change can land after a later signup or credit event, which it does not depend on;
-    /// it would depend on a restriction, so a batch holding one is folded one by one.
+    /// the groups share no state except through those changes, which reach the network in
+    /// log order and only after every network event before them (a payer who opened in
+    /// the batch is already in the forest; one who opens later in the batch takes its
+    /// revenue along, as in the one-by-one fold). A revenue change can land after a later
+    /// signup or credit event, which it does not depend on; it would depend on a
+    /// restriction, so a batch holding one is folded one by one.
     ///
     /// On an error the side that hit it stops; the error reported is the one at the
-    /// lowest position (the journal's on a tie, as in the one-by-one fold).
+    /// lowest position.
     fn apply_batch(&mut self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
         let two_cores = std::thread::available_parallelism().is_ok_and(|cores| cores.get() >= 2);
         let restricts = || {
@@ -472,21 +413,21 @@ impl Projection for LedgerViews {
             payout_journal,
             ..
         } = self;
+        let mut books = MoneyBooks {
+            commissions,
+            journal,
+            payout_journal,
+        };
         let (network_side, money_side) = std::thread::scope(|scope| {
             // Unbounded: the batch bounds it (one message per chunk), and a money side that
-            // had to wait for the postings would idle while the network side catches up on
-            // a stretch of signups and credits.
+            // had to wait for the network side would idle while it catches up on a stretch
+            // of signups and credits.
             let (sender, receiver) = std::sync::mpsc::channel();
             let money = std::thread::Builder::new()
                 .name("views-money".to_owned())
-                .spawn_scoped(scope, move || fold_money_side(commissions, events, sender))
+                .spawn_scoped(scope, move || fold_money_side(&mut books, events, sender))
                 .expect("the money side's thread starts");
-            let mut books = MoneyBooks {
-                journal,
-                payout_journal,
-                network,
-            };
-            let network_side = fold_network_side(&mut books, wallets, events, receiver);
+            let network_side = fold_network_side(network, wallets, events, receiver);
             let money_side = money
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -574,20 +515,20 @@ fn error_position(error: &ProjectionError) -> Option<Position> {
     }
 }
 
-/// The money side of a parallel batch: decodes and folds the money events of `events`
-/// into the commissions, and hands over their journal entries and revenue changes, one
-/// message per chunk of [`SIDE_CHUNK_EVENTS`] events (empty if the chunk has none).
+/// The money side of a parallel batch: decodes and folds the money events of `events`,
+/// and hands over their revenue changes, one message per chunk of [`SIDE_CHUNK_EVENTS`]
+/// events (empty if the chunk has none).
 fn fold_money_side(
-    commissions: &mut Commissions,
+    books: &mut MoneyBooks<'_>,
     events: &[RecordedEvent],
-    sender: std::sync::mpsc::Sender<MoneyEffects>,
+    sender: std::sync::mpsc::Sender<Vec<RevenueChange>>,
 ) -> SideOutcome {
     let mut outcome = SideOutcome {
         ignored: 0,
         error: None,
     };
     for chunk in events.chunks(SIDE_CHUNK_EVENTS) {
-        let mut effects = MoneyEffects::default();
+        let mut changes = Vec::new();
         for event in chunk {
             if decode::route(event.event_type.as_str()) != Route::Money {
                 continue;
@@ -595,23 +536,24 @@ fn fold_money_side(
             let folded = match decode(event) {
                 Ok(Some(Fact::Domain(domain))) => {
                     debug_assert!(!feeds_network(&domain), "{}", domain.event_type());
-                    fold_money(commissions, event, &domain, &mut effects)
+                    books.fold(event, &domain)
                 }
                 Ok(Some(Fact::Opened(_))) => unreachable!("a signup is routed to the network"),
                 Ok(None) => {
                     outcome.ignored += 1;
-                    Ok(())
+                    Ok(None)
                 }
                 Err(error) => Err(error),
             };
-            if let Err(error) = folded {
-                outcome.error = Some(error);
-                break;
+            match folded {
+                Ok(change) => changes.extend(change),
+                Err(error) => {
+                    outcome.error = Some(error);
+                    break;
+                }
             }
         }
-        // What was folded before an error still goes over: the journal may refuse an
-        // earlier event, and that error comes first.
-        if sender.send(effects).is_err() || outcome.error.is_some() {
+        if sender.send(changes).is_err() || outcome.error.is_some() {
             break;
         }
     }
@@ -619,31 +561,21 @@ fn fold_money_side(
 }
 
 /// The network side of a parallel batch: decodes and folds the network events of
-/// `events` into the network and the wallets, and posts the money side's entries. The
-/// entries of a chunk are posted only once this side has folded that chunk, so a revenue
+/// `events` into the network and the wallets, and applies the money side's revenue
+/// changes. Those of a chunk are applied only once this side has folded that chunk, so a
 /// change never reaches the network before a signup that came before it.
 fn fold_network_side(
-    books: &mut MoneyBooks<'_>,
+    network: &mut Network,
     wallets: &mut Wallets,
     events: &[RecordedEvent],
-    receiver: std::sync::mpsc::Receiver<MoneyEffects>,
+    receiver: std::sync::mpsc::Receiver<Vec<RevenueChange>>,
 ) -> SideOutcome {
     let mut outcome = SideOutcome {
         ignored: 0,
         error: None,
     };
     let mut arrived = std::collections::VecDeque::new();
-    let mut posted_chunks = 0usize;
-    // Posts one chunk's entries up to the first error so far (later ones no longer count).
-    let post = |books: &mut MoneyBooks<'_>, outcome: &mut SideOutcome, effects: &MoneyEffects| {
-        let before = outcome.error.as_ref().and_then(error_position);
-        if outcome.error.is_some() && before.is_none() {
-            return;
-        }
-        if let Err(error) = books.post(effects, before) {
-            outcome.error = Some(error);
-        }
-    };
+    let mut applied_chunks = 0usize;
     for (index, chunk) in events.chunks(SIDE_CHUNK_EVENTS).enumerate() {
         if outcome.error.is_none() {
             for event in chunk {
@@ -657,7 +589,7 @@ fn fold_network_side(
                     }
                 }
                 let folded = match decode(event) {
-                    Ok(Some(fact)) => fold_network(books.network, wallets, event, fact),
+                    Ok(Some(fact)) => fold_network(network, wallets, event, fact),
                     Ok(None) => {
                         outcome.ignored += 1;
                         Ok(())
@@ -671,18 +603,17 @@ fn fold_network_side(
             }
         }
         arrived.extend(receiver.try_iter());
-        while posted_chunks <= index {
-            let Some(effects) = arrived.pop_front() else {
+        while applied_chunks <= index {
+            let Some(changes) = arrived.pop_front() else {
                 break;
             };
-            post(books, &mut outcome, &effects);
-            posted_chunks += 1;
+            changes.into_iter().for_each(|change| change.apply(network));
+            applied_chunks += 1;
         }
     }
-    // Every chunk is folded here: the rest of the entries may post in any order with
-    // respect to this side's events.
-    for effects in arrived.into_iter().chain(receiver) {
-        post(books, &mut outcome, &effects);
+    // Every chunk of this side is folded: the remaining changes come after their events.
+    for changes in arrived.into_iter().chain(receiver) {
+        changes.into_iter().for_each(|change| change.apply(network));
     }
     outcome
 }
