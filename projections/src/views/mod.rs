@@ -24,7 +24,7 @@ use ledger::store::{Position, RecordedEvent};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Journal, JournalState};
+use crate::journal::{Journal, JournalState, Posting};
 use crate::projection::{Projection, ProjectionError};
 use commissions::{Commissions, CommissionsState};
 use decode::{decode, Fact, Route};
@@ -103,12 +103,14 @@ impl LedgerViews {
                 return fold_network(&mut self.network, &mut self.wallets, event, network_fact)
             }
         };
-        let mut books = MoneyBooks {
-            commissions: &mut self.commissions,
+        // Postings first: an unbalanced event stops a replay before any view reflects it.
+        let entry = JournalEntry::of(event, &domain)?;
+        let mut journal = JournalBooks {
             journal: &mut self.journal,
             payout_journal: &mut self.payout_journal,
         };
-        if let Some(change) = books.fold(event, &domain)? {
+        journal.post(&entry, &entry.postings)?;
+        if let Some(change) = fold_commissions(&mut self.commissions, event, &domain)? {
             change.apply(&mut self.network);
         }
         Ok(())
@@ -191,35 +193,62 @@ impl RevenueChange {
     }
 }
 
-/// The views money events reach, besides payers' revenue: the money side of a batch.
-struct MoneyBooks<'a> {
-    commissions: &'a mut Commissions,
-    journal: &'a mut Journal<AccountKey, Currency>,
-    payout_journal: &'a mut BTreeMap<Period, PayoutJournal>,
+/// A money event's journal entry: its postings and, for a payout event, the period and
+/// column of the payout journal its debits add to.
+#[derive(Clone, Debug)]
+struct JournalEntry {
+    position: Position,
+    recorded_at: DateTime<Utc>,
+    postings: Vec<Posting<AccountKey, Currency>>,
+    payout: Option<(Period, PayoutColumn)>,
 }
 
-impl MoneyBooks<'_> {
-    /// Posts a money event's journal entry, then folds it into the commissions, and
-    /// returns the payer's revenue change if it has one. Postings come first: an
-    /// unbalanced event stops a replay before any view reflects it.
-    fn fold(
-        &mut self,
-        event: &RecordedEvent,
-        domain: &DomainEvent,
-    ) -> Result<Option<RevenueChange>, ProjectionError> {
-        let position = event.position;
-        let broken = |reason: String| ProjectionError::InvariantBroken { position, reason };
-        let postings = ledger_postings(domain).map_err(broken)?;
-        self.journal
-            .post(position, event.recorded_at, &postings)
-            .map_err(|error| broken(error.to_string()))?;
+impl JournalEntry {
+    fn of(event: &RecordedEvent, domain: &DomainEvent) -> Result<JournalEntry, ProjectionError> {
+        let postings =
+            ledger_postings(domain).map_err(|reason| ProjectionError::InvariantBroken {
+                position: event.position,
+                reason,
+            })?;
         let payout = match domain {
             DomainEvent::PayoutScheduled(payout) => Some((payout.period, PayoutColumn::Scheduled)),
             DomainEvent::PayoutSent(payout) => Some((payout.period, PayoutColumn::Sent)),
             DomainEvent::PayoutFailed(payout) => Some((payout.period, PayoutColumn::Failed)),
             _ => None,
         };
-        if let Some((period, column)) = payout {
+        Ok(JournalEntry {
+            position: event.position,
+            recorded_at: event.recorded_at,
+            postings,
+            payout,
+        })
+    }
+}
+
+/// The journal and the payout journal: where money events' entries are posted.
+struct JournalBooks<'a> {
+    journal: &'a mut Journal<AccountKey, Currency>,
+    payout_journal: &'a mut BTreeMap<Period, PayoutJournal>,
+}
+
+impl JournalBooks<'_> {
+    /// Posts `entry` (whose postings are `postings`); refuses, naming the position, what
+    /// does not balance or comes out of order.
+    fn post(
+        &mut self,
+        entry: &JournalEntry,
+        postings: &[Posting<AccountKey, Currency>],
+    ) -> Result<(), ProjectionError> {
+        if postings.is_empty() {
+            return Ok(());
+        }
+        self.journal
+            .post(entry.position, entry.recorded_at, postings)
+            .map_err(|error| ProjectionError::InvariantBroken {
+                position: entry.position,
+                reason: error.to_string(),
+            })?;
+        if let Some((period, column)) = entry.payout {
             let journal = self.payout_journal.entry(period).or_default();
             let totals = match column {
                 PayoutColumn::Scheduled => &mut journal.scheduled,
@@ -233,66 +262,99 @@ impl MoneyBooks<'_> {
                 *totals.entry(posting.currency).or_default() += posting.amount;
             }
         }
-        let commissions = &mut *self.commissions;
-        match domain {
-            DomainEvent::PaymentReceived(payment) => {
-                commissions.payment_received(payment).map(|()| {
-                    Some(RevenueChange {
-                        payer: payment.account_id,
-                        currency: payment.amount.currency(),
-                        amount: payment.amount.amount(),
-                        at: payment.received_at,
-                    })
-                })
-            }
-            DomainEvent::PaymentRefunded(refund) => commissions.refunded(refund).map(|payment| {
+        Ok(())
+    }
+}
+
+/// Folds a money event into the commissions, and returns the payer's revenue change if
+/// it has one.
+fn fold_commissions(
+    commissions: &mut Commissions,
+    event: &RecordedEvent,
+    domain: &DomainEvent,
+) -> Result<Option<RevenueChange>, ProjectionError> {
+    match domain {
+        DomainEvent::PaymentReceived(payment) => commissions.payment_received(payment).map(|()| {
+            Some(RevenueChange {
+                payer: payment.account_id,
+                currency: payment.amount.currency(),
+                amount: payment.amount.amount(),
+                at: payment.received_at,
+            })
+        }),
+        DomainEvent::PaymentRefunded(refund) => commissions.refunded(refund).map(|payment| {
+            Some(RevenueChange {
+                payer: payment.payer,
+                currency: refund.amount.currency(),
+                amount: -refund.amount.amount(),
+                at: refund.refunded_at,
+            })
+        }),
+        DomainEvent::PaymentChargedBack(chargeback) => {
+            commissions.charged_back(chargeback).map(|payment| {
                 Some(RevenueChange {
                     payer: payment.payer,
-                    currency: refund.amount.currency(),
-                    amount: -refund.amount.amount(),
-                    at: refund.refunded_at,
+                    currency: chargeback.amount.currency(),
+                    amount: -chargeback.amount.amount(),
+                    at: chargeback.charged_back_at,
                 })
-            }),
-            DomainEvent::PaymentChargedBack(chargeback) => {
-                commissions.charged_back(chargeback).map(|payment| {
-                    Some(RevenueChange {
-                        payer: payment.payer,
-                        currency: chargeback.amount.currency(),
-                        amount: -chargeback.amount.amount(),
-                        at: chargeback.charged_back_at,
-                    })
-                })
-            }
-            DomainEvent::CommissionEarned(earned) => commissions.earned(earned).map(|()| None),
-            DomainEvent::CommissionReversed(reversed) => {
-                commissions.reversed(reversed).map(|()| None)
-            }
-            DomainEvent::CommissionReleased(released) => {
-                commissions.released(released).map(|()| None)
-            }
-            DomainEvent::CommissionForfeited(forfeited) => {
-                commissions.forfeited(forfeited).map(|()| None)
-            }
-            DomainEvent::CommissionPlanPublished(plan) => {
-                commissions.plan_published(plan);
-                Ok(None)
-            }
-            DomainEvent::PayoutScheduled(payout) => {
-                commissions.payout_scheduled(payout).map(|()| None)
-            }
-            DomainEvent::PayoutSent(payout) => commissions.payout_sent(payout).map(|()| None),
-            DomainEvent::PayoutFailed(payout) => commissions.payout_failed(payout).map(|()| None),
-            DomainEvent::PayoutRunCompleted(run) => {
-                commissions.run_completed(run);
-                Ok(None)
-            }
-            DomainEvent::DonationAllocated(donation) => {
-                commissions.donation_allocated(donation);
-                Ok(None)
-            }
-            _ => Ok(None),
+            })
         }
-        .map_err(|error| broken(error.to_string()))
+        DomainEvent::CommissionEarned(earned) => commissions.earned(earned).map(|()| None),
+        DomainEvent::CommissionReversed(reversed) => commissions.reversed(reversed).map(|()| None),
+        DomainEvent::CommissionReleased(released) => commissions.released(released).map(|()| None),
+        DomainEvent::CommissionForfeited(forfeited) => {
+            commissions.forfeited(forfeited).map(|()| None)
+        }
+        DomainEvent::CommissionPlanPublished(plan) => {
+            commissions.plan_published(plan);
+            Ok(None)
+        }
+        DomainEvent::PayoutScheduled(payout) => commissions.payout_scheduled(payout).map(|()| None),
+        DomainEvent::PayoutSent(payout) => commissions.payout_sent(payout).map(|()| None),
+        DomainEvent::PayoutFailed(payout) => commissions.payout_failed(payout).map(|()| None),
+        DomainEvent::PayoutRunCompleted(run) => {
+            commissions.run_completed(run);
+            Ok(None)
+        }
+        DomainEvent::DonationAllocated(donation) => {
+            commissions.donation_allocated(donation);
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+    .map_err(|error| ProjectionError::InvariantBroken {
+        position: event.position,
+        reason: error.to_string(),
+    })
+}
+
+/// The journal entries of a parallel batch not yet posted, with the journal: the money
+/// side queues each chunk's entries, and whichever side has time posts them, in order.
+/// Posting stops at the first entry the journal refuses.
+struct JournalQueue<'a> {
+    books: JournalBooks<'a>,
+    pending: std::collections::VecDeque<Vec<JournalEntry>>,
+    error: Option<ProjectionError>,
+}
+
+impl JournalQueue<'_> {
+    /// Posts the oldest `chunks` chunks of entries (all if fewer are pending).
+    fn post(&mut self, chunks: usize) {
+        for _ in 0..chunks {
+            let Some(entries) = self.pending.pop_front() else {
+                return;
+            };
+            if self.error.is_some() {
+                continue;
+            }
+            for entry in &entries {
+                if let Err(error) = self.books.post(entry, &entry.postings) {
+                    self.error = Some(error);
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -413,36 +475,42 @@ impl Projection for LedgerViews {
             payout_journal,
             ..
         } = self;
-        let mut books = MoneyBooks {
-            commissions,
-            journal,
-            payout_journal,
-        };
+        let queue = std::sync::Mutex::new(JournalQueue {
+            books: JournalBooks {
+                journal,
+                payout_journal,
+            },
+            pending: std::collections::VecDeque::new(),
+            error: None,
+        });
         let (network_side, money_side) = std::thread::scope(|scope| {
             // Unbounded: the batch bounds it (one message per chunk), and a money side that
             // had to wait for the network side would idle while it catches up on a stretch
             // of signups and credits.
             let (sender, receiver) = std::sync::mpsc::channel();
+            let queue = &queue;
             let money = std::thread::Builder::new()
                 .name("views-money".to_owned())
-                .spawn_scoped(scope, move || fold_money_side(&mut books, events, sender))
+                .spawn_scoped(scope, move || {
+                    fold_money_side(commissions, queue, events, sender)
+                })
                 .expect("the money side's thread starts");
-            let network_side = fold_network_side(network, wallets, events, receiver);
+            let network_side = fold_network_side(network, wallets, queue, events, receiver);
             let money_side = money
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (network_side, money_side)
         });
-        let error = match (network_side.error, money_side.error) {
-            (Some(network), Some(money)) => {
-                Some(if error_position(&money) < error_position(&network) {
-                    money
-                } else {
-                    network
-                })
-            }
-            (network, money) => network.or(money),
-        };
+        let mut queue = queue
+            .into_inner()
+            .expect("no side panicked holding the journal");
+        queue.post(usize::MAX);
+        // The journal's error first on a tie: the one-by-one fold posts before it folds.
+        let journal_side = queue.error;
+        let error = [journal_side, network_side.error, money_side.error]
+            .into_iter()
+            .flatten()
+            .min_by_key(error_position);
         if let Some(error) = error {
             return Err(error);
         }
@@ -515,11 +583,18 @@ fn error_position(error: &ProjectionError) -> Option<Position> {
     }
 }
 
-/// The money side of a parallel batch: decodes and folds the money events of `events`,
-/// and hands over their revenue changes, one message per chunk of [`SIDE_CHUNK_EVENTS`]
-/// events (empty if the chunk has none).
+/// Chunks of journal entries the money side lets wait for the network side before it
+/// posts them itself: a longer queue means the network side is the slower one.
+const JOURNAL_CHUNKS_WAITING_MAX: usize = 2;
+
+/// The money side of a parallel batch: decodes the money events of `events`, queues
+/// their journal entries and folds them into the commissions, and hands over their
+/// revenue changes; one queue entry and one message per chunk of [`SIDE_CHUNK_EVENTS`]
+/// events (empty if the chunk has none). It posts queued entries itself when the
+/// network side falls behind, and all that are left once its own events are done.
 fn fold_money_side(
-    books: &mut MoneyBooks<'_>,
+    commissions: &mut Commissions,
+    queue: &std::sync::Mutex<JournalQueue<'_>>,
     events: &[RecordedEvent],
     sender: std::sync::mpsc::Sender<Vec<RevenueChange>>,
 ) -> SideOutcome {
@@ -527,7 +602,9 @@ fn fold_money_side(
         ignored: 0,
         error: None,
     };
+    let lock = || queue.lock().expect("no side panicked holding the journal");
     for chunk in events.chunks(SIDE_CHUNK_EVENTS) {
+        let mut entries = Vec::new();
         let mut changes = Vec::new();
         for event in chunk {
             if decode::route(event.event_type.as_str()) != Route::Money {
@@ -536,7 +613,13 @@ fn fold_money_side(
             let folded = match decode(event) {
                 Ok(Some(Fact::Domain(domain))) => {
                     debug_assert!(!feeds_network(&domain), "{}", domain.event_type());
-                    books.fold(event, &domain)
+                    // The entry is queued before the commissions fold, so when both
+                    // refuse the event, the journal's error (which comes first one by
+                    // one) is there to be reported.
+                    JournalEntry::of(event, &domain).and_then(|entry| {
+                        entries.push(entry);
+                        fold_commissions(commissions, event, &domain)
+                    })
                 }
                 Ok(Some(Fact::Opened(_))) => unreachable!("a signup is routed to the network"),
                 Ok(None) => {
@@ -553,26 +636,41 @@ fn fold_money_side(
                 }
             }
         }
+        {
+            let mut queue = lock();
+            queue.pending.push_back(entries);
+            let waiting = queue.pending.len();
+            queue.post(waiting.saturating_sub(JOURNAL_CHUNKS_WAITING_MAX));
+        }
         if sender.send(changes).is_err() || outcome.error.is_some() {
             break;
         }
     }
+    lock().post(usize::MAX);
     outcome
 }
 
 /// The network side of a parallel batch: decodes and folds the network events of
-/// `events` into the network and the wallets, and applies the money side's revenue
-/// changes. Those of a chunk are applied only once this side has folded that chunk, so a
-/// change never reaches the network before a signup that came before it.
+/// `events` into the network and the wallets, posts the journal entries the money side
+/// queued, and applies its revenue changes. Those of a chunk are applied only once this
+/// side has folded that chunk, so a change never reaches the network before a signup
+/// that came before it.
 fn fold_network_side(
     network: &mut Network,
     wallets: &mut Wallets,
+    queue: &std::sync::Mutex<JournalQueue<'_>>,
     events: &[RecordedEvent],
     receiver: std::sync::mpsc::Receiver<Vec<RevenueChange>>,
 ) -> SideOutcome {
     let mut outcome = SideOutcome {
         ignored: 0,
         error: None,
+    };
+    // Posts what is queued, unless the money side is at it.
+    let post_queued = || {
+        if let Ok(mut queue) = queue.try_lock() {
+            queue.post(usize::MAX);
+        }
     };
     let mut arrived = std::collections::VecDeque::new();
     let mut applied_chunks = 0usize;
@@ -602,6 +700,7 @@ fn fold_network_side(
                 }
             }
         }
+        post_queued();
         arrived.extend(receiver.try_iter());
         while applied_chunks <= index {
             let Some(changes) = arrived.pop_front() else {
@@ -612,8 +711,10 @@ fn fold_network_side(
         }
     }
     // Every chunk of this side is folded: the remaining changes come after their events.
+    // Until the money side is done, post its entries as they come.
     for changes in arrived.into_iter().chain(receiver) {
         changes.into_iter().for_each(|change| change.apply(network));
+        post_queued();
     }
     outcome
 }

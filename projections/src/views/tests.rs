@@ -628,3 +628,24 @@ fn a_restriction_of_processing_takes_the_subject_out_of_analytics_only() {
     views.apply_batch(&more).expect("applies");
     assert_eq!(total(&views), before);
 }
+
+#[test]
+fn on_a_tie_the_journal_error_comes_first_as_one_by_one() {
+    let events = generated(HistoryConfig::small(14));
+    let payment = events
+        .iter()
+        .position(|event| event.event_type.as_str() == "PaymentReceived")
+        .expect("generated");
+    // The same payment again at its own position: out of order for the journal, a
+    // duplicate for the commissions.
+    let mut broken = events.clone();
+    broken.push(events[payment].clone());
+    assert!(broken.len() >= PARALLEL_EVENTS_MIN);
+    let expected = first_error(&mut LedgerViews::new(), &broken, false);
+    assert!(
+        expected.contains("is not after the last posted position"),
+        "{expected}"
+    );
+    let batched = first_error(&mut LedgerViews::new(), &broken, true);
+    assert_eq!(batched, expected);
+}
