@@ -16,6 +16,7 @@ pub mod wallets;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, Read, Write};
+use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 use ledger::domain::events::DomainEvent;
@@ -338,6 +339,14 @@ struct JournalQueue<'a> {
     error: Option<ProjectionError>,
 }
 
+/// How many chunks each side of a parallel batch has folded: the side ahead has the
+/// time to post the journal.
+#[derive(Default)]
+struct Progress {
+    money: std::sync::atomic::AtomicUsize,
+    network: std::sync::atomic::AtomicUsize,
+}
+
 impl JournalQueue<'_> {
     /// Posts the oldest `chunks` chunks of entries (all if fewer are pending).
     fn post(&mut self, chunks: usize) {
@@ -483,19 +492,22 @@ impl Projection for LedgerViews {
             pending: std::collections::VecDeque::new(),
             error: None,
         });
+        let progress = Progress::default();
         let (network_side, money_side) = std::thread::scope(|scope| {
             // Unbounded: the batch bounds it (one message per chunk), and a money side that
             // had to wait for the network side would idle while it catches up on a stretch
             // of signups and credits.
             let (sender, receiver) = std::sync::mpsc::channel();
             let queue = &queue;
+            let progress = &progress;
             let money = std::thread::Builder::new()
                 .name("views-money".to_owned())
                 .spawn_scoped(scope, move || {
-                    fold_money_side(commissions, queue, events, sender)
+                    fold_money_side(commissions, queue, progress, events, sender)
                 })
                 .expect("the money side's thread starts");
-            let network_side = fold_network_side(network, wallets, queue, events, receiver);
+            let network_side =
+                fold_network_side(network, wallets, queue, progress, events, receiver);
             let money_side = money
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -583,18 +595,19 @@ fn error_position(error: &ProjectionError) -> Option<Position> {
     }
 }
 
-/// Chunks of journal entries the money side lets wait for the network side before it
-/// posts them itself: a longer queue means the network side is the slower one.
-const JOURNAL_CHUNKS_WAITING_MAX: usize = 2;
+/// Chunks the money side must be ahead of the network side before it posts queued
+/// journal entries itself (it is then the faster one, so it has the time).
+const JOURNAL_LEAD_CHUNKS: usize = 2;
 
 /// The money side of a parallel batch: decodes the money events of `events`, queues
 /// their journal entries and folds them into the commissions, and hands over their
 /// revenue changes; one queue entry and one message per chunk of [`SIDE_CHUNK_EVENTS`]
-/// events (empty if the chunk has none). It posts queued entries itself when the
-/// network side falls behind, and all that are left once its own events are done.
+/// events (empty if the chunk has none). It posts queued entries itself while it is
+/// ahead of the network side, and all that are left once its own events are done.
 fn fold_money_side(
     commissions: &mut Commissions,
     queue: &std::sync::Mutex<JournalQueue<'_>>,
+    progress: &Progress,
     events: &[RecordedEvent],
     sender: std::sync::mpsc::Sender<Vec<RevenueChange>>,
 ) -> SideOutcome {
@@ -636,12 +649,13 @@ fn fold_money_side(
                 }
             }
         }
-        {
-            let mut queue = lock();
-            queue.pending.push_back(entries);
-            let waiting = queue.pending.len();
-            queue.post(waiting.saturating_sub(JOURNAL_CHUNKS_WAITING_MAX));
+        let done = progress.money.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut queue = lock();
+        queue.pending.push_back(entries);
+        if done > progress.network.load(Ordering::Relaxed) + JOURNAL_LEAD_CHUNKS {
+            queue.post(usize::MAX);
         }
+        drop(queue);
         if sender.send(changes).is_err() || outcome.error.is_some() {
             break;
         }
@@ -652,13 +666,14 @@ fn fold_money_side(
 
 /// The network side of a parallel batch: decodes and folds the network events of
 /// `events` into the network and the wallets, posts the journal entries the money side
-/// queued, and applies its revenue changes. Those of a chunk are applied only once this
+/// queued while it is not behind it, and applies its revenue changes. Those of a chunk are applied only once this
 /// side has folded that chunk, so a change never reaches the network before a signup
 /// that came before it.
 fn fold_network_side(
     network: &mut Network,
     wallets: &mut Wallets,
     queue: &std::sync::Mutex<JournalQueue<'_>>,
+    progress: &Progress,
     events: &[RecordedEvent],
     receiver: std::sync::mpsc::Receiver<Vec<RevenueChange>>,
 ) -> SideOutcome {
@@ -700,7 +715,12 @@ fn fold_network_side(
                 }
             }
         }
-        post_queued();
+        // Caught up with the money side: this side has the time to post.
+        if progress.network.fetch_add(1, Ordering::Relaxed) + 1
+            >= progress.money.load(Ordering::Relaxed)
+        {
+            post_queued();
+        }
         arrived.extend(receiver.try_iter());
         while applied_chunks <= index {
             let Some(changes) = arrived.pop_front() else {
