@@ -532,7 +532,28 @@ pub enum Route {
 
 /// The [`Route`] of an event of type `event_type`.
 pub fn route(event_type: &str) -> Route {
-    match kind_of(event_type) {
+    classify(event_type).route
+}
+
+/// An event type as the views see it: its route, and its kind on the fast path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classified {
+    pub route: Route,
+    kind: Option<Kind>,
+}
+
+/// Classifies `event_type` once, for both routing and decoding ([`decode_classified`]):
+/// a rebuild asks for every event.
+pub fn classify(event_type: &str) -> Classified {
+    let kind = kind_of(event_type);
+    Classified {
+        route: route_of(event_type, kind),
+        kind,
+    }
+}
+
+fn route_of(event_type: &str, kind: Option<Kind>) -> Route {
+    match kind {
         Some(
             Kind::AccountOpened
             | Kind::CreditsGranted
@@ -555,13 +576,22 @@ pub fn route(event_type: &str) -> Route {
 /// Reads `event`; `Ok(None)` for events the views do not read, including event types
 /// this version does not know (another component's events, such as the privacy layer's).
 pub fn decode(event: &RecordedEvent) -> Result<Option<Fact>, ProjectionError> {
+    decode_classified(event, classify(event.event_type.as_str()))
+}
+
+/// [`decode`], given the event's type as [`classify`] gave it.
+pub fn decode_classified(
+    event: &RecordedEvent,
+    classified: Classified,
+) -> Result<Option<Fact>, ProjectionError> {
     let event_type = event.event_type.as_str();
+    debug_assert_eq!(classified, classify(event_type));
     let undecodable = |reason: String| ProjectionError::UndecodableEvent {
         position: event.position,
         event_type: event_type.to_owned(),
         reason,
     };
-    let Some(kind) = kind_of(event_type) else {
+    let Some(kind) = classified.kind else {
         if SKIPPED.contains(&event_type)
             || !EVENT_TYPES.iter().any(|(known, _)| *known == event_type)
         {

@@ -620,10 +620,11 @@ fn fold_money_side(
         let mut entries = Vec::new();
         let mut changes = Vec::new();
         for event in chunk {
-            if decode::route(event.event_type.as_str()) != Route::Money {
+            let classified = decode::classify(event.event_type.as_str());
+            if classified.route != Route::Money {
                 continue;
             }
-            let folded = match decode(event) {
+            let folded = match decode::decode_classified(event, classified) {
                 Ok(Some(Fact::Domain(domain))) => {
                     debug_assert!(!feeds_network(&domain), "{}", domain.event_type());
                     // The entry is queued before the commissions fold, so when both
@@ -692,7 +693,8 @@ fn fold_network_side(
     for (index, chunk) in events.chunks(SIDE_CHUNK_EVENTS).enumerate() {
         if outcome.error.is_none() {
             for event in chunk {
-                match decode::route(event.event_type.as_str()) {
+                let classified = decode::classify(event.event_type.as_str());
+                match classified.route {
                     Route::Network => {}
                     Route::Money => continue,
                     // Counted here, the one side that looks at every event.
@@ -701,7 +703,7 @@ fn fold_network_side(
                         continue;
                     }
                 }
-                let folded = match decode(event) {
+                let folded = match decode::decode_classified(event, classified) {
                     Ok(Some(fact)) => fold_network(network, wallets, event, fact),
                     Ok(None) => {
                         outcome.ignored += 1;
