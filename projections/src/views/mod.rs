@@ -110,7 +110,7 @@ impl LedgerViews {
             journal: &mut self.journal,
             payout_journal: &mut self.payout_journal,
         };
-        journal.post(&entry, &entry.postings)?;
+        journal.post(&entry)?;
         if let Some(change) = fold_commissions(&mut self.commissions, event, &domain)? {
             change.apply(&mut self.network);
         }
@@ -233,13 +233,10 @@ struct JournalBooks<'a> {
 }
 
 impl JournalBooks<'_> {
-    /// Posts `entry` (whose postings are `postings`); refuses, naming the position, what
-    /// does not balance or comes out of order.
-    fn post(
-        &mut self,
-        entry: &JournalEntry,
-        postings: &[Posting<AccountKey, Currency>],
-    ) -> Result<(), ProjectionError> {
+    /// Posts `entry`; refuses, naming the position, what does not balance or comes out
+    /// of order.
+    fn post(&mut self, entry: &JournalEntry) -> Result<(), ProjectionError> {
+        let postings = entry.postings.as_slice();
         if postings.is_empty() {
             return Ok(());
         }
@@ -339,14 +336,6 @@ struct JournalQueue<'a> {
     error: Option<ProjectionError>,
 }
 
-/// How many chunks each side of a parallel batch has folded: the side ahead has the
-/// time to post the journal.
-#[derive(Default)]
-struct Progress {
-    money: std::sync::atomic::AtomicUsize,
-    network: std::sync::atomic::AtomicUsize,
-}
-
 impl JournalQueue<'_> {
     /// Posts the oldest `chunks` chunks of entries (all if fewer are pending).
     fn post(&mut self, chunks: usize) {
@@ -358,7 +347,7 @@ impl JournalQueue<'_> {
                 continue;
             }
             for entry in &entries {
-                if let Err(error) = self.books.post(entry, &entry.postings) {
+                if let Err(error) = self.books.post(entry) {
                     self.error = Some(error);
                     break;
                 }
@@ -492,7 +481,7 @@ impl Projection for LedgerViews {
             pending: std::collections::VecDeque::new(),
             error: None,
         });
-        let progress = Progress::default();
+        let progress = SideProgress::default();
         let (network_side, money_side) = std::thread::scope(|scope| {
             // Unbounded: the batch bounds it (one message per chunk), and a money side that
             // had to wait for the network side would idle while it catches up on a stretch
@@ -595,6 +584,14 @@ fn error_position(error: &ProjectionError) -> Option<Position> {
     }
 }
 
+/// How many chunks each side of a parallel batch has folded: the side ahead has the
+/// time to post the journal.
+#[derive(Default)]
+struct SideProgress {
+    money: std::sync::atomic::AtomicUsize,
+    network: std::sync::atomic::AtomicUsize,
+}
+
 /// Chunks the money side must be ahead of the network side before it posts queued
 /// journal entries itself (it is then the faster one, so it has the time).
 const JOURNAL_LEAD_CHUNKS: usize = 2;
@@ -607,7 +604,7 @@ const JOURNAL_LEAD_CHUNKS: usize = 2;
 fn fold_money_side(
     commissions: &mut Commissions,
     queue: &std::sync::Mutex<JournalQueue<'_>>,
-    progress: &Progress,
+    progress: &SideProgress,
     events: &[RecordedEvent],
     sender: std::sync::mpsc::Sender<Vec<RevenueChange>>,
 ) -> SideOutcome {
@@ -667,14 +664,14 @@ fn fold_money_side(
 
 /// The network side of a parallel batch: decodes and folds the network events of
 /// `events` into the network and the wallets, posts the journal entries the money side
-/// queued while it is not behind it, and applies its revenue changes. Those of a chunk are applied only once this
-/// side has folded that chunk, so a change never reaches the network before a signup
-/// that came before it.
+/// queued while it is not behind it, and applies its revenue changes. Those of a chunk
+/// are applied only once this side has folded that chunk, so a change never reaches the
+/// network before a signup that came before it.
 fn fold_network_side(
     network: &mut Network,
     wallets: &mut Wallets,
     queue: &std::sync::Mutex<JournalQueue<'_>>,
-    progress: &Progress,
+    progress: &SideProgress,
     events: &[RecordedEvent],
     receiver: std::sync::mpsc::Receiver<Vec<RevenueChange>>,
 ) -> SideOutcome {
