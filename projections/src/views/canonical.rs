@@ -30,11 +30,32 @@ const DRAWS_FAST_MAX: usize = 16;
 /// A position in a payload, moving forward only.
 struct Cursor<'a> {
     rest: &'a [u8],
+    /// Whether a key of the top-level object has been read (the next one follows a comma).
+    inside: bool,
 }
 
 impl<'a> Cursor<'a> {
     fn new(payload: &'a [u8]) -> Cursor<'a> {
-        Cursor { rest: payload }
+        Cursor {
+            rest: payload,
+            inside: false,
+        }
+    }
+
+    /// The next key of the top-level object, `name`, with what comes before it (`{` for
+    /// the first, `,` for the others) and the colon after it.
+    fn field(&mut self, name: &str) -> Option<&mut Cursor<'a>> {
+        self.literal(if self.inside { b",\"" } else { b"{\"" })?;
+        self.literal(name.as_bytes())?;
+        self.literal(b"\":")?;
+        self.inside = true;
+        Some(self)
+    }
+
+    /// The end of the top-level object, and of the payload.
+    fn close(mut self) -> Option<()> {
+        self.literal(b"}")?;
+        self.rest.is_empty().then_some(())
     }
 
     /// Consumes `expected` exactly.
@@ -90,11 +111,6 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// The whole payload was read.
-    fn end(self) -> Option<()> {
-        self.rest.is_empty().then_some(())
-    }
-
     /// A string as above, or `null`.
     fn string_or_null(&mut self) -> Option<Option<&'a str>> {
         if self.accept(b"null") {
@@ -145,35 +161,28 @@ impl<'a> Cursor<'a> {
 /// to be plain strings and skipped.
 pub fn opened(payload: &[u8]) -> Option<Opened> {
     let mut at = Cursor::new(payload);
-    at.literal(b"{\"account_id\":")?;
-    let account_id = at.account()?;
-    at.literal(b",\"email_fingerprint\":")?;
-    at.string_or_null()?;
+    let account_id = at.field("account_id")?.account()?;
+    at.field("email_fingerprint")?.string_or_null()?;
     // Fraud flags are rare: any go the general way.
-    at.literal(b",\"fraud_flags\":[],\"ip_fingerprint\":")?;
-    at.string_or_null()?;
-    at.literal(b",\"opened_at\":")?;
-    let opened_at = at.instant()?;
-    at.literal(b",\"payment_fingerprint\":")?;
-    at.string_or_null()?;
-    at.literal(b",\"personal_data\":{\"email\":")?;
+    at.field("fraud_flags")?.literal(b"[]")?;
+    at.field("ip_fingerprint")?.string_or_null()?;
+    let opened_at = at.field("opened_at")?.instant()?;
+    at.field("payment_fingerprint")?.string_or_null()?;
+    at.field("personal_data")?.literal(b"{\"email\":")?;
     at.string()?;
     at.literal(b",\"name\":")?;
     at.string()?;
     at.literal(b",\"signup_ip\":")?;
     at.string()?;
-    at.literal(b"},\"referral_code\":")?;
-    at.string()?;
-    at.literal(b",\"referred_with_code\":")?;
-    at.string_or_null()?;
-    at.literal(b",\"referrer\":")?;
-    let referrer = if at.accept(b"null") {
+    at.literal(b"}")?;
+    at.field("referral_code")?.string()?;
+    at.field("referred_with_code")?.string_or_null()?;
+    let referrer = if at.field("referrer")?.accept(b"null") {
         None
     } else {
         Some(at.account()?)
     };
-    at.literal(b"}")?;
-    at.end()?;
+    at.close()?;
     Some(Opened {
         account_id,
         referrer,
@@ -184,33 +193,22 @@ pub fn opened(payload: &[u8]) -> Option<Opened> {
 
 pub fn earned(payload: &[u8]) -> Option<CommissionEarned> {
     let mut at = Cursor::new(payload);
-    at.literal(b"{\"amount\":")?;
-    let amount = at.money()?;
-    at.literal(b",\"base_amount\":")?;
-    let base_amount = at.money()?;
-    at.literal(b",\"beneficiary\":")?;
-    let beneficiary = at.account()?;
-    at.literal(b",\"earned_at\":")?;
-    let earned_at = at.instant()?;
-    at.literal(b",\"held_for_review\":")?;
-    let held_for_review = at.boolean()?;
-    at.literal(b",\"hold_until\":")?;
-    let hold_until = at.instant()?;
-    at.literal(b",\"level\":")?;
-    let level = u8::try_from(at.unsigned()?).ok()?;
-    at.literal(b",\"payer\":")?;
-    let payer = at.account()?;
-    at.literal(b",\"payment_id\":")?;
-    let payment_id = at.token()?;
-    at.literal(b",\"plan_version\":")?;
-    let plan_version = PlanVersion::try_from(u32::try_from(at.unsigned()?).ok()?).ok()?;
-    at.literal(b",\"rate\":")?;
-    let rate = Rate::parse(at.string()?).ok()?;
+    let amount = at.field("amount")?.money()?;
+    let base_amount = at.field("base_amount")?.money()?;
+    let beneficiary = at.field("beneficiary")?.account()?;
+    let earned_at = at.field("earned_at")?.instant()?;
+    let held_for_review = at.field("held_for_review")?.boolean()?;
+    let hold_until = at.field("hold_until")?.instant()?;
+    let level = u8::try_from(at.field("level")?.unsigned()?).ok()?;
+    let payer = at.field("payer")?.account()?;
+    let payment_id = at.field("payment_id")?.token()?;
+    let plan_version = u32::try_from(at.field("plan_version")?.unsigned()?).ok()?;
+    let plan_version = PlanVersion::try_from(plan_version).ok()?;
+    let rate = Rate::parse(at.field("rate")?.string()?).ok()?;
     // Review reasons are rare: any go the general way.
-    at.literal(b",\"review_reasons\":[],\"rounding\":")?;
-    let rounding = at.string()?.parse::<Decimal>().ok()?;
-    at.literal(b"}")?;
-    at.end()?;
+    at.field("review_reasons")?.literal(b"[]")?;
+    let rounding = at.field("rounding")?.string()?.parse::<Decimal>().ok()?;
+    at.close()?;
     Some(CommissionEarned {
         payment_id,
         beneficiary,
@@ -232,27 +230,22 @@ pub fn earned(payload: &[u8]) -> Option<CommissionEarned> {
 /// way; the views do not read it).
 pub fn payment(payload: &[u8]) -> Option<PaymentReceived> {
     let mut at = Cursor::new(payload);
-    at.literal(b"{\"account_id\":")?;
-    let account_id = at.account()?;
-    at.literal(b",\"amount\":")?;
-    let amount = at.money()?;
-    at.literal(b",\"kind\":{")?;
-    let kind = if at.accept(b"\"credits\":") {
+    let account_id = at.field("account_id")?.account()?;
+    let amount = at.field("amount")?.money()?;
+    let kind = if at.field("kind")?.accept(b"{\"credits\":") {
         let credits = at.credits()?;
         at.literal(b",\"type\":\"credit_pack\"}")?;
         PaymentKind::CreditPack { credits }
     } else {
-        at.literal(b"\"subscription_id\":")?;
+        at.literal(b"{\"subscription_id\":")?;
         let subscription_id = at.token()?;
         at.literal(b",\"type\":\"subscription\"}")?;
         PaymentKind::Subscription { subscription_id }
     };
-    at.literal(b",\"payment_fingerprint\":null,\"payment_id\":")?;
-    let payment_id = at.token()?;
-    at.literal(b",\"received_at\":")?;
-    let received_at = at.instant()?;
-    at.literal(b"}")?;
-    at.end()?;
+    at.field("payment_fingerprint")?.literal(b"null")?;
+    let payment_id = at.field("payment_id")?.token()?;
+    let received_at = at.field("received_at")?.instant()?;
+    at.close()?;
     Some(PaymentReceived {
         payment_id,
         account_id,
@@ -265,26 +258,19 @@ pub fn payment(payload: &[u8]) -> Option<PaymentReceived> {
 
 pub fn granted(payload: &[u8]) -> Option<CreditsGranted> {
     let mut at = Cursor::new(payload);
-    at.literal(b"{\"account_id\":")?;
-    let account_id = at.account()?;
-    at.literal(b",\"credits\":")?;
-    let credits = at.credits()?;
-    at.literal(b",\"expires_at\":")?;
-    let expires_at = at.optional_instant()?;
-    at.literal(b",\"grant_id\":")?;
-    let grant_id = at.token()?;
-    at.literal(b",\"granted_at\":")?;
-    let granted_at = at.instant()?;
-    at.literal(b",\"reason\":")?;
-    let reason = match at.string()? {
+    let account_id = at.field("account_id")?.account()?;
+    let credits = at.field("credits")?.credits()?;
+    let expires_at = at.field("expires_at")?.optional_instant()?;
+    let grant_id = at.field("grant_id")?.token()?;
+    let granted_at = at.field("granted_at")?.instant()?;
+    let reason = match at.field("reason")?.string()? {
         "subscription_allowance" => GrantReason::SubscriptionAllowance,
         "promotion" => GrantReason::Promotion,
         "referral_bonus" => GrantReason::ReferralBonus,
         "goodwill" => GrantReason::Goodwill,
         _ => return None,
     };
-    at.literal(b"}")?;
-    at.end()?;
+    at.close()?;
     Some(CreditsGranted {
         account_id,
         grant_id,
@@ -297,20 +283,13 @@ pub fn granted(payload: &[u8]) -> Option<CreditsGranted> {
 
 pub fn purchased(payload: &[u8]) -> Option<CreditsPurchased> {
     let mut at = Cursor::new(payload);
-    at.literal(b"{\"account_id\":")?;
-    let account_id = at.account()?;
-    at.literal(b",\"credits\":")?;
-    let credits = at.credits()?;
-    at.literal(b",\"expires_at\":")?;
-    let expires_at = at.optional_instant()?;
-    at.literal(b",\"grant_id\":")?;
-    let grant_id = at.token()?;
-    at.literal(b",\"payment_id\":")?;
-    let payment_id = at.token()?;
-    at.literal(b",\"purchased_at\":")?;
-    let purchased_at = at.instant()?;
-    at.literal(b"}")?;
-    at.end()?;
+    let account_id = at.field("account_id")?.account()?;
+    let credits = at.field("credits")?.credits()?;
+    let expires_at = at.field("expires_at")?.optional_instant()?;
+    let grant_id = at.field("grant_id")?.token()?;
+    let payment_id = at.field("payment_id")?.token()?;
+    let purchased_at = at.field("purchased_at")?.instant()?;
+    at.close()?;
     Some(CreditsPurchased {
         account_id,
         grant_id,
@@ -323,11 +302,9 @@ pub fn purchased(payload: &[u8]) -> Option<CreditsPurchased> {
 
 pub fn spent(payload: &[u8]) -> Option<CreditsSpent> {
     let mut at = Cursor::new(payload);
-    at.literal(b"{\"account_id\":")?;
-    let account_id = at.account()?;
-    at.literal(b",\"credits\":")?;
-    let credits = at.credits()?;
-    at.literal(b",\"drawn\":[")?;
+    let account_id = at.field("account_id")?.account()?;
+    let credits = at.field("credits")?.credits()?;
+    at.field("drawn")?.literal(b"[")?;
     let mut drawn = Vec::new();
     if !at.accept(b"]") {
         loop {
@@ -346,14 +323,10 @@ pub fn spent(payload: &[u8]) -> Option<CreditsSpent> {
             at.literal(b",")?;
         }
     }
-    at.literal(b",\"persona\":")?;
-    let persona = at.token()?;
-    at.literal(b",\"spend_id\":")?;
-    let spend_id = at.token()?;
-    at.literal(b",\"spent_at\":")?;
-    let spent_at = at.instant()?;
-    at.literal(b"}")?;
-    at.end()?;
+    let persona = at.field("persona")?.token()?;
+    let spend_id = at.field("spend_id")?.token()?;
+    let spent_at = at.field("spent_at")?.instant()?;
+    at.close()?;
     Some(CreditsSpent {
         account_id,
         spend_id,
@@ -366,16 +339,11 @@ pub fn spent(payload: &[u8]) -> Option<CreditsSpent> {
 
 pub fn expired(payload: &[u8]) -> Option<CreditsExpired> {
     let mut at = Cursor::new(payload);
-    at.literal(b"{\"account_id\":")?;
-    let account_id = at.account()?;
-    at.literal(b",\"credits\":")?;
-    let credits = at.credits()?;
-    at.literal(b",\"expired_at\":")?;
-    let expired_at = at.instant()?;
-    at.literal(b",\"grant_id\":")?;
-    let grant_id = at.token()?;
-    at.literal(b"}")?;
-    at.end()?;
+    let account_id = at.field("account_id")?.account()?;
+    let credits = at.field("credits")?.credits()?;
+    let expired_at = at.field("expired_at")?.instant()?;
+    let grant_id = at.field("grant_id")?.token()?;
+    at.close()?;
     Some(CreditsExpired {
         account_id,
         grant_id,
