@@ -452,45 +452,24 @@ fn current_version(kind: Kind) -> u16 {
 }
 
 fn kind_of(event_type: &str) -> Option<Kind> {
-    // Asked twice per event in a rebuild (once to route, once to decode): the length
-    // leaves at most four candidates, so this is a jump and a comparison or two, where a
-    // `match` on the strings compares them one after another. A test checks it agrees
-    // with `KINDS`.
-    use Kind::*;
-    let candidates: &[(&str, Kind)] = match event_type.len() {
-        10 => &[("PayoutSent", PayoutSent)],
-        12 => &[
-            ("CreditsSpent", CreditsSpent),
-            ("PayoutFailed", PayoutFailed),
-        ],
-        13 => &[("AccountOpened", AccountOpened)],
-        14 => &[
-            ("CreditsGranted", CreditsGranted),
-            ("CreditsExpired", CreditsExpired),
-        ],
-        15 => &[
-            ("PaymentReceived", PaymentReceived),
-            ("PaymentRefunded", PaymentRefunded),
-            ("PayoutScheduled", PayoutScheduled),
-        ],
-        16 => &[
-            ("CommissionEarned", CommissionEarned),
-            ("CreditsPurchased", CreditsPurchased),
-        ],
-        17 => &[("DonationAllocated", DonationAllocated)],
-        18 => &[
-            ("PaymentChargedBack", PaymentChargedBack),
-            ("CommissionReversed", CommissionReversed),
-            ("PayoutRunCompleted", PayoutRunCompleted),
-            ("CommissionReleased", CommissionReleased),
-        ],
-        19 => &[("CommissionForfeited", CommissionForfeited)],
-        20 => &[("ProcessingRestricted", ProcessingRestricted)],
-        23 => &[("CommissionPlanPublished", CommissionPlanPublished)],
-        27 => &[("ProcessingRestrictionLifted", ProcessingRestrictionLifted)],
-        _ => &[],
-    };
-    candidates
+    // Asked for every event of a rebuild: bucketing `KINDS` by name length leaves at
+    // most four candidates, each compared as two words (see `same_name`), where a search
+    // of the whole table compared one name after another.
+    static BY_LENGTH: OnceLock<Vec<Vec<(&'static str, Kind)>>> = OnceLock::new();
+    let by_length = BY_LENGTH.get_or_init(|| {
+        let longest = KINDS.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+        let mut by_length = vec![Vec::new(); longest + 1];
+        for (name, kind) in KINDS {
+            assert!(
+                name.len() >= 8,
+                "same_name compares at least 8 bytes: {name}"
+            );
+            by_length[name.len()].push((name, kind));
+        }
+        by_length
+    });
+    by_length
+        .get(event_type.len())?
         .iter()
         .find(|(name, _)| same_name(name.as_bytes(), event_type.as_bytes()))
         .map(|(_, kind)| *kind)
@@ -592,9 +571,7 @@ pub fn decode_classified(
         reason,
     };
     let Some(kind) = classified.kind else {
-        if SKIPPED.contains(&event_type)
-            || !EVENT_TYPES.iter().any(|(known, _)| *known == event_type)
-        {
+        if classified.route == Route::Ignored {
             return Ok(None);
         }
         // A type the domain knows and the fast path does not: read it the general way,
