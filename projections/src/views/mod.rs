@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::journal::{Journal, JournalState, Posting};
 use crate::projection::{Projection, ProjectionError};
 use commissions::{Commissions, CommissionsState};
-use decode::{decode, Fact, Route};
+use decode::{Fact, Route};
 use network::{Network, NetworkState};
 use wallets::{Wallets, WalletsState};
 
@@ -85,11 +85,12 @@ impl LedgerViews {
         LedgerViews::default()
     }
 
-    /// Folds one decoded event into every view it feeds, in the order a parallel batch
-    /// produces too (see [`LedgerViews::apply_batch`]).
+    /// Folds one decoded event into every view it feeds (on the side `route` names), in
+    /// the order a parallel batch produces too (see [`LedgerViews::apply_batch`]).
     fn apply_decoded(
         &mut self,
         event: &RecordedEvent,
+        route: Route,
         fact: Option<Fact>,
     ) -> Result<(), ProjectionError> {
         self.events += 1;
@@ -99,7 +100,7 @@ impl LedgerViews {
             return Ok(());
         };
         let domain = match fact {
-            Fact::Domain(domain) if !feeds_network(&domain) => domain,
+            Fact::Domain(domain) if route == Route::Money => domain,
             network_fact => {
                 return fold_network(&mut self.network, &mut self.wallets, event, network_fact)
             }
@@ -116,20 +117,6 @@ impl LedgerViews {
         }
         Ok(())
     }
-}
-
-/// Whether a decoded domain event feeds the network side (network and wallets) rather
-/// than the money side; agrees with [`decode::route`] on every type.
-fn feeds_network(domain: &DomainEvent) -> bool {
-    matches!(
-        domain,
-        DomainEvent::CreditsGranted(_)
-            | DomainEvent::CreditsPurchased(_)
-            | DomainEvent::CreditsSpent(_)
-            | DomainEvent::CreditsExpired(_)
-            | DomainEvent::ProcessingRestricted(_)
-            | DomainEvent::ProcessingRestrictionLifted(_)
-    )
 }
 
 /// Folds a signup, a credit event or a restriction into the network and the wallets.
@@ -436,8 +423,9 @@ impl Projection for LedgerViews {
     }
 
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        let fact = decode(event)?;
-        self.apply_decoded(event, fact)
+        let classified = decode::classify(event.event_type.as_str());
+        let fact = decode::decode_classified(event, classified)?;
+        self.apply_decoded(event, classified.route, fact)
     }
 
     /// Folds a long batch on two threads, one per group of views, each decoding its own
@@ -623,12 +611,13 @@ fn fold_money_side(
             }
             let folded = match decode::decode_classified(event, classified) {
                 Ok(Some(Fact::Domain(domain))) => {
-                    debug_assert!(!feeds_network(&domain), "{}", domain.event_type());
                     // The entry is queued before the commissions fold, so when both
                     // refuse the event, the journal's error (which comes first one by
                     // one) is there to be reported.
                     JournalEntry::of(event, &domain).and_then(|entry| {
-                        entries.push(entry);
+                        if !entry.postings.is_empty() {
+                            entries.push(entry);
+                        }
                         fold_commissions(commissions, event, &domain)
                     })
                 }

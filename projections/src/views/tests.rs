@@ -7,6 +7,7 @@ use ledger::store::memory::MemoryStore;
 use ledger::store::{EventStore, Position};
 use rust_decimal::Decimal;
 
+use super::decode::decode;
 use super::*;
 use crate::checkpoint::CheckpointDir;
 use crate::determinism::{live_and_rebuilt, Schedule};
@@ -472,6 +473,20 @@ fn batches_folded_on_two_sides_equal_one_by_one() {
             "seed {seed}, batches of {batch_events}"
         );
     }
+}
+
+/// Whether a decoded domain event belongs to the network side (network and wallets):
+/// the oracle the routing by event type is checked against.
+fn feeds_network(domain: &DomainEvent) -> bool {
+    matches!(
+        domain,
+        DomainEvent::CreditsGranted(_)
+            | DomainEvent::CreditsPurchased(_)
+            | DomainEvent::CreditsSpent(_)
+            | DomainEvent::CreditsExpired(_)
+            | DomainEvent::ProcessingRestricted(_)
+            | DomainEvent::ProcessingRestrictionLifted(_)
+    )
 }
 
 #[test]
