@@ -137,7 +137,7 @@ pub struct Commission {
     pub hold_until: DateTime<Utc>,
     pub level: u8,
     /// The currency of `base_amount` and `amount` (see [`Commission::currency`]).
-    currency: CurrencyCode,
+    currency: Currency,
     /// As earned: whether it was held for review (see [`Commission::review`] for how
     /// that ended).
     pub held_for_review: bool,
@@ -172,7 +172,7 @@ pub enum Review {
 impl Commission {
     /// The currency of its amounts.
     pub fn currency(&self) -> Currency {
-        self.currency.currency()
+        self.currency
     }
 
     /// Why it was held for review (empty if it was not).
@@ -692,7 +692,7 @@ impl Commissions {
             earned_at: event.earned_at,
             hold_until: event.hold_until,
             level: event.level,
-            currency: CurrencyCode::of(event.amount.currency()),
+            currency: event.amount.currency(),
             held_for_review: event.held_for_review,
             paid_first: None,
             history,
@@ -830,7 +830,6 @@ impl Commissions {
             });
         }
         let currency = event.amount.currency();
-        let code = CurrencyCode::of(currency);
         let affiliate = self.affiliates.entry(event.affiliate).or_default();
         let mut to_match = event.amount.amount();
         let mut owed = affiliate.owed.get(currency);
@@ -853,7 +852,7 @@ impl Commissions {
                 }
                 continue;
             }
-            if commission.currency != code || !commission.is_payable_at(event.as_of) {
+            if commission.currency != currency || !commission.is_payable_at(event.as_of) {
                 advance_cursor = false;
                 continue;
             }
@@ -1203,38 +1202,6 @@ impl Commissions {
             commissions.index_payment(&payment, index as u32);
         }
         commissions
-    }
-}
-
-/// A currency as the views' millions of records keep it, serialized as its code. It was
-/// the 3-byte code while the domain's `Currency` was 24 bytes; that is one byte now, so
-/// this wraps it, keeping the serialized form (and the order: codes in order).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct CurrencyCode(Currency);
-
-impl CurrencyCode {
-    pub fn of(currency: Currency) -> CurrencyCode {
-        CurrencyCode(currency)
-    }
-
-    pub fn currency(self) -> Currency {
-        self.0
-    }
-}
-
-impl TryFrom<String> for CurrencyCode {
-    type Error = String;
-    fn try_from(code: String) -> Result<CurrencyCode, String> {
-        Currency::parse(&code)
-            .map(CurrencyCode::of)
-            .map_err(|error| error.to_string())
-    }
-}
-
-impl From<CurrencyCode> for String {
-    fn from(code: CurrencyCode) -> String {
-        code.currency().code().to_owned()
     }
 }
 

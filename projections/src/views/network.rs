@@ -16,7 +16,6 @@ use ledger::domain::{AccountId, Currency, Period};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::commissions::CurrencyCode;
 use crate::forest::{ForestError, Month, ReferralForest};
 use crate::serial::SeqOf;
 
@@ -25,10 +24,8 @@ pub const MEMBER_CURRENCIES_MAX: usize = 8;
 
 /// One member's net revenue (payments less refunds) per currency.
 type Revenue = Vec<(Currency, Decimal)>;
-/// One member's net revenue per period and currency.
+/// One member's net revenue per period and currency, as kept and as checkpointed.
 type PeriodRevenue = Vec<(Period, Currency, Decimal)>;
-/// The same as kept in memory, the currency as a [`CurrencyCode`].
-type RevenueEntries = Vec<(Period, CurrencyCode, Decimal)>;
 /// Revenue of a payer that is not in the forest.
 type OrphanState = (AccountId, Revenue, PeriodRevenue);
 
@@ -48,9 +45,9 @@ pub struct Network {
     /// One short list per payer (no separate totals map) keeps a million payers small.
     /// Indexed by the member's place in the forest (signup order), so a million members
     /// need no second map keyed by account id.
-    member_revenue: Vec<RevenueEntries>,
+    member_revenue: Vec<PeriodRevenue>,
     /// The same for payers that are not in the forest (not expected, but kept).
-    orphan_revenue: FastMap<AccountId, RevenueEntries>,
+    orphan_revenue: FastMap<AccountId, PeriodRevenue>,
     analytics: BTreeMap<Period, PeriodAnalytics>,
     restricted: BTreeSet<AccountId>,
 }
@@ -88,19 +85,18 @@ impl Network {
         at: DateTime<Utc>,
     ) {
         let period = Period::containing(at);
-        let code = CurrencyCode::of(currency);
         let history = match self.forest.index_of(&payer) {
             Some(index) => &mut self.member_revenue[index],
             None => self.orphan_revenue.entry(payer).or_default(),
         };
         match history
             .iter_mut()
-            .find(|(known, known_code, _)| *known == period && *known_code == code)
+            .find(|(known, known_currency, _)| *known == period && *known_currency == currency)
         {
             Some((_, _, total)) => *total += amount,
             None => {
                 assert!(
-                    history.iter().any(|(_, known, _)| *known == code)
+                    history.iter().any(|(_, known, _)| *known == currency)
                         || currencies_of(history) < MEMBER_CURRENCIES_MAX,
                     "member_currencies_max is {MEMBER_CURRENCIES_MAX}"
                 );
@@ -108,7 +104,7 @@ impl Network {
                 if history.len() == history.capacity() {
                     history.reserve_exact((history.len() / 2).max(1));
                 }
-                history.push((period, code, amount));
+                history.push((period, currency, amount));
             }
         }
         if !self.restricted.contains(&payer) {
@@ -150,13 +146,13 @@ impl Network {
             Some(index) => self.member_revenue.get(index),
             None => self.orphan_revenue.get(&subject),
         };
-        for (period, code, amount) in history.into_iter().flatten() {
+        for (period, currency, amount) in history.into_iter().flatten() {
             *self
                 .analytics
                 .entry(*period)
                 .or_default()
                 .net_revenue
-                .entry(code.currency())
+                .entry(*currency)
                 .or_default() += sign * amount;
         }
     }
@@ -196,7 +192,7 @@ impl Network {
     }
 
     /// An account's net revenue per period and currency, if it paid anything.
-    fn revenue_history(&self, account: &AccountId) -> Option<&RevenueEntries> {
+    fn revenue_history(&self, account: &AccountId) -> Option<&PeriodRevenue> {
         match self.forest.index_of(account) {
             Some(index) => self.member_revenue.get(index),
             None => self.orphan_revenue.get(account),
@@ -206,11 +202,10 @@ impl Network {
     /// An account's net revenue per currency, in the order its currencies first appear.
     fn revenue_of(&self, account: &AccountId) -> Revenue {
         let mut revenue: Revenue = Vec::new();
-        for (_, code, amount) in self.revenue_history(account).into_iter().flatten() {
-            let currency = code.currency();
-            match revenue.iter_mut().find(|(known, _)| *known == currency) {
+        for (_, currency, amount) in self.revenue_history(account).into_iter().flatten() {
+            match revenue.iter_mut().find(|(known, _)| *known == *currency) {
                 Some((_, total)) => *total += *amount,
-                None => revenue.push((currency, *amount)),
+                None => revenue.push((*currency, *amount)),
             }
         }
         revenue
@@ -224,8 +219,8 @@ impl Network {
     ) -> Result<BTreeMap<Currency, Decimal>, ForestError> {
         let mut total: BTreeMap<Currency, Decimal> = BTreeMap::new();
         for member in self.forest.downline(account)? {
-            for (_, code, amount) in self.revenue_history(&member).into_iter().flatten() {
-                *total.entry(code.currency()).or_default() += *amount;
+            for (_, currency, amount) in self.revenue_history(&member).into_iter().flatten() {
+                *total.entry(*currency).or_default() += *amount;
             }
         }
         Ok(total)
@@ -270,10 +265,7 @@ impl Network {
                     .expect("a member in order is in the forest");
                 let mut revenue = self.revenue_of(&account);
                 revenue.sort_unstable_by_key(|(currency, _)| *currency);
-                let mut by_period = self
-                    .revenue_history(&account)
-                    .map(period_revenue)
-                    .unwrap_or_default();
+                let mut by_period = self.revenue_history(&account).cloned().unwrap_or_default();
                 by_period.sort_unstable_by_key(|(period, currency, _)| (*period, *currency));
                 (account, referrer, opened, revenue, by_period)
             })
@@ -288,7 +280,7 @@ impl Network {
             .map(|(account, history)| {
                 let mut revenue = self.revenue_of(account);
                 revenue.sort_unstable_by_key(|(currency, _)| *currency);
-                let mut by_period = period_revenue(history);
+                let mut by_period = history.clone();
                 by_period.sort_unstable_by_key(|(period, currency, _)| (*period, *currency));
                 (*account, revenue, by_period)
             })
@@ -306,34 +298,18 @@ impl Network {
         // The revenue totals in the state are the sums of the periods, kept for readers.
         for (account, referrer, opened, _revenue, by_period) in state.members {
             network.forest.add(account, referrer, opened)?;
-            network.member_revenue.push(revenue_entries(by_period));
+            network.member_revenue.push(by_period);
         }
         for (account, _revenue, by_period) in state.orphans {
-            network
-                .orphan_revenue
-                .insert(account, revenue_entries(by_period));
+            network.orphan_revenue.insert(account, by_period);
         }
         Ok(network)
     }
 }
 
-fn period_revenue(entries: &RevenueEntries) -> PeriodRevenue {
-    entries
-        .iter()
-        .map(|(period, code, amount)| (*period, code.currency(), *amount))
-        .collect()
-}
-
-fn revenue_entries(revenue: PeriodRevenue) -> RevenueEntries {
-    revenue
-        .into_iter()
-        .map(|(period, currency, amount)| (period, CurrencyCode::of(currency), amount))
-        .collect()
-}
-
 /// How many currencies one member's revenue history holds.
-fn currencies_of(history: &RevenueEntries) -> usize {
-    let mut currencies: Vec<CurrencyCode> = history.iter().map(|(_, code, _)| *code).collect();
+fn currencies_of(history: &PeriodRevenue) -> usize {
+    let mut currencies: Vec<Currency> = history.iter().map(|(_, currency, _)| *currency).collect();
     currencies.sort_unstable();
     currencies.dedup();
     currencies.len()
