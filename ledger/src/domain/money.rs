@@ -450,9 +450,16 @@ impl Serialize for Rate {
     }
 }
 
-/// A JSON string, borrowed from the input when it has no escapes.
+/// A string read from serialized input, borrowed from it when it has no escapes: for
+/// values parsed from their text (amounts, rates, codes, instants) without allocating.
 #[derive(Deserialize)]
-struct BorrowedText<'a>(#[serde(borrow)] Cow<'a, str>);
+pub struct BorrowedText<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl BorrowedText<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

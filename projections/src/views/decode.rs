@@ -209,44 +209,10 @@ mod hot {
 /// are unchanged.
 pub(crate) mod time {
     use chrono::{DateTime, NaiveDate, Utc};
-    use serde::de::{Deserializer, Error, Visitor};
+    use serde::de::{Deserializer, Error};
 
     /// A JSON string, borrowed from the payload when it has no escapes.
-    pub enum Text<'de> {
-        Borrowed(&'de str),
-        Owned(String),
-    }
-
-    impl Text<'_> {
-        pub fn as_str(&self) -> &str {
-            match self {
-                Text::Borrowed(text) => text,
-                Text::Owned(text) => text,
-            }
-        }
-    }
-
-    impl<'de> serde::Deserialize<'de> for Text<'de> {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct TextVisitor;
-            impl<'de> Visitor<'de> for TextVisitor {
-                type Value = Text<'de>;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a string")
-                }
-                fn visit_borrowed_str<E: Error>(self, text: &'de str) -> Result<Text<'de>, E> {
-                    Ok(Text::Borrowed(text))
-                }
-                fn visit_str<E: Error>(self, text: &str) -> Result<Text<'de>, E> {
-                    Ok(Text::Owned(text.to_owned()))
-                }
-                fn visit_string<E: Error>(self, text: String) -> Result<Text<'de>, E> {
-                    Ok(Text::Owned(text))
-                }
-            }
-            deserializer.deserialize_str(TextVisitor)
-        }
-    }
+    pub use ledger::domain::money::BorrowedText as Text;
 
     pub fn exact<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
         let text = <Text as serde::Deserialize>::deserialize(deserializer)?;
