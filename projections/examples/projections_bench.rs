@@ -25,14 +25,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The process's peak resident memory (VmHWM), as `bench::run` reports it.
-fn peak_resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// The history `bench::run` generates, recorded in the same chunks, with no views.
 fn generate_only(config: &projections::bench::BenchConfig) -> u64 {
     let mut source = projections::bench::GeneratedHistory::new(config);
@@ -78,7 +70,7 @@ fn main() {
     if std::env::args().any(|arg| arg == "--generator-only") {
         let events = generate_only(&config);
         println!("events                 {events} (generated and recorded, no views)");
-        let peak = peak_resident_bytes().map_or(0, |bytes| bytes >> 20);
+        let peak = projections::bench::peak_memory_bytes().map_or(0, |bytes| bytes >> 20);
         println!("peak memory (VmHWM)    {peak} MiB (generator only)");
         return;
     }
