@@ -580,3 +580,197 @@ async fn sixty_four_writers_share_fsyncs_without_losing_or_doubling() {
         StreamState::At((WRITERS * APPENDS_PER_WRITER / 2 - 1) as u64)
     );
 }
+
+/// The append fields of the frame at `offset` of a segment: index, count.
+fn append_slot(bytes: &[u8], offset: u64) -> (u32, u32) {
+    let at = offset as usize;
+    (
+        u32::from_le_bytes(bytes[at + 16..at + 20].try_into().unwrap()),
+        u32::from_le_bytes(bytes[at + 20..at + 24].try_into().unwrap()),
+    )
+}
+
+/// Rewrites the append fields of the frame at `offset` and its CRC, as a writer that
+/// grouped records otherwise would have (only the append checks can tell).
+fn rewrite_slot(path: &Path, offset: u64, index: u32, count: u32) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = offset as usize;
+    let size = 4 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    bytes[at + 16..at + 20].copy_from_slice(&index.to_le_bytes());
+    bytes[at + 20..at + 24].copy_from_slice(&count.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[at + 8..at + size]);
+    bytes[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_cut_after_its_first_records_is_dropped_whole() {
+    let dir = TempDir::new().unwrap();
+    let streams = streams(2);
+    let store = open(dir.path());
+    fill(&store, &streams, 10, 100).await;
+    let before = read_everything(&store).await;
+    // A payment with three commissions: one append of four events.
+    let payment = stream("payment-torn");
+    let append: Vec<_> = (0..4).map(|n| event(&format!("part{n}"))).collect();
+    store
+        .append(&payment, ExpectedRevision::NoStream, append.clone())
+        .await
+        .unwrap();
+    drop(store);
+
+    let last = segment_paths(dir.path()).pop().unwrap();
+    let frames = frame_offsets(&last);
+    let bytes = std::fs::read(&last).unwrap();
+    let tail: Vec<_> = frames[frames.len() - 4..].to_vec();
+    for (n, &(offset, _)) in tail.iter().enumerate() {
+        assert_eq!(append_slot(&bytes, offset), (n as u32, 4));
+    }
+    for keep in 1..4 {
+        // A crash left the first `keep` records whole and the rest missing.
+        let copy = TempDir::new().unwrap();
+        copy_log(dir.path(), copy.path());
+        let segment = copy.path().join("log").join(last.file_name().unwrap());
+        let (cut_at, size) = tail[keep];
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        file.set_len(cut_at + size / 3).unwrap();
+        drop(file);
+
+        let verified = file::verify(copy.path()).unwrap();
+        assert_eq!(verified.problem, None);
+        assert_eq!(verified.events, before.len() as u64, "keep {keep}");
+        let torn = verified
+            .torn_tail
+            .expect("the incomplete append is a torn tail");
+        assert_eq!(torn.offset, tail[0].0);
+
+        let store = open(copy.path());
+        let report = store.recovery_report().torn_tail.clone().expect("reported");
+        assert_eq!(
+            (report.offset, report.records, report.first_position),
+            (tail[0].0, keep as u64, before.len() as u64),
+            "keep {keep}"
+        );
+        let saved = std::fs::read(report.saved_to.as_ref().unwrap()).unwrap();
+        assert_eq!(saved.len() as u64, report.bytes);
+        assert_eq!(
+            &saved[..],
+            &bytes[tail[0].0 as usize..(cut_at + size / 3) as usize]
+        );
+        assert_eq!(read_everything(&store).await, before, "keep {keep}");
+        assert_eq!(
+            store.stream_state(&payment).await.unwrap(),
+            StreamState::NoStream
+        );
+        // The retry records the whole append, not an idempotent repeat of a part.
+        let outcome = store
+            .append(&payment, ExpectedRevision::NoStream, append.clone())
+            .await
+            .unwrap();
+        assert_eq!(outcome.revision, 3);
+        assert_eq!(read_everything(&store).await.len(), before.len() + 4);
+        drop(store);
+        let store = open(copy.path());
+        assert_eq!(store.recovery_report().torn_tail, None);
+        assert_eq!(read_everything(&store).await.len(), before.len() + 4);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incomplete_append_before_the_tail_is_corruption_at_its_start() {
+    let dir = TempDir::new().unwrap();
+    let streams = streams(2);
+    let store = open(dir.path());
+    fill(&store, &streams, 20, 100).await;
+    drop(store);
+    let last = segment_paths(dir.path()).pop().unwrap();
+    let frames = frame_offsets(&last);
+    // Record 5 claims to open an append of two, but record 6 starts an append of its own.
+    rewrite_slot(&last, frames[5].0, 0, 2);
+    let (file, offset, reason) = corrupted(FileStore::open(dir.path(), small_segments()));
+    assert_eq!((file.as_path(), offset), (last.as_path(), frames[5].0));
+    assert!(reason.contains("incomplete append"), "{reason}");
+    assert_verify_names(dir.path(), &last, frames[5].0);
+
+    // A record that says it is the second of an append where an append starts.
+    rewrite_slot(&last, frames[5].0, 1, 2);
+    let (_, offset, reason) = corrupted(FileStore::open(dir.path(), small_segments()));
+    assert_eq!(offset, frames[5].0);
+    assert!(reason.contains("where an append starts"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_that_ends_inside_an_append_is_corruption() {
+    let dir = TempDir::new().unwrap();
+    let streams = streams(2);
+    let store = open(dir.path());
+    fill(&store, &streams, 240, 10_000).await;
+    drop(store);
+    let segments = segment_paths(dir.path());
+    assert!(segments.len() >= 2);
+    let frames = frame_offsets(&segments[0]);
+    let (offset, _) = *frames.last().unwrap();
+    rewrite_slot(&segments[0], offset, 0, 2);
+    let (file, at, reason) = corrupted(FileStore::open(dir.path(), small_segments()));
+    assert_eq!((file.as_path(), at), (segments[0].as_path(), offset));
+    assert!(reason.contains("ends inside an append"), "{reason}");
+    assert_verify_names(dir.path(), &segments[0], offset);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_never_span_two_segments() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    let streams = streams(3);
+    // Appends of 1 to 7 events of 40 kB: several cross where a segment fills up.
+    for n in 0..60usize {
+        let events = (0..1 + n % 7)
+            .map(|k| {
+                let mut proposed = event(&format!("a{n}e{k}"));
+                proposed.payload.resize(40_000, b' ');
+                proposed
+            })
+            .collect();
+        store
+            .append(&streams[n % 3], ExpectedRevision::Any, events)
+            .await
+            .unwrap();
+    }
+    let before = read_everything(&store).await;
+    drop(store);
+    let segments = segment_paths(dir.path());
+    assert!(
+        segments.len() >= 3,
+        "the appends must fill several segments"
+    );
+    for segment in &segments {
+        let bytes = std::fs::read(segment).unwrap();
+        let frames = frame_offsets(segment);
+        let (first, _) = frames[0];
+        let (last, size) = *frames.last().unwrap();
+        assert_eq!(
+            append_slot(&bytes, first).0,
+            0,
+            "{} starts an append",
+            segment.display()
+        );
+        let (index, count) = append_slot(&bytes, last);
+        assert_eq!(index + 1, count, "{} ends an append", segment.display());
+        assert_eq!(last + size, bytes.len() as u64);
+    }
+    let store = open(dir.path());
+    assert_eq!(read_everything(&store).await, before);
+    let verified = file::verify(dir.path()).unwrap();
+    assert_eq!((verified.problem, verified.torn_tail), (None, None));
+}
+
+fn copy_log(from: &Path, to: &Path) {
+    let log = to.join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    for segment in segment_paths(from) {
+        std::fs::copy(&segment, log.join(segment.file_name().unwrap())).unwrap();
+    }
+}

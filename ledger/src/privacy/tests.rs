@@ -839,6 +839,7 @@ fn log_bytes(events: &[RecordedEvent]) -> Vec<u8> {
             &event.stream,
             event.revision,
             event.position,
+            codec::AppendSlot::SINGLE,
             event.recorded_at,
             previous,
             &mut out,
@@ -854,7 +855,8 @@ fn verify_chain(mut bytes: &[u8]) -> usize {
     let mut previous = Digest::GENESIS;
     let mut records = 0;
     while !bytes.is_empty() {
-        let (event, size) = codec::decode_frame(bytes).expect("every frame decodes");
+        let codec::DecodedFrame { event, size, .. } =
+            codec::decode_frame(bytes, codec::Framing::CURRENT).expect("every frame decodes");
         assert_eq!(event.chain.previous, previous, "record {records} links");
         assert_eq!(event.position, Position::sequence(records as u64));
         previous = event.chain.current;

@@ -5,14 +5,19 @@
 //! All integers are little-endian.
 //!
 //! ```text
-//! frame
+//! frame, format 2 (written by this code)
 //! offset  size  field
-//! 0       4     frame_len   u32, bytes after this field: 4 + 8 + body_len + 32 + 32
-//! 4       4     crc32c      CRC32C (Castagnoli) of bytes 8 .. 4 + frame_len
-//! 8       8     position    u64, global sequence number (0, 1, 2, ...)
-//! 16      B     body        the event, below
-//! 16+B    32    previous    SHA-256 hash of the record before (zeros for the first)
-//! 48+B    32    hash        SHA-256(previous || body)
+//! 0       4     frame_len     u32, bytes after this field: 4 + 8 + 4 + 4 + body_len + 32 + 32
+//! 4       4     crc32c        CRC32C (Castagnoli) of bytes 8 .. 4 + frame_len
+//! 8       8     position      u64, global sequence number (0, 1, 2, ...)
+//! 16      4     append_index  u32, this record's number within its append (0, 1, ...)
+//! 20      4     append_count  u32, records in the append that wrote it (1 to 4096)
+//! 24      B     body          the event, below
+//! 24+B    32    previous      SHA-256 hash of the record before (zeros for the first)
+//! 56+B    32    hash          SHA-256(previous || body)
+//!
+//! frame, format 1 (read only): the same without append_index and append_count, so the
+//! body starts at 8 + 8 = 16; every record counts as an append of its own.
 //!
 //! body
 //! offset  size  field
@@ -34,6 +39,11 @@
 //! The position is outside the hashed body so that a backend which learns the position
 //! only after writing (KurrentDB) can still chain its records; reordering is caught by
 //! the chain itself, and positions are checked to be consecutive.
+//!
+//! The append fields are outside the hashed body too: they say how the embedded log
+//! grouped records into appends, which recovery needs to keep an append whole or drop it
+//! whole, while the chain stays the same in every backend (a clustered backend groups by
+//! its own transactions). They are covered by the CRC.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -42,22 +52,85 @@ use super::{
     ChainLink, Digest, EventMetadata, EventType, NewEvent, Position, RecordedEvent, StreamName,
 };
 
-/// Bytes of the frame before the body: frame_len, crc32c, position.
-pub const FRAME_HEADER_SIZE: usize = 4 + 4 + 8;
+/// The record frames the embedded log has had, one per segment format version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Format 1: no append fields; read only, every record an append of its own.
+    V1,
+    /// Format 2: each record says its place in the append that wrote it.
+    V2,
+}
+
+impl Framing {
+    /// What this code writes.
+    pub const CURRENT: Framing = Framing::V2;
+
+    /// Bytes of the frame before the body: frame_len, crc32c, position (and, from format
+    /// 2, append_index and append_count).
+    pub const fn header_size(self) -> usize {
+        match self {
+            Framing::V1 => 4 + 4 + 8,
+            Framing::V2 => 4 + 4 + 8 + 4 + 4,
+        }
+    }
+
+    /// The smallest possible frame_len value (an event with empty names and payload).
+    pub const fn frame_len_min(self) -> usize {
+        self.header_size() - 4 + BODY_FIXED_SIZE + FRAME_TRAILER_SIZE
+    }
+
+    /// The largest frame_len value any valid event can produce.
+    pub const fn frame_len_max(self) -> usize {
+        self.frame_len_min()
+            + super::STREAM_NAME_LENGTH_MAX
+            + super::EVENT_TYPE_LENGTH_MAX
+            + super::EVENT_SIZE_MAX
+    }
+}
+
 /// Bytes of the frame after the body: previous and hash.
 pub const FRAME_TRAILER_SIZE: usize = 32 + 32;
 /// Bytes of the body besides the stream name, event type and payload.
 pub const BODY_FIXED_SIZE: usize = 16 + 8 + 8 + 2 + 1 + 16 + 16 + 2 + 2 + 4;
-/// The smallest possible frame_len value (an event with empty names and payload).
-pub const FRAME_LEN_MIN: usize = 4 + 8 + BODY_FIXED_SIZE + FRAME_TRAILER_SIZE;
-/// The largest frame_len value any valid event can produce.
-pub const FRAME_LEN_MAX: usize = 4
-    + 8
-    + BODY_FIXED_SIZE
-    + super::STREAM_NAME_LENGTH_MAX
-    + super::EVENT_TYPE_LENGTH_MAX
-    + super::EVENT_SIZE_MAX
-    + FRAME_TRAILER_SIZE;
+/// The largest frame_len value of any format.
+pub const FRAME_LEN_MAX: usize = Framing::CURRENT.frame_len_max();
+const _: () = assert!(Framing::V1.frame_len_max() <= FRAME_LEN_MAX);
+const _: () = assert!(super::EVENTS_PER_APPEND_MAX <= u32::MAX as usize);
+
+/// Where a record stands in the append that wrote it: record `index` of `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendSlot {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl AppendSlot {
+    /// The slot of a record that is an append of its own (every record of format 1).
+    pub const SINGLE: AppendSlot = AppendSlot { index: 0, count: 1 };
+
+    /// Record `index` (from 0) of an append of `count` events.
+    pub fn new(index: usize, count: usize) -> AppendSlot {
+        assert!(index < count && count <= super::EVENTS_PER_APPEND_MAX);
+        AppendSlot {
+            index: index as u32,
+            count: count as u32,
+        }
+    }
+
+    /// Whether this record closes its append.
+    pub fn is_last(self) -> bool {
+        self.index + 1 == self.count
+    }
+}
+
+/// One frame decoded from bytes.
+#[derive(Clone, Debug)]
+pub struct DecodedFrame {
+    pub event: RecordedEvent,
+    pub slot: AppendSlot,
+    /// The frame's size in bytes, frame_len included.
+    pub size: usize,
+}
 
 const FLAG_CORRELATION: u8 = 1;
 const FLAG_CAUSATION: u8 = 2;
@@ -125,13 +198,15 @@ pub fn encode_body(
     out.extend_from_slice(&event.payload);
 }
 
-/// Encodes a whole frame for `event` at `position`, chained after `previous`, appending it
-/// to `out`. Returns the record as it will be read back.
+/// Encodes a whole frame (format 2) for `event` at `position`, record `slot` of its
+/// append, chained after `previous`, appending it to `out`. Returns the record's link.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_frame(
     event: &NewEvent,
     stream: &StreamName,
     revision: u64,
     position: Position,
+    slot: AppendSlot,
     recorded_at: DateTime<Utc>,
     previous: Digest,
     out: &mut Vec<u8>,
@@ -139,6 +214,8 @@ pub fn encode_frame(
     let start = out.len();
     out.extend_from_slice(&[0u8; 8]); // frame_len and crc32c, filled below
     out.extend_from_slice(&position.commit.to_le_bytes());
+    out.extend_from_slice(&slot.index.to_le_bytes());
+    out.extend_from_slice(&slot.count.to_le_bytes());
     let body_start = out.len();
     encode_body(event, stream, revision, recorded_at, out);
     let link = ChainLink::follow(previous, &out[body_start..]);
@@ -153,7 +230,7 @@ pub fn encode_frame(
 
 /// Reads the frame_len field at the start of `bytes` and returns the frame's total size
 /// (including the field itself), checking it is plausible.
-pub fn frame_size(bytes: &[u8]) -> Result<usize, FrameError> {
+pub fn frame_size(bytes: &[u8], framing: Framing) -> Result<usize, FrameError> {
     if bytes.len() < 4 {
         return Err(FrameError::Incomplete {
             needed: 4,
@@ -161,7 +238,7 @@ pub fn frame_size(bytes: &[u8]) -> Result<usize, FrameError> {
         });
     }
     let frame_len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
-    if !(FRAME_LEN_MIN..=FRAME_LEN_MAX).contains(&frame_len) {
+    if !(framing.frame_len_min()..=framing.frame_len_max()).contains(&frame_len) {
         return Err(FrameError::BadLength {
             frame_len: frame_len as u64,
         });
@@ -169,11 +246,29 @@ pub fn frame_size(bytes: &[u8]) -> Result<usize, FrameError> {
     Ok(4 + frame_len)
 }
 
+/// How much of a frame [`decode_frame_with`] checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashCheck {
+    /// Recompute `SHA-256(previous || body)` (recovery, verify).
+    Verify,
+    /// Trust the CRC32C alone (reads of records recovery or the writer already checked).
+    Skip,
+}
+
 /// Decodes one frame at the start of `bytes`, checking its checksum and its own hash.
-/// Returns the event and the frame's size in bytes. Checking that `previous` links to the
-/// record before is the caller's job.
-pub fn decode_frame(bytes: &[u8]) -> Result<(RecordedEvent, usize), FrameError> {
-    let size = frame_size(bytes)?;
+/// Checking that `previous` links to the record before is the caller's job.
+pub fn decode_frame(bytes: &[u8], framing: Framing) -> Result<DecodedFrame, FrameError> {
+    decode_frame_with(bytes, framing, HashCheck::Verify)
+}
+
+/// Decodes one frame at the start of `bytes`, checking its checksum, its append fields
+/// and, as `hash` says, its hash.
+pub fn decode_frame_with(
+    bytes: &[u8],
+    framing: Framing,
+    hash: HashCheck,
+) -> Result<DecodedFrame, FrameError> {
+    let size = frame_size(bytes, framing)?;
     if bytes.len() < size {
         return Err(FrameError::Incomplete {
             needed: size,
@@ -187,17 +282,35 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(RecordedEvent, usize), FrameError> 
         return Err(FrameError::ChecksumMismatch { stored, computed });
     }
     let sequence = u64::from_le_bytes(frame[8..16].try_into().expect("8 bytes"));
-    let body = &frame[FRAME_HEADER_SIZE..size - FRAME_TRAILER_SIZE];
+    let slot = match framing {
+        Framing::V1 => AppendSlot::SINGLE,
+        Framing::V2 => {
+            let index = u32::from_le_bytes(frame[16..20].try_into().expect("4 bytes"));
+            let count = u32::from_le_bytes(frame[20..24].try_into().expect("4 bytes"));
+            if count == 0 || count as usize > super::EVENTS_PER_APPEND_MAX || index >= count {
+                return Err(FrameError::Malformed {
+                    field: "append_count",
+                    reason: format!(
+                        "record {index} of an append of {count} is impossible (an append \
+                         holds 1 to {} records)",
+                        super::EVENTS_PER_APPEND_MAX
+                    ),
+                });
+            }
+            AppendSlot { index, count }
+        }
+    };
+    let body = &frame[framing.header_size()..size - FRAME_TRAILER_SIZE];
     let trailer = &frame[size - FRAME_TRAILER_SIZE..];
     let link = ChainLink {
         previous: Digest(trailer[..32].try_into().expect("32 bytes")),
         current: Digest(trailer[32..].try_into().expect("32 bytes")),
     };
-    if !link.holds_for(body) {
+    if hash == HashCheck::Verify && !link.holds_for(body) {
         return Err(FrameError::HashMismatch);
     }
     let event = decode_body(body, Position::sequence(sequence), link)?;
-    Ok((event, size))
+    Ok(DecodedFrame { event, slot, size })
 }
 
 /// Decodes a hashed body into the event it records.
@@ -346,12 +459,14 @@ mod tests {
             &stream,
             3,
             Position::sequence(41),
+            AppendSlot::new(1, 3),
             at,
             Digest::GENESIS,
             &mut frame,
         );
-        let (event, size) = decode_frame(&frame).unwrap();
+        let DecodedFrame { event, slot, size } = decode_frame(&frame, Framing::V2).unwrap();
         assert_eq!(size, frame.len());
+        assert_eq!(slot, AppendSlot::new(1, 3));
         assert_eq!(event.id, sample().id);
         assert_eq!(event.stream, stream);
         assert_eq!(event.revision, 3);
@@ -362,14 +477,14 @@ mod tests {
         assert_eq!(event.chain, link);
         assert_eq!(
             body_of(&event),
-            frame[FRAME_HEADER_SIZE..size - FRAME_TRAILER_SIZE]
+            frame[Framing::V2.header_size()..size - FRAME_TRAILER_SIZE]
         );
 
         for bit in 0..frame.len() * 8 {
             let mut damaged = frame.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
             assert!(
-                decode_frame(&damaged).is_err(),
+                decode_frame(&damaged, Framing::V2).is_err(),
                 "flipped bit {bit} went unnoticed"
             );
         }
@@ -384,15 +499,78 @@ mod tests {
             &stream,
             0,
             Position::START,
+            AppendSlot::SINGLE,
             Utc::now(),
             Digest::GENESIS,
             &mut frame,
         );
         for cut in [0, 3, 10, frame.len() - 1] {
             assert!(matches!(
-                decode_frame(&frame[..cut]),
+                decode_frame(&frame[..cut], Framing::V2),
                 Err(FrameError::Incomplete { .. })
             ));
         }
+    }
+
+    #[test]
+    fn impossible_append_fields_are_malformed_even_with_a_valid_checksum() {
+        let stream = StreamName::parse("s").unwrap();
+        for (index, count) in [(0u32, 0u32), (3, 3), (0, 4097)] {
+            let mut frame = Vec::new();
+            encode_frame(
+                &sample(),
+                &stream,
+                0,
+                Position::START,
+                AppendSlot::SINGLE,
+                Utc::now(),
+                Digest::GENESIS,
+                &mut frame,
+            );
+            frame[16..20].copy_from_slice(&index.to_le_bytes());
+            frame[20..24].copy_from_slice(&count.to_le_bytes());
+            let crc = crc32c::crc32c(&frame[8..]);
+            frame[4..8].copy_from_slice(&crc.to_le_bytes());
+            assert!(
+                matches!(
+                    decode_frame(&frame, Framing::V2),
+                    Err(FrameError::Malformed {
+                        field: "append_count",
+                        ..
+                    })
+                ),
+                "record {index} of {count}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_format_1_frame_reads_as_an_append_of_its_own() {
+        // Format 1 is format 2 without the append fields.
+        let stream = StreamName::parse("payment-1").unwrap();
+        let mut v2 = Vec::new();
+        encode_frame(
+            &sample(),
+            &stream,
+            0,
+            Position::sequence(5),
+            AppendSlot::new(0, 2),
+            Utc::now(),
+            Digest::GENESIS,
+            &mut v2,
+        );
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&((v2.len() - 4 - 8) as u32).to_le_bytes());
+        v1.extend_from_slice(&[0; 4]);
+        v1.extend_from_slice(&v2[8..16]);
+        v1.extend_from_slice(&v2[24..]);
+        let crc = crc32c::crc32c(&v1[8..]);
+        v1[4..8].copy_from_slice(&crc.to_le_bytes());
+        let read = decode_frame(&v1, Framing::V1).unwrap();
+        assert_eq!(read.slot, AppendSlot::SINGLE);
+        assert_eq!(read.size, v1.len());
+        assert_eq!(read.event.position, Position::sequence(5));
+        assert_eq!(read.event.payload, sample().payload);
+        assert!(decode_frame(&v1, Framing::V2).is_err());
     }
 }

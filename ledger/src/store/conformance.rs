@@ -26,6 +26,7 @@ pub const CHECKS: &[&str] = &[
     "read_all_global_order_and_chain",
     "subscribe_catches_up_then_follows",
     "concurrent_exact_appends_take_each_revision_once",
+    "multi_event_appends_are_seen_whole",
 ];
 
 /// A proposed event with a fresh id and a payload naming `label`.
@@ -595,6 +596,87 @@ pub async fn concurrent_exact_appends_take_each_revision_once<S: EventStore>(sto
     );
 }
 
+/// A multi-event append (a payment and its commissions) is all or nothing for every
+/// reader: a log read, a stream read or a subscription sees all of its events, back to
+/// back in global order, or none of them, however the reads fall while it is written.
+pub async fn multi_event_appends_are_seen_whole<S: EventStore>(store: S) {
+    const APPENDS: usize = 40;
+    const EVENTS_PER_APPEND: usize = 5;
+    let store = Arc::new(store);
+    let streams: Vec<StreamName> = (0..APPENDS).map(|n| stream(&format!("whole{n}"))).collect();
+    let mut subscription = store.subscribe_all(Position::START);
+    let writer = {
+        let store = Arc::clone(&store);
+        let streams = streams.clone();
+        tokio::spawn(async move {
+            for (n, stream) in streams.iter().enumerate() {
+                let events = (0..EVENTS_PER_APPEND)
+                    .map(|k| event(&format!("a{n}e{k}")))
+                    .collect();
+                store
+                    .append(stream, ExpectedRevision::NoStream, events)
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let ours: HashSet<&StreamName> = streams.iter().collect();
+    let mut reads = 0usize;
+    loop {
+        let done = writer.is_finished();
+        let log = read_everything(&*store).await;
+        let mut seen: HashMap<&StreamName, usize> = HashMap::new();
+        for event in log.iter().filter(|event| ours.contains(&event.stream)) {
+            *seen.entry(&event.stream).or_default() += 1;
+        }
+        for (stream, count) in &seen {
+            assert_eq!(
+                *count, EVENTS_PER_APPEND,
+                "read {reads} of the log saw {count} of the {EVENTS_PER_APPEND} events of \
+                 the append to {stream}"
+            );
+        }
+        let probe = &streams[reads % APPENDS];
+        let in_stream = read_whole_stream(&*store, probe).await.len();
+        assert!(
+            in_stream == 0 || in_stream == EVENTS_PER_APPEND,
+            "a read of {probe} saw {in_stream} of the {EVENTS_PER_APPEND} events of its append"
+        );
+        reads += 1;
+        if done {
+            assert_eq!(seen.len(), APPENDS, "every append is in the log at the end");
+            break;
+        }
+    }
+    writer.await.unwrap();
+    // The subscription delivers each append's events back to back, in revision order.
+    let mut received = 0usize;
+    let mut open: Option<(StreamName, u64)> = None;
+    while received < APPENDS * EVENTS_PER_APPEND {
+        let next = tokio::time::timeout(Duration::from_secs(20), subscription.next())
+            .await
+            .expect("subscription stalled")
+            .expect("subscription ended")
+            .expect("subscription failed");
+        if !ours.contains(&next.stream) {
+            assert!(open.is_none(), "another event inside an append to ours");
+            continue;
+        }
+        let expected = match &open {
+            Some((stream, revision)) => {
+                assert_eq!(&next.stream, stream, "an append interleaved with another");
+                revision + 1
+            }
+            None => 0,
+        };
+        assert_eq!(next.revision, expected, "an append's events out of order");
+        open = (next.revision + 1 < EVENTS_PER_APPEND as u64).then(|| (next.stream, next.revision));
+        received += 1;
+    }
+    assert!(open.is_none(), "the subscription ended inside an append");
+}
+
 /// Generates one `#[tokio::test]` per conformance check for a backend. `$fresh` is an async
 /// expression evaluating to `(store, guard)`: a fresh empty store and whatever must live as
 /// long as it (a temporary directory, say).
@@ -620,6 +702,7 @@ macro_rules! store_conformance_tests {
             read_all_global_order_and_chain,
             subscribe_catches_up_then_follows,
             concurrent_exact_appends_take_each_revision_once,
+            multi_event_appends_are_seen_whole,
         );
         #[test]
         fn conformance_suite_is_complete() {
@@ -632,6 +715,7 @@ macro_rules! store_conformance_tests {
                 stringify!(read_all_global_order_and_chain),
                 stringify!(subscribe_catches_up_then_follows),
                 stringify!(concurrent_exact_appends_take_each_revision_once),
+                stringify!(multi_event_appends_are_seen_whole),
             ];
             assert_eq!(&generated[..], $crate::store::conformance::CHECKS);
         }

@@ -11,7 +11,8 @@
 //! segment header (32 bytes, little-endian)
 //! offset  size  field
 //! 0       8     magic           "RLEDGSEG"
-//! 8       4     format_version  u32, currently 1
+//! 8       4     format_version  u32: 2 (written), or 1 (read only; frames without append
+//!                               fields, see `store::codec::Framing`)
 //! 12      4     reserved        zeros
 //! 16      8     first_position  u64, position of the segment's first record
 //! 24      4     reserved        zeros
@@ -20,14 +21,18 @@
 //! ```
 //!
 //! The hash chain runs across segments: the first record of a segment has as `previous`
-//! the hash of the last record of the segment before.
+//! the hash of the last record of the segment before. An append never spans two
+//! segments (format 2): a segment ends after the last record of an append, so recovery
+//! keeps or drops an append by looking at one segment.
 
 use std::path::{Path, PathBuf};
 
+use crate::store::codec::Framing;
+
 /// The first bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RLEDGSEG";
-/// The segment format this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The segment format this code writes; it also reads format 1.
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the segment header.
 pub const SEGMENT_HEADER_SIZE: usize = 32;
 /// Default size at which the writer starts a new segment.
@@ -54,13 +59,19 @@ const SEGMENT_SUFFIX: &str = ".seg";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
     pub first_position: u64,
+    /// How the segment's records are framed (its format version).
+    pub framing: Framing,
 }
 
 impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_SIZE] {
         let mut out = [0u8; SEGMENT_HEADER_SIZE];
         out[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let version: u32 = match self.framing {
+            Framing::V1 => 1,
+            Framing::V2 => 2,
+        };
+        out[8..12].copy_from_slice(&version.to_le_bytes());
         out[16..24].copy_from_slice(&self.first_position.to_le_bytes());
         let crc = crc32c::crc32c(&out[..28]);
         out[28..32].copy_from_slice(&crc.to_le_bytes());
@@ -86,13 +97,21 @@ impl SegmentHeader {
             ));
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(format!(
-                "segment format version {version}, this build reads {FORMAT_VERSION}"
-            ));
+        let framing = match version {
+            1 => Framing::V1,
+            2 => Framing::V2,
+            _ => {
+                return Err(format!(
+                    "segment format version {version}, this build reads 1 and {FORMAT_VERSION}"
+                ))
+            }
+        };
+        if bytes[12..16] != [0; 4] || bytes[24..28] != [0; 4] {
+            return Err("segment header has non-zero reserved bytes".to_owned());
         }
         Ok(SegmentHeader {
             first_position: u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
+            framing,
         })
     }
 }
@@ -120,9 +139,15 @@ mod tests {
     fn header_round_trips_and_detects_damage() {
         let header = SegmentHeader {
             first_position: 1234,
+            framing: Framing::CURRENT,
         };
         let bytes = header.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
+        let old = SegmentHeader {
+            first_position: 7,
+            framing: Framing::V1,
+        };
+        assert_eq!(SegmentHeader::decode(&old.encode()), Ok(old));
         for bit in 0..bytes.len() * 8 {
             let mut damaged = bytes;
             damaged[bit / 8] ^= 1 << (bit % 8);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::store::codec::Framing;
 use crate::store::{Digest, StoreError, StreamName, StreamState};
 
 use super::format::SEGMENT_SIZE_MAX_LIMIT;
@@ -29,6 +30,8 @@ pub struct SegmentEntry {
     pub first_position: u64,
     pub path: Arc<PathBuf>,
     pub file: Arc<File>,
+    /// How its records are framed (from its header's format version).
+    pub framing: Framing,
     /// Bytes of the segment that hold acknowledged records (header included). Readers
     /// never look past it.
     pub len: u64,
@@ -39,6 +42,7 @@ pub struct SegmentEntry {
 pub struct Run {
     pub path: Arc<PathBuf>,
     pub file: Arc<File>,
+    pub framing: Framing,
     pub start: u64,
     pub end: u64,
     pub first_sequence: u64,
@@ -204,6 +208,7 @@ impl Index {
         Run {
             path: Arc::clone(&entry.path),
             file: Arc::clone(&entry.file),
+            framing: entry.framing,
             start,
             end,
             first_sequence: first,

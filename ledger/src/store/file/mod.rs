@@ -459,15 +459,26 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
             segment,
             offset,
             file_len,
+            records,
+            first_position,
         }) => (
             None,
             Some(Problem {
                 file: segments[segment].path.clone(),
                 offset,
-                reason: format!(
-                    "{} bytes after the last record do not form a record",
-                    file_len - offset
-                ),
+                reason: if records == 0 {
+                    format!(
+                        "{} bytes after the last record do not form a record",
+                        file_len - offset
+                    )
+                } else {
+                    format!(
+                        "{} bytes after the last complete append: {records} records \
+                         (positions {first_position} to {}) of an append that is incomplete",
+                        file_len - offset,
+                        first_position + records - 1
+                    )
+                },
             }),
         ),
         Err(StoreError::Corrupted {

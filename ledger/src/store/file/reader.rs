@@ -7,8 +7,8 @@
 
 use std::os::unix::fs::FileExt;
 
-use crate::store::codec::{self, FrameError, FRAME_HEADER_SIZE, FRAME_TRAILER_SIZE};
-use crate::store::{ChainLink, Digest, Position, RecordedEvent, StoreError};
+use crate::store::codec::{self, DecodedFrame, Framing, HashCheck};
+use crate::store::{Position, RecordedEvent, StoreError};
 
 use super::index::Run;
 
@@ -36,8 +36,9 @@ pub fn read_runs(runs: &[Run]) -> Result<Vec<RecordedEvent>, StoreError> {
                 offset: run.start + at as u64,
                 reason,
             };
-            let (event, size) = decode_frame_unhashed(&buffer[at..])
-                .map_err(|error| corrupted(error.to_string()))?;
+            let DecodedFrame { event, size, .. } =
+                codec::decode_frame_with(&buffer[at..], run.framing, HashCheck::Skip)
+                    .map_err(|error| corrupted(error.to_string()))?;
             if event.position != Position::sequence(sequence) {
                 return Err(corrupted(format!(
                     "record holds position {}, the index expects {sequence}",
@@ -58,38 +59,12 @@ pub fn read_runs(runs: &[Run]) -> Result<Vec<RecordedEvent>, StoreError> {
     Ok(events)
 }
 
-/// Decodes one frame, checking its CRC32C but not its hash.
-pub fn decode_frame_unhashed(bytes: &[u8]) -> Result<(RecordedEvent, usize), FrameError> {
-    let size = codec::frame_size(bytes)?;
-    if bytes.len() < size {
-        return Err(FrameError::Incomplete {
-            needed: size,
-            available: bytes.len(),
-        });
-    }
-    let frame = &bytes[..size];
-    let stored = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
-    let computed = crc32c::crc32c(&frame[8..]);
-    if stored != computed {
-        return Err(FrameError::ChecksumMismatch { stored, computed });
-    }
-    let sequence = u64::from_le_bytes(frame[8..16].try_into().expect("8 bytes"));
-    let body = &frame[FRAME_HEADER_SIZE..size - FRAME_TRAILER_SIZE];
-    let trailer = &frame[size - FRAME_TRAILER_SIZE..];
-    let chain = ChainLink {
-        previous: Digest(trailer[..32].try_into().expect("32 bytes")),
-        current: Digest(trailer[32..].try_into().expect("32 bytes")),
-    };
-    let event = codec::decode_body(body, Position::sequence(sequence), chain)?;
-    Ok((event, size))
-}
-
 /// Whether a checksum-valid frame starts anywhere in `bytes` after its first byte: used
 /// to tell a torn tail (nothing valid follows) from damage in the middle of the log.
-pub fn valid_frame_follows(bytes: &[u8]) -> bool {
+pub fn valid_frame_follows(bytes: &[u8], framing: Framing) -> bool {
     (1..bytes.len()).any(|at| {
         let rest = &bytes[at..];
-        match codec::frame_size(rest) {
+        match codec::frame_size(rest, framing) {
             Ok(size) if size <= rest.len() => {
                 let stored = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
                 stored == crc32c::crc32c(&rest[8..size])

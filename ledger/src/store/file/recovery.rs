@@ -5,12 +5,19 @@
 //! - Every record scanned must pass its CRC32C and hash, carry the next position, link to
 //!   the record before (`previous` = hash of the record before) and the next revision of
 //!   its stream, and have an id not seen before.
-//! - A **torn tail** is what a crash leaves while the writer was writing: bytes at the very
-//!   end of the **last** segment that do not form a valid record, with no valid record
-//!   after them (an incomplete frame, or a frame whose checksum fails, up to the end of the
-//!   file). It is cut off (and saved beside the log as `torn-*.bin`), and reported. The
-//!   writer acknowledges an append only after it is on disk, so a torn tail only ever
-//!   holds unacknowledged records.
+//! - Records are kept or dropped by whole appends (format 2: each record carries its index
+//!   in its append and the append's count). A record is handed to the index only once the
+//!   record closing its append has been read and verified.
+//! - A **torn tail** is what a crash leaves while the writer was writing: at the very end
+//!   of the **last** segment, the records of an append that never got its last record,
+//!   and bytes that do not form a valid record, with no valid record after them (an
+//!   incomplete frame, or a frame whose checksum fails, up to the end of the file). It is
+//!   cut off from the first record of the incomplete append (and saved beside the log as
+//!   `torn-*.bin`), and reported with the records and positions it dropped. The writer
+//!   acknowledges an append only after it is on disk, so a torn tail only ever holds
+//!   unacknowledged appends.
+//! - An incomplete append anywhere else (a segment that ends inside an append, or an
+//!   append followed by the first record of another before its last) is corruption.
 //! - Anything else that fails — a bad record followed by a valid one, a bad record in any
 //!   segment but the last, a missing or overlapping segment, a record that is valid but
 //!   does not link — is **corruption**: `StoreError::Corrupted` naming the file and byte
@@ -22,7 +29,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::store::codec::{self, FrameError};
+use crate::store::codec::{self, AppendSlot, DecodedFrame, FrameError, Framing};
 use crate::store::{Digest, Position, RecordedEvent, StoreError};
 
 use super::checkpoint;
@@ -61,6 +68,10 @@ pub struct TornTail {
     pub file: PathBuf,
     pub offset: u64,
     pub bytes: u64,
+    /// Whole, checksum-valid records dropped with the tail because the append that wrote
+    /// them is incomplete: the positions `first_position .. first_position + records`.
+    pub records: u64,
+    pub first_position: u64,
     /// Where the cut bytes were saved (None when opened read-only: nothing was cut).
     pub saved_to: Option<PathBuf>,
 }
@@ -115,11 +126,15 @@ pub struct ScanState {
 pub enum ScanEnd {
     /// Every byte decoded.
     Clean,
-    /// The last segment ends in bytes that are not a record: at `offset`, `file_len` long.
+    /// The last segment ends in an incomplete append or in bytes that are not a record:
+    /// from `offset` to `file_len`, holding `records` whole records of an append that has
+    /// not all of its own, the first at position `first_position`.
     TornTail {
         segment: usize,
         offset: u64,
         file_len: u64,
+        records: u64,
+        first_position: u64,
     },
 }
 
@@ -136,7 +151,8 @@ pub struct ScanStart {
 pub type Visit<'a> = dyn FnMut(&RecordedEvent, usize, u64, usize) -> Result<(), String> + 'a;
 
 /// Walks the records of `segments` from `start`, verifying each and handing it to
-/// `visit(event, segment, offset, frame size)`; a visitor error is corruption at that record.
+/// `visit(event, segment, offset, frame size)` once its whole append has been read; a
+/// visitor error is corruption at that record.
 pub fn scan(
     segments: &[SegmentFile],
     start: ScanStart,
@@ -157,18 +173,21 @@ pub fn scan(
         };
         let bytes = read_from(&segment.path, skip)?;
         let file_len = skip + bytes.len() as u64;
+        let torn = |offset: u64, records: u64, first_position: u64| ScanEnd::TornTail {
+            segment: number,
+            offset,
+            file_len,
+            records,
+            first_position,
+        };
         let mut at = 0usize;
-        if skip == 0 {
+        let framing = if skip == 0 {
             let header = match SegmentHeader::decode(&bytes) {
                 Ok(header) => header,
                 Err(_) if is_last && bytes.iter().all(|&b| b == 0) => {
                     // A segment created by a writer that crashed before its header reached
                     // the disk: nothing in it was ever acknowledged.
-                    return Ok(ScanEnd::TornTail {
-                        segment: number,
-                        offset: 0,
-                        file_len,
-                    });
+                    return Ok(torn(0, 0, state.next_position));
                 }
                 Err(reason) => return Err(corrupted(0, reason)),
             };
@@ -205,32 +224,54 @@ pub fn scan(
                 ));
             }
             at = SEGMENT_HEADER_SIZE;
-        }
+            header.framing
+        } else {
+            // The checkpoint vouched for this header; its version still says how to read.
+            read_header(&segment.path)
+                .map_err(|reason| corrupted(0, reason))?
+                .framing
+        };
+        // The records of the append being read, not yet handed to `visit`, and where the
+        // chain stands after them.
+        let mut append = OpenAppend::default();
+        let mut chain = *state;
         while at < bytes.len() {
             let offset = skip + at as u64;
             let rest = &bytes[at..];
-            match codec::decode_frame(rest) {
-                Ok((event, size)) => {
-                    let link_error = if event.position != Position::sequence(state.next_position) {
-                        Some(format!(
-                            "record holds position {}, expected {}",
-                            event.position, state.next_position
-                        ))
-                    } else if event.chain.previous != state.head_hash {
-                        Some(
+            match codec::decode_frame(rest, framing) {
+                Ok(DecodedFrame { event, slot, size }) => {
+                    if event.position != Position::sequence(chain.next_position) {
+                        return Err(corrupted(
+                            offset,
+                            format!(
+                                "record holds position {}, expected {}",
+                                event.position, chain.next_position
+                            ),
+                        ));
+                    }
+                    if event.chain.previous != chain.head_hash {
+                        return Err(corrupted(
+                            offset,
                             "record does not link to the record before (hash chain broken)"
                                 .to_owned(),
-                        )
-                    } else {
-                        None
-                    };
-                    if let Some(reason) = link_error {
-                        return Err(corrupted(offset, reason));
+                        ));
                     }
-                    visit(&event, number, offset, size)
-                        .map_err(|reason| corrupted(offset, reason))?;
-                    state.next_position += 1;
-                    state.head_hash = event.chain.current;
+                    if let Some(reason) = append.admit(slot) {
+                        // An append cut short before the tail: name where it starts.
+                        return Err(corrupted(append.start.unwrap_or(offset), reason));
+                    }
+                    chain.next_position += 1;
+                    chain.head_hash = event.chain.current;
+                    append.start.get_or_insert(offset);
+                    append.records.push((event, offset, size));
+                    if slot.is_last() {
+                        for (event, offset, size) in append.records.drain(..) {
+                            visit(&event, number, offset, size)
+                                .map_err(|reason| corrupted(offset, reason))?;
+                        }
+                        append.start = None;
+                        *state = chain;
+                    }
                     at += size;
                 }
                 Err(error) => {
@@ -240,12 +281,10 @@ pub fn scan(
                             | FrameError::BadLength { .. }
                             | FrameError::ChecksumMismatch { .. }
                     );
-                    if is_last && tearable && !reader::valid_frame_follows(rest) {
-                        return Ok(ScanEnd::TornTail {
-                            segment: number,
-                            offset,
-                            file_len,
-                        });
+                    if is_last && tearable && !reader::valid_frame_follows(rest, framing) {
+                        let from = append.start.unwrap_or(offset);
+                        let records = append.records.len() as u64;
+                        return Ok(torn(from, records, state.next_position));
                     }
                     let reason = if is_last && tearable {
                         format!("{error}, and valid records follow")
@@ -256,9 +295,67 @@ pub fn scan(
                 }
             }
         }
+        if let Some(from) = append.start {
+            let records = append.records.len() as u64;
+            if is_last {
+                return Ok(torn(from, records, state.next_position));
+            }
+            return Err(corrupted(
+                from,
+                format!(
+                    "the segment ends inside an append: {records} of its {} records are here \
+                     and an append never spans two segments",
+                    append.count
+                ),
+            ));
+        }
         previous_end = Some((segment.path.clone(), file_len));
     }
     Ok(ScanEnd::Clean)
+}
+
+/// The append whose records a scan has read but not yet handed on.
+#[derive(Default)]
+struct OpenAppend {
+    /// Byte offset of its first record; `None` between appends.
+    start: Option<u64>,
+    count: u32,
+    records: Vec<(RecordedEvent, u64, usize)>,
+}
+
+impl OpenAppend {
+    /// Checks that a record with `slot` comes next: the first of a new append between
+    /// appends, else the next of the open one. Says what is wrong otherwise.
+    fn admit(&mut self, slot: AppendSlot) -> Option<String> {
+        let expected = self.records.len() as u32;
+        if self.start.is_none() {
+            if slot.index != 0 {
+                return Some(format!(
+                    "record {} of an append of {} where an append starts",
+                    slot.index, slot.count
+                ));
+            }
+            self.count = slot.count;
+            return None;
+        }
+        if slot.index != expected || slot.count != self.count {
+            return Some(format!(
+                "incomplete append: {expected} of its {} records, then record {} of an append \
+                 of {}",
+                self.count, slot.index, slot.count
+            ));
+        }
+        None
+    }
+}
+
+fn read_header(path: &Path) -> Result<SegmentHeader, String> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path).map_err(|error| error.to_string())?;
+    let mut header = [0u8; SEGMENT_HEADER_SIZE];
+    file.read_exact_at(&mut header, 0)
+        .map_err(|error| error.to_string())?;
+    SegmentHeader::decode(&header)
 }
 
 fn read_from(path: &Path, offset: u64) -> Result<Vec<u8>, StoreError> {
@@ -311,6 +408,8 @@ pub fn recover(dir: &Path, mode: Mode) -> Result<(Index, RecoveryReport), StoreE
         segment,
         offset,
         file_len,
+        records,
+        first_position,
     } = end
     {
         let path = segments[segment].path.clone();
@@ -327,6 +426,8 @@ pub fn recover(dir: &Path, mode: Mode) -> Result<(Index, RecoveryReport), StoreE
             file: path,
             offset,
             bytes: file_len - offset,
+            records,
+            first_position,
             saved_to,
         });
     }
@@ -362,10 +463,16 @@ fn full_scan_start(segments: &[SegmentFile], reason: String) -> Result<Start, St
 fn open_segment(segment: &SegmentFile, len: u64) -> Result<SegmentEntry, StoreError> {
     let file = File::open(&segment.path)
         .map_err(|error| StoreError::io(format!("open {}", segment.path.display()), error))?;
+    // A header that does not decode is refused (or, all zeros at the end, cut) by the scan
+    // before anything reads the segment through the index.
+    let framing = read_header(&segment.path)
+        .map(|header| header.framing)
+        .unwrap_or(Framing::CURRENT);
     Ok(SegmentEntry {
         first_position: segment.first_position,
         path: Arc::new(segment.path.clone()),
         file: Arc::new(file),
+        framing,
         len,
     })
 }

@@ -23,10 +23,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-use crate::store::codec;
+use crate::store::codec::{self, Framing};
 use crate::store::{
-    classify_append, AppendKind, AppendOutcome, Digest, Durability, ExpectedRevision, NewEvent,
-    Position, StoreError, StreamName, StreamState, WrittenEvent,
+    classify_append, codec::AppendSlot, AppendKind, AppendOutcome, Digest, Durability,
+    ExpectedRevision, NewEvent, Position, StoreError, StreamName, StreamState, WrittenEvent,
 };
 
 use super::format::{self, SegmentHeader, LOG_DIR, SEGMENT_HEADER_SIZE};
@@ -119,6 +119,21 @@ impl Writer {
         let mut index = core.index.write().expect("index lock poisoned");
         if index.segments.is_empty() {
             let (_, entry) = create_segment(&core.dir, 0)?;
+            index.segments.push(entry);
+        }
+        if index.segments.last().expect("a segment").framing != Framing::CURRENT {
+            // Records are appended only in the current format: a log written by an older
+            // version continues in a new segment, and its old segments stay as they are.
+            let next = index.len();
+            let last = index.segments.len() - 1;
+            if index.segments[last].len == SEGMENT_HEADER_SIZE as u64 {
+                // An old segment without records: the new one takes its name.
+                let path = Arc::clone(&index.segments[last].path);
+                std::fs::remove_file(path.as_ref())
+                    .map_err(|error| StoreError::io(format!("remove {}", path.display()), error))?;
+                index.segments.pop();
+            }
+            let (_, entry) = create_segment(&core.dir, next)?;
             index.segments.push(entry);
         }
         let segment = index.segments.len() - 1;
@@ -343,36 +358,49 @@ impl Writer {
                 continue;
             }
             let mut revision = actual.next_revision();
-            for event in &request.events {
-                let sequence = self.next_position;
-                let mut frame_start = self.buffer.len();
+            // The whole append is encoded first, then placed: an append never spans two
+            // segments, so recovery can keep or drop it by looking at one segment.
+            let append_start = self.buffer.len();
+            let first_sequence = self.next_position;
+            let mut frame_starts = Vec::with_capacity(request.events.len());
+            for (slot, event) in request.events.iter().enumerate() {
+                frame_starts.push(self.buffer.len() - append_start);
                 let link = codec::encode_frame(
                     event,
                     &request.stream,
                     revision,
-                    Position::sequence(sequence),
+                    Position::sequence(self.next_position),
+                    AppendSlot::new(slot, request.events.len()),
                     recorded_at,
                     self.head_hash,
                     &mut self.buffer,
                 );
-                let segment_used = self.segment_len + frame_start as u64;
-                if segment_used + (self.buffer.len() - frame_start) as u64 > self.segment_size_max
-                    && segment_used > SEGMENT_HEADER_SIZE as u64
-                {
-                    self.rotate(frame_start, sequence, &mut batch)?;
-                    frame_start = 0;
-                }
-                batch.staged.push(Staged {
-                    sequence,
-                    segment: self.segment,
-                    offset: self.segment_len + frame_start as u64,
-                    request: number,
-                    id: event.id,
-                });
-                fresh.insert(event.id, (number, revision, Position::sequence(sequence)));
+                fresh.insert(
+                    event.id,
+                    (number, revision, Position::sequence(self.next_position)),
+                );
                 self.head_hash = link.current;
                 self.next_position += 1;
                 revision += 1;
+            }
+            let segment_used = self.segment_len + append_start as u64;
+            let append_bytes = (self.buffer.len() - append_start) as u64;
+            let mut append_offset = segment_used;
+            if segment_used + append_bytes > self.segment_size_max
+                && segment_used > SEGMENT_HEADER_SIZE as u64
+            {
+                self.rotate(append_start, first_sequence, &mut batch)?;
+                append_offset = self.segment_len;
+            }
+            for (slot, (event, frame_start)) in request.events.iter().zip(frame_starts).enumerate()
+            {
+                batch.staged.push(Staged {
+                    sequence: first_sequence + slot as u64,
+                    segment: self.segment,
+                    offset: append_offset + frame_start as u64,
+                    request: number,
+                    id: event.id,
+                });
             }
             stream_next.insert(&request.stream, revision);
             batch.outcomes.push(Ok(AppendOutcome {
@@ -384,7 +412,8 @@ impl Writer {
     }
 
     /// Writes the buffer up to `frame_start` to the current segment, makes it durable and
-    /// starts a new segment whose first record is the frame at `frame_start`.
+    /// starts a new segment whose first record is the frame at `frame_start` (the first
+    /// record of an append).
     fn rotate(
         &mut self,
         frame_start: usize,
@@ -519,7 +548,11 @@ pub fn create_segment(dir: &Path, first_position: u64) -> Result<(File, SegmentE
         .create_new(true)
         .open(&path)
         .map_err(io("create"))?;
-    file.write_all_at(&SegmentHeader { first_position }.encode(), 0)
+    let header = SegmentHeader {
+        first_position,
+        framing: Framing::CURRENT,
+    };
+    file.write_all_at(&header.encode(), 0)
         .map_err(io("write header of"))?;
     file.sync_all().map_err(io("sync"))?;
     sync_dir(&log)?;
@@ -530,6 +563,7 @@ pub fn create_segment(dir: &Path, first_position: u64) -> Result<(File, SegmentE
             first_position,
             path: Arc::new(path),
             file: Arc::new(read),
+            framing: Framing::CURRENT,
             len: SEGMENT_HEADER_SIZE as u64,
         },
     ))
