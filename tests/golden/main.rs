@@ -10,6 +10,10 @@
 //! `REFLEDGER_RECORD_GOLDEN=1 cargo test -p workspace-tests --test golden`, which
 //! rewrites the log and its chain head; never re-record it to make a test pass. When the
 //! format or a schema version changes, record a new directory beside it and keep this one.
+//!
+//! `fixtures/golden/v2/`: store format 2, the same events and payloads, written as appends
+//! of one, two, three, ... events (`golden-append-{k}`), so the append fields of the
+//! frames are pinned byte for byte. Recorded the same way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +34,10 @@ fn fixtures() -> PathBuf {
 
 fn golden_v1() -> PathBuf {
     fixtures().join("golden/v1")
+}
+
+fn golden_v2() -> PathBuf {
+    fixtures().join("golden/v2")
 }
 
 /// The first event's recorded time; each next one is a second later.
@@ -104,10 +112,91 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn recorded_chain_head() -> String {
-    std::fs::read_to_string(golden_v1().join("chain-head.txt"))
+    chain_head_of(&golden_v1())
+}
+
+fn chain_head_of(golden: &Path) -> String {
+    std::fs::read_to_string(golden.join("chain-head.txt"))
         .unwrap()
         .trim()
         .to_owned()
+}
+
+/// The appends of the v2 golden log: the golden events in order, in appends of 1, 2, 3,
+/// ... events (the last one what is left), each to a stream of its own.
+fn v2_appends() -> Vec<(String, Vec<usize>)> {
+    let total = golden_events().len();
+    let mut appends = Vec::new();
+    let mut next = 0;
+    while next < total {
+        let len = (appends.len() + 1).min(total - next);
+        appends.push((
+            format!("golden-append-{}", appends.len()),
+            (next..next + len).collect(),
+        ));
+        next += len;
+    }
+    appends
+}
+
+/// Writes the v2 golden log into `dir` (which must not exist yet).
+async fn record_v2(dir: &Path) {
+    let clock_index = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticking = clock_index.clone();
+    let store = FileStore::open(
+        dir,
+        FileStoreOptions {
+            durability: Durability::Fsync,
+            clock: Arc::new(move || recorded_at(ticking.load(std::sync::atomic::Ordering::SeqCst))),
+            ..FileStoreOptions::default()
+        },
+    )
+    .unwrap();
+    let events = golden_events();
+    for (number, (stream, members)) in v2_appends().into_iter().enumerate() {
+        clock_index.store(number, std::sync::atomic::Ordering::SeqCst);
+        let batch = members
+            .iter()
+            .map(|&index| {
+                let (event_type, payload) = &events[index];
+                NewEvent {
+                    id: event_id(index),
+                    event_type: EventType::parse(*event_type).unwrap(),
+                    schema_version: 1,
+                    metadata: EventMetadata {
+                        correlation_id: Some(event_id(1000 + index)),
+                        causation_id: Some(event_id(2000 + index)),
+                    },
+                    payload: payload.clone(),
+                }
+            })
+            .collect();
+        store
+            .append(
+                &StreamName::parse(stream).unwrap(),
+                ExpectedRevision::NoStream,
+                batch,
+            )
+            .await
+            .unwrap();
+    }
+    store.close().await.unwrap();
+}
+
+fn segment_bytes(log: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut segments: Vec<_> = std::fs::read_dir(log.join("log"))
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".seg"))
+        .map(|entry| {
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                std::fs::read(entry.path()).unwrap(),
+            )
+        })
+        .collect();
+    segments.sort();
+    segments
 }
 
 #[tokio::test]
@@ -173,4 +262,96 @@ async fn the_v1_golden_log_opens_verifies_and_reads_every_event_type() {
         verify(&again).unwrap().chain_head.to_hex(),
         recorded_chain_head()
     );
+}
+
+#[tokio::test]
+async fn the_v2_golden_log_holds_appends_and_the_writer_still_writes_it_byte_for_byte() {
+    if std::env::var_os("REFLEDGER_RECORD_GOLDEN").is_some() {
+        let log = golden_v2().join("log");
+        if log.exists() {
+            std::fs::remove_dir_all(&log).unwrap();
+        }
+        record_v2(&log).await;
+        std::fs::remove_file(log.join("LOCK")).unwrap();
+        let head = verify(&log).unwrap().chain_head.to_hex();
+        std::fs::write(golden_v2().join("chain-head.txt"), format!("{head}\n")).unwrap();
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let log = temp.path().join("log");
+    copy_dir(&golden_v2().join("log"), &log);
+    let expected = golden_events();
+    let report = verify(&log).unwrap();
+    assert!(report.problem.is_none(), "{:?}", report.problem);
+    assert!(report.torn_tail.is_none(), "{:?}", report.torn_tail);
+    assert_eq!(report.events, expected.len() as u64);
+    assert_eq!(report.streams, v2_appends().len() as u64);
+    assert_eq!(report.chain_head.to_hex(), chain_head_of(&golden_v2()));
+
+    let store = FileStore::open_read_only(&log).unwrap();
+    let events = store
+        .read_all(Position::START, PAGE_SIZE_MAX)
+        .await
+        .unwrap();
+    let mut position = 0;
+    for (stream, members) in v2_appends() {
+        for (revision, &index) in members.iter().enumerate() {
+            let recorded = &events[position];
+            assert_eq!(recorded.id, event_id(index));
+            assert_eq!(recorded.stream.as_str(), stream);
+            assert_eq!(recorded.revision, revision as u64);
+            assert_eq!(recorded.payload, expected[index].1);
+            position += 1;
+        }
+    }
+    assert_eq!(position, events.len());
+
+    // The current writer writes the same bytes, append fields included.
+    let again = temp.path().join("again");
+    record_v2(&again).await;
+    assert_eq!(segment_bytes(&again), segment_bytes(&log));
+}
+
+#[tokio::test]
+async fn a_v1_log_opened_for_writing_continues_in_a_format_2_segment() {
+    let temp = tempfile::tempdir().unwrap();
+    let log = temp.path().join("log");
+    copy_dir(&golden_v1().join("log"), &log);
+    let old = segment_bytes(&log);
+    let v1_events = golden_events().len();
+
+    let store = FileStore::open(&log, FileStoreOptions::default()).unwrap();
+    let stream = StreamName::parse("after-upgrade").unwrap();
+    let batch: Vec<NewEvent> = (0..3)
+        .map(|n| NewEvent {
+            id: event_id(5000 + n),
+            event_type: EventType::parse("TestEvent").unwrap(),
+            schema_version: 1,
+            metadata: EventMetadata::default(),
+            payload: br#"{"label":"new"}"#.to_vec(),
+        })
+        .collect();
+    store
+        .append(&stream, ExpectedRevision::NoStream, batch)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    drop(store);
+
+    let now = segment_bytes(&log);
+    assert_eq!(now.len(), 2, "one old segment, one new");
+    assert_eq!(now[0], old[0], "the format 1 segment is left as it was");
+    assert_eq!(now[1].0, format!("{v1_events:020}.seg"));
+    assert_eq!(u32::from_le_bytes(now[1].1[8..12].try_into().unwrap()), 2);
+    let report = verify(&log).unwrap();
+    assert!(report.problem.is_none(), "{:?}", report.problem);
+    assert_eq!(report.events, v1_events as u64 + 3);
+
+    let store = FileStore::open(&log, FileStoreOptions::default()).unwrap();
+    let events = store
+        .read_all(Position::START, PAGE_SIZE_MAX)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), v1_events + 3);
+    assert_eq!(events[v1_events].stream, stream);
+    assert_eq!(events[v1_events + 2].revision, 2);
 }

@@ -1,7 +1,8 @@
 //! The crash test: a child process appends in a loop and reports every acknowledged
 //! event; the test kills it with SIGKILL at random moments, many times, and after each
 //! kill reopens the log and checks that every acknowledged event is there, exactly once,
-//! at the revision it was acknowledged at, and that the chain verifies.
+//! at the revision it was acknowledged at, that every append (one to seven events) is
+//! there whole or not at all, and that the chain verifies.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -99,6 +100,32 @@ async fn killed_writer_loses_no_acknowledged_event() {
                 "round {round} (seed {seed}): acknowledged event {id} missing or moved"
             );
         }
+        // Every append is whole: its events back to back, all of them, in order.
+        let mut open: Option<(String, u64, u64)> = None;
+        for event in &all {
+            let label: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
+            let label = label["label"].as_str().unwrap().to_owned();
+            let words: Vec<&str> = label.split(' ').collect();
+            let ["append", append, n, "of", len] = words[..] else {
+                panic!("round {round}: unexpected label {label}");
+            };
+            let (n, len): (u64, u64) = (n.parse().unwrap(), len.parse().unwrap());
+            match &open {
+                Some((current, next, total)) => {
+                    assert_eq!(
+                        (current.as_str(), *next, *total),
+                        (append, n, len),
+                        "round {round} (seed {seed}): append {current} is incomplete"
+                    );
+                }
+                None => assert_eq!(n, 0, "round {round}: append {append} lacks its start"),
+            }
+            open = (n + 1 < len).then(|| (append.to_owned(), n + 1, len));
+        }
+        assert!(
+            open.is_none(),
+            "round {round} (seed {seed}): the log ends inside append {open:?}"
+        );
         // Per stream, revisions run 0, 1, 2, ... in global order.
         let mut next: HashMap<&str, u64> = HashMap::new();
         for event in &all {

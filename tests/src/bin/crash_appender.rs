@@ -1,7 +1,9 @@
 //! A child process for the crash test: opens the file store in the directory given as its
 //! argument and appends from several concurrent tasks until it is killed, printing one
 //! line per acknowledged event — `ack <stream> <revision> <event id>` — and flushing each
-//! line, so the parent knows exactly what was acknowledged before the kill.
+//! line, so the parent knows exactly what was acknowledged before the kill. Each event's
+//! label names its append and the append's size (`append <task>-<round> <n> of <len>`),
+//! so the parent can check that every append is in the log whole or not at all.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -25,9 +27,10 @@ async fn main() {
             let stream = StreamName::parse(format!("crash-{task}")).expect("stream name");
             let mut state = store.stream_state(&stream).await.expect("stream state");
             for round in 0u64.. {
-                // Batches of one to three events, under an exact expectation.
-                let batch: Vec<_> = (0..1 + round % 3)
-                    .map(|n| event(&format!("{task}-{n}")))
+                // Appends of one to seven events, under an exact expectation.
+                let len = 1 + round % 7;
+                let batch: Vec<_> = (0..len)
+                    .map(|n| event(&format!("append {task}-{round} {n} of {len}")))
                     .collect();
                 let expected = match state {
                     StreamState::NoStream => ExpectedRevision::NoStream,
