@@ -489,3 +489,198 @@ async fn instances_sharing_a_fingerprint_key_derive_the_same_account_id() {
     assert!(stderr.contains("missing.key"), "{stderr}");
     assert!(!missing.exists());
 }
+
+/// The reproduction of a torn multi-event append, through the real binary: a
+/// command whose append (a payment and its three commissions, or a refund and its three
+/// clawbacks) reached the disk only in part when the server was killed, and whose
+/// idempotency record is gone, is recorded whole when the client retries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_payment_or_refund_append_is_recorded_whole_on_retry() {
+    let data = tempfile::tempdir().unwrap();
+    let tokens = ["--token", BILLING, "--token", AUDITOR];
+    let mut running = start(data.path(), &tokens);
+    let client = reqwest::Client::new();
+    // A chain of four: the payer's payments fund three levels of commission.
+    let mut referral_code: Option<String> = None;
+    let mut payer = String::new();
+    for (n, name) in ["Ada", "Bob", "Carla", "Dan"].iter().enumerate() {
+        let account: serde_json::Value = client
+            .post(format!("{}/v1/accounts", running.base))
+            .bearer_auth(secret(BILLING))
+            .json(&serde_json::json!({
+                "account_id": format!("7b000000-0000-4000-8000-00000000000{n}"),
+                "name": name, "email": format!("{name}@example.org"),
+                "referral_code": referral_code,
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        referral_code = Some(account["referral_code"].as_str().unwrap().to_owned());
+        payer = account["account_id"].as_str().unwrap().to_owned();
+    }
+    let payment = serde_json::json!({
+        "payment_id": "pi_torn", "account_id": payer, "kind": "subscription",
+        "amount": "100.00", "currency": "EUR", "paid_at": "2026-10-05T12:00:00Z",
+    });
+    let refund = serde_json::json!({
+        "refund_id": "re_torn", "amount": "40.00", "reason": "refund",
+        "refunded_at": "2026-10-09T08:00:00Z",
+    });
+    let pay = |base: String| {
+        let client = client.clone();
+        let payment = payment.clone();
+        async move {
+            client
+                .post(format!("{base}/v1/payments"))
+                .bearer_auth(secret(BILLING))
+                .json(&payment)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let claw = |base: String| {
+        let client = client.clone();
+        let refund = refund.clone();
+        async move {
+            client
+                .post(format!("{base}/v1/payments/pi_torn/refunds"))
+                .bearer_auth(secret(BILLING))
+                .json(&refund)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    let response = pay(running.base.clone()).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let first: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(first["commissions"].as_array().unwrap().len(), 3, "{first}");
+    tear_last_append(&mut running, data.path(), 4, "pi_torn");
+
+    let mut running = start(data.path(), &tokens);
+    let retry = pay(running.base.clone()).await;
+    assert_eq!(
+        retry.status(),
+        StatusCode::CREATED,
+        "decided again, in full"
+    );
+    let retried: serde_json::Value = retry.json().await.unwrap();
+    assert_eq!(retried["commissions"], first["commissions"]);
+    assert_eq!(
+        count_types(&client, &running.base, "payment-pi_torn").await,
+        "CommissionEarned:3 PaymentReceived:1"
+    );
+
+    let response = claw(running.base.clone()).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let refunded: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        refunded["reversed"].as_array().unwrap().len(),
+        3,
+        "{refunded}"
+    );
+    tear_last_append(&mut running, data.path(), 4, "re_torn");
+
+    let mut running = start(data.path(), &tokens);
+    let retry = claw(running.base.clone()).await;
+    assert_eq!(
+        retry.status(),
+        StatusCode::CREATED,
+        "decided again, in full"
+    );
+    let retried: serde_json::Value = retry.json().await.unwrap();
+    assert_eq!(retried["reversed"], refunded["reversed"]);
+    assert_eq!(
+        count_types(&client, &running.base, "payment-pi_torn").await,
+        "CommissionEarned:3 CommissionReversed:3 PaymentReceived:1 PaymentRefunded:1"
+    );
+    let report: serde_json::Value = client
+        .get(format!("{}/v1/verify", running.base))
+        .bearer_auth(secret(AUDITOR))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    let (exit, stderr) = terminate(&mut running);
+    assert!(exit.success(), "{stderr}");
+}
+
+/// SIGKILLs the server, then leaves on disk what a crash in the middle of writing the
+/// log's last append (of `records` records) can: its first record whole, half of the
+/// second, nothing after; and drops the idempotency record of `key`, which was written
+/// after the append and so did not reach the disk either.
+fn tear_last_append(running: &mut Running, data: &std::path::Path, records: u32, key: &str) {
+    running.child.kill().unwrap();
+    running.child.wait().unwrap();
+    let store = data.join(api::store::LOG_DIR_NAME);
+    let log = store.join("log");
+    let mut segments: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    let last = segments.pop().unwrap();
+    let bytes = std::fs::read(&last).unwrap();
+    // Walk the frames (docs/FORMAT.md, format 2) to the last append's first two records.
+    let (mut at, mut append_start, mut second) = (32usize, None, None);
+    while at + 24 <= bytes.len() {
+        let size = 4 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let index = u32::from_le_bytes(bytes[at + 16..at + 20].try_into().unwrap());
+        let count = u32::from_le_bytes(bytes[at + 20..at + 24].try_into().unwrap());
+        if index == 0 {
+            append_start = Some((at, count));
+            second = Some(at + size);
+        }
+        at += size;
+    }
+    assert_eq!(at, bytes.len(), "the log ends after a whole record");
+    let (_, count) = append_start.unwrap();
+    assert_eq!(count, records, "the last append is the command's");
+    let cut = second.unwrap() + 40;
+    std::fs::write(&last, &bytes[..cut]).unwrap();
+    // The checkpoint may not vouch for more than is left.
+    let _ = std::fs::remove_file(store.join("index.ckpt"));
+
+    let table = data.join("idempotency.jsonl");
+    let text = std::fs::read_to_string(&table).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|line| !line.contains(&format!("\"{key}\"")))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(kept.len() < text.len(), "the table held {key}");
+    std::fs::write(&table, kept).unwrap();
+}
+
+/// How many events of each type the stream holds: `Type:count` by type name.
+async fn count_types(client: &reqwest::Client, base: &str, stream: &str) -> String {
+    let read: serde_json::Value = client
+        .get(format!("{base}/v1/streams/{stream}"))
+        .bearer_auth(secret(AUDITOR))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for event in read["events"].as_array().unwrap() {
+        *counts
+            .entry(event["event_type"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(name, count)| format!("{name}:{count}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
