@@ -129,3 +129,72 @@ fn crc32c_of(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// The script keeps appends whole, as recovery does: an append cut short at the end of the
+/// log is a torn tail whose records are not counted; one cut short anywhere else is
+/// corruption at its first record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_verifier_checks_append_boundaries() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        println!("SKIPPED: python3 is not installed, the FORMAT.md script was not run");
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let store = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    for n in 0..12usize {
+        let events = (0..1 + n % 4).map(|k| event(&format!("{n}-{k}"))).collect();
+        store
+            .append(&stream("s"), ExpectedRevision::NoStream, events)
+            .await
+            .unwrap();
+    }
+    store.close().await.unwrap();
+    drop(store);
+    let scripts = TempDir::new().unwrap();
+    let script = scripts.path().join("verify_log.py");
+    std::fs::write(&script, script_from_format_doc()).unwrap();
+    let (ok, output) = run_script(&script, dir.path());
+    assert!(ok, "{output}");
+    let events = file::verify(dir.path()).unwrap().events;
+    assert!(output.contains(&format!("records {events}\n")), "{output}");
+
+    // The last append (four records) cut after its second record.
+    let segment = &segment_paths(dir.path())[0];
+    let frames = frame_offsets(segment);
+    let last_append = &frames[frames.len() - 4..];
+    let pristine = std::fs::read(segment).unwrap();
+    std::fs::write(segment, &pristine[..last_append[2].0 as usize]).unwrap();
+    let (ok, output) = run_script(&script, dir.path());
+    assert!(ok, "a torn tail is not corruption:\n{output}");
+    assert!(
+        output.contains(&format!("offset {}\n", last_append[0].0))
+            && output.contains(&format!("records {}\n", events - 4)),
+        "the torn tail starts at the append's first record:\n{output}"
+    );
+
+    // The first append of two claims to be of three: the next append interrupts it.
+    let mut bytes = pristine.clone();
+    let second_append = frames[1].0;
+    let at = second_append as usize;
+    assert_eq!(&bytes[at + 16..at + 24], &[0, 0, 0, 0, 2, 0, 0, 0]);
+    for record in 1..3 {
+        let at = frames[record].0 as usize;
+        bytes[at + 20] = 3;
+        let end = at + frames[record].1 as usize;
+        let crc = crc32c_of(&bytes[at + 8..end]);
+        bytes[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+    std::fs::write(segment, &bytes).unwrap();
+    let (ok, output) = run_script(&script, dir.path());
+    assert!(!ok, "an interrupted append passed:\n{output}");
+    assert!(
+        output.contains(&format!("offset {second_append}:"))
+            && output.contains("incomplete append"),
+        "{output}"
+    );
+    let problem = file::verify(dir.path())
+        .unwrap()
+        .problem
+        .expect("verify caught it");
+    assert_eq!(problem.offset, second_append);
+}
