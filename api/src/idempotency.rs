@@ -45,6 +45,11 @@
 //! doubled: it is caught one level down, as in the crash window above. Records written
 //! before records carried a time count as recorded when the table is opened.
 //!
+//! A record that cannot be made durable (a full disk) does not fail its command: the
+//! events are durable already, so the success is answered, the record kept in memory for
+//! this process, and the error logged; after a restart the retry is caught one level down,
+//! as in the crash window. A write whose events are durable is never answered 500.
+//!
 //! Limits, known: in the crash window above, the retry's response is rebuilt from the
 //! state now (a spend answers the balance now, with 200), not the response never sent.
 //! A compaction holds the table's writer while it rewrites the file, so commands that
@@ -167,6 +172,8 @@ struct Writer {
     written: u64,
     /// The file's length after the last complete line.
     length: u64,
+    /// A failed write left a partial line that could not be cut off.
+    stuck: bool,
 }
 
 impl Idempotency {
@@ -187,7 +194,11 @@ impl Idempotency {
     /// [`RETRY_HORIZON`].
     pub fn open(data: &Path) -> std::io::Result<Idempotency> {
         let table = Idempotency::open_unpruned(data)?;
-        table.compact_blocking(Utc::now())?;
+        // On a full disk the rewrite fails and the old table stays: a larger table, not
+        // a server that cannot start.
+        if let Err(error) = table.compact_blocking(Utc::now()) {
+            tracing::warn!(%error, "the idempotency table was not compacted at open");
+        }
         Ok(table)
     }
 
@@ -252,6 +263,7 @@ impl Idempotency {
                     file,
                     written: 0,
                     length: good_length,
+                    stuck: false,
                 }),
                 sync: tokio::sync::Mutex::new(0),
             }),
@@ -312,11 +324,13 @@ impl Idempotency {
         };
         let body = record.body.clone();
         if let Err(error) = self.persist(record).await {
-            self.records
-                .lock()
-                .expect("idempotency lock poisoned")
-                .remove(key);
-            return Err(error);
+            // The command's events are durable: a 500 would send the client to retry a
+            // success. This process replays it from memory; after a restart its retry is
+            // caught one level down, as in the crash window (see the module's comment).
+            tracing::error!(
+                kind = %key.kind, key = %key.id, %error,
+                "the idempotency record was not made durable; the command stands"
+            );
         }
         Ok(Completed {
             status,
@@ -413,7 +427,7 @@ impl Idempotency {
     /// record enters memory in the same critical section as its line enters the file, so a
     /// compaction in between (which rewrites the file from memory) cannot lose it; nobody
     /// reads it before it is durable, because its key's lock is held until then. On an
-    /// error the caller removes it again.
+    /// error (a full disk) the record stays in memory: the command it answers stands.
     async fn persist(&self, record: Record) -> Result<(), ApiError> {
         let Some(log) = &self.log else {
             self.records
@@ -435,21 +449,30 @@ impl Idempotency {
         };
         let ticket = {
             let mut writer = log.file.lock().expect("idempotency lock poisoned");
+            self.records
+                .lock()
+                .expect("idempotency lock poisoned")
+                .insert(record.key.clone(), record);
+            if writer.stuck {
+                return Err(failed(std::io::Error::other(
+                    "a partial record could not be cut off earlier; the table takes no \
+                     more lines until the server restarts",
+                )));
+            }
             if let Err(error) = writer.file.write_all(&line) {
                 // Cut a partial line off, so the next record does not follow garbage
-                // (which the next open would take for corruption).
+                // (which the next open would take for corruption). If even that fails,
+                // write nothing more: the garbage then stays the last line, which the
+                // next open cuts as a torn tail.
                 let length = writer.length;
                 if let Err(cut) = writer.file.set_len(length) {
                     tracing::error!(%cut, "cannot cut a partial idempotency record");
+                    writer.stuck = true;
                 }
                 return Err(failed(error));
             }
             writer.length += line.len() as u64;
             writer.written += 1;
-            self.records
-                .lock()
-                .expect("idempotency lock poisoned")
-                .insert(record.key.clone(), record);
             writer.written
         };
         let mut synced = log.sync.lock().await;

@@ -31,11 +31,13 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// The server takes traffic: the store answers and no shutdown has begun.
+/// The server takes traffic: the store answers and takes writes, and no shutdown has
+/// begun. A store that refuses writes (a full disk, a failed sync) is not ready, while
+/// reads keep being served.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "Shutting down or the store does not answer", body = super::error::Problem),
+        (status = 503, description = "Shutting down, the store does not answer, or it refuses writes", body = super::error::Problem),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     if state.draining.load(Ordering::Acquire) {
@@ -50,6 +52,11 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
         .map_err(|error| ApiError::Unavailable {
             reason: format!("the store does not answer: {error}"),
         })?;
+    if let Some(reason) = state.store.write_refusal() {
+        return Err(ApiError::Unavailable {
+            reason: format!("the store refuses writes: {reason}"),
+        });
+    }
     Ok(Json(Health {
         status: "ready".to_owned(),
     }))

@@ -684,3 +684,228 @@ async fn count_types(client: &reqwest::Client, base: &str, stream: &str) -> Stri
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// A small filesystem of its own, mounted for one test and unmounted when dropped.
+struct SmallDisk {
+    mount: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// A tmpfs of `megabytes`, or why this machine cannot mount one.
+    fn mount(megabytes: u64) -> Result<SmallDisk, String> {
+        let mount = tempfile::tempdir().map_err(|error| error.to_string())?;
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(mount.path())
+            .output()
+            .map_err(|error| format!("cannot run mount: {error}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+        }
+        Ok(SmallDisk { mount })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.mount.path()
+    }
+
+    /// Writes `filler` until the disk refuses, leaving nothing free.
+    fn fill(&self, filler: &str) {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join(filler))
+            .unwrap();
+        let block = vec![0xAAu8; 4096];
+        while file.write_all(&block).and_then(|()| file.flush()).is_ok() {}
+        // A last few bytes that may still fit in a partial page.
+        while file.write_all(&block[..1]).is_ok() {}
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mount.path()).status();
+    }
+}
+
+async fn ready_status(client: &reqwest::Client, base: &str) -> StatusCode {
+    client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// A full disk, handled as a database would: writes are refused (503) and readiness says
+/// so, nothing acknowledged is lost, the server restarts on the still full disk and serves
+/// reads, and once space is freed a restart takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_loses_nothing_and_the_server_restarts_on_it() {
+    let disk = match SmallDisk::mount(24) {
+        Ok(disk) => disk,
+        Err(why) => {
+            println!("SKIPPED: this machine cannot mount a small filesystem: {why}");
+            return;
+        }
+    };
+    let data = disk.path().join("data");
+    let tokens = ["--token", BILLING, "--token", AUDITOR];
+    let mut running = start(&data, &tokens);
+    let client = reqwest::Client::new();
+    let payer = "6a0c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c4";
+    let response = client
+        .post(format!("{}/v1/accounts", running.base))
+        .bearer_auth(secret(BILLING))
+        .json(&serde_json::json!({"account_id": payer, "name": "Kay", "email": "kay@example.org"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(ready_status(&client, &running.base).await, StatusCode::OK);
+    disk.fill("filler-1");
+
+    let payment = |index: usize| {
+        serde_json::json!({
+            "payment_id": format!("pi_full_{index}"), "account_id": payer,
+            "kind": "subscription", "amount": "10.00", "currency": "EUR",
+            "paid_at": "2026-10-05T12:00:00Z",
+        })
+    };
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for index in 0..5_000 {
+        let response = client
+            .post(format!("{}/v1/payments", running.base))
+            .bearer_auth(secret(BILLING))
+            .json(&payment(index))
+            .send()
+            .await
+            .unwrap();
+        match response.status() {
+            StatusCode::CREATED => acknowledged.push(index),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused += 1;
+                if refused == 3 {
+                    break;
+                }
+            }
+            other => panic!(
+                "payment {index}: {other} {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
+    }
+    assert_eq!(refused, 3, "the full disk refused the payments");
+    assert_eq!(
+        ready_status(&client, &running.base).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a store that refuses writes is not ready"
+    );
+    let check_acknowledged = |base: String, acknowledged: Vec<usize>| {
+        let client = client.clone();
+        async move {
+            for index in acknowledged {
+                let stream: serde_json::Value = client
+                    .get(format!("{base}/v1/streams/payment-pi_full_{index}"))
+                    .bearer_auth(secret(AUDITOR))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    stream["events"].as_array().map(Vec::len),
+                    Some(1),
+                    "acknowledged payment {index} is there once"
+                );
+            }
+        }
+    };
+    check_acknowledged(running.base.clone(), acknowledged.clone()).await;
+    running.child.kill().unwrap();
+    running.child.wait().unwrap();
+
+    // A torn write at the end of the log, which recovery must save before it cuts it:
+    // on the full disk it cannot, so the server serves reads and refuses writes.
+    let log = data.join(api::store::LOG_DIR_NAME).join("log");
+    let mut segments: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    std::fs::remove_file(disk.path().join("filler-1")).unwrap();
+    {
+        use std::io::Write as _;
+        let mut last = std::fs::OpenOptions::new()
+            .append(true)
+            .open(segments.last().unwrap())
+            .unwrap();
+        last.write_all(&[0x5A; 6000]).unwrap();
+    }
+    disk.fill("filler-2");
+    let mut running = start(&data, &tokens);
+    check_acknowledged(running.base.clone(), acknowledged.clone()).await;
+    assert_eq!(
+        ready_status(&client, &running.base).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the torn tail could not be saved: no writes until it can"
+    );
+    let response = client
+        .post(format!("{}/v1/payments", running.base))
+        .bearer_auth(secret(BILLING))
+        .json(&payment(9_999))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a refused write is 503"
+    );
+    let (exit, stderr) = terminate(&mut running);
+    assert!(exit.success() || exit.code().is_some(), "{stderr}");
+
+    // Space freed: the restarted server takes writes again and has lost nothing.
+    std::fs::remove_file(disk.path().join("filler-2")).unwrap();
+    let mut running = start(&data, &tokens);
+    assert_eq!(ready_status(&client, &running.base).await, StatusCode::OK);
+    let saved: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("torn-"))
+        .collect();
+    assert!(
+        !saved.is_empty(),
+        "the torn tail was saved once there was room"
+    );
+    let response = client
+        .post(format!("{}/v1/payments", running.base))
+        .bearer_auth(secret(BILLING))
+        .json(&payment(10_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    check_acknowledged(running.base.clone(), acknowledged.clone()).await;
+    let report: serde_json::Value = client
+        .get(format!("{}/v1/verify", running.base))
+        .bearer_auth(secret(AUDITOR))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    let (exit, stderr) = terminate(&mut running);
+    assert!(exit.success(), "{stderr}");
+    println!(
+        "full disk: {} payments acknowledged before the disk filled, then refused",
+        acknowledged.len()
+    );
+}

@@ -96,6 +96,10 @@ impl<S: EventStore, H: AppendHook<S>> EventStore for Intercepted<S, H> {
         self.inner.flush().await
     }
 
+    fn write_refusal(&self) -> Option<String> {
+        self.inner.write_refusal()
+    }
+
     fn chain_scope(&self) -> ChainScope {
         self.hook.chain_scope(&self.inner)
     }
@@ -149,6 +153,10 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
 
     async fn flush(&self) -> Result<(), StoreError> {
         (**self).flush().await
+    }
+
+    fn write_refusal(&self) -> Option<String> {
+        (**self).write_refusal()
     }
 
     fn chain_scope(&self) -> ChainScope {

@@ -454,6 +454,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// Makes everything acknowledged so far durable (a no-op under [`Durability::Fsync`]).
     async fn flush(&self) -> Result<(), StoreError>;
 
+    /// Why the store refuses appends now (a failed write or sync, a full disk, a
+    /// read-only open), or `None` when it takes them: what readiness reports.
+    fn write_refusal(&self) -> Option<String> {
+        None
+    }
+
     /// Which records the hash chain links: the whole log, or each stream on its own.
     fn chain_scope(&self) -> ChainScope {
         ChainScope::Global

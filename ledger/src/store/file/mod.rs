@@ -114,6 +114,23 @@ pub struct FileStore {
 pub(crate) struct Core {
     dir: PathBuf,
     index: RwLock<Index>,
+    /// Why appends are refused, once they are (set by the writer, or at open).
+    refusal: Mutex<Option<String>>,
+}
+
+impl Core {
+    fn new(dir: PathBuf, index: Index, refusal: Option<String>) -> Core {
+        Core {
+            dir,
+            index: RwLock::new(index),
+            refusal: Mutex::new(refusal),
+        }
+    }
+
+    pub(crate) fn refuse(&self, reason: &str) {
+        let mut refusal = self.refusal.lock().expect("refusal lock poisoned");
+        refusal.get_or_insert_with(|| reason.to_owned());
+    }
 }
 
 struct Shared {
@@ -158,19 +175,23 @@ impl FileStore {
             .map_err(|error| StoreError::io(format!("create {}", dir.display()), error))?;
         let lock = DirLock::acquire(&dir)?;
         let (index, report) = recovery::recover(&dir, recovery::Mode::ReadWrite)?;
+        let head = index.len().checked_sub(1).map(Position::sequence);
+        if let Some(reason) = report
+            .torn_tail
+            .as_ref()
+            .and_then(|torn| torn.not_cut.clone())
+        {
+            return Ok(FileStore::refusing_writes(dir, index, report, lock, reason));
+        }
         let mut covered = match report.checkpoint {
             CheckpointUse::Loaded { events } => events,
             CheckpointUse::Missing | CheckpointUse::Rejected { .. } => 0,
         };
-        if report.scanned_events > CHECKPOINT_SCAN_MAX {
-            checkpoint::write(&dir, &index)?;
+        // A checkpoint is a cache: failing to write one (a full disk) costs a longer open.
+        if report.scanned_events > CHECKPOINT_SCAN_MAX && checkpoint::write(&dir, &index).is_ok() {
             covered = index.len();
         }
-        let head = index.len().checked_sub(1).map(Position::sequence);
-        let core = Arc::new(Core {
-            dir,
-            index: RwLock::new(index),
-        });
+        let core = Arc::new(Core::new(dir, index, None));
         let (head_sender, head_receiver) = watch::channel(head);
         let writer = Writer::start(
             Arc::clone(&core),
@@ -213,10 +234,11 @@ impl FileStore {
         let (head_sender, head_receiver) = watch::channel(head);
         Ok(FileStore {
             shared: Arc::new(Shared {
-                core: Arc::new(Core {
+                core: Arc::new(Core::new(
                     dir,
-                    index: RwLock::new(index),
-                }),
+                    index,
+                    Some("the store was opened read-only".to_owned()),
+                )),
                 commands: None,
                 writer: Mutex::new(None),
                 head: head_receiver,
@@ -225,6 +247,30 @@ impl FileStore {
                 report,
             }),
         })
+    }
+
+    /// A store that holds the lock and serves reads of what recovery indexed, but has no
+    /// writer: opening could not put the log in a state to append to (`reason`).
+    fn refusing_writes(
+        dir: PathBuf,
+        index: Index,
+        report: RecoveryReport,
+        lock: DirLock,
+        reason: String,
+    ) -> FileStore {
+        let head = index.len().checked_sub(1).map(Position::sequence);
+        let (head_sender, head_receiver) = watch::channel(head);
+        FileStore {
+            shared: Arc::new(Shared {
+                core: Arc::new(Core::new(dir, index, Some(reason))),
+                commands: None,
+                writer: Mutex::new(None),
+                head: head_receiver,
+                _frozen_head: Some(head_sender),
+                lock: Mutex::new(Some(lock)),
+                report,
+            }),
+        }
     }
 
     /// What opening the log found (checkpoint used, torn tail cut).
@@ -298,7 +344,7 @@ impl EventStore for FileStore {
         check_append_limits(&events)?;
         let Some(commands) = &self.shared.commands else {
             return Err(StoreError::WritesRefused {
-                reason: "the store was opened read-only".to_owned(),
+                reason: self.write_refusal().unwrap_or_default(),
             });
         };
         let (reply, answer) = oneshot::channel();
@@ -395,6 +441,15 @@ impl EventStore for FileStore {
         let (reply, answer) = oneshot::channel();
         commands.send(Command::Flush(reply)).map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
+    }
+
+    fn write_refusal(&self) -> Option<String> {
+        self.shared
+            .core
+            .refusal
+            .lock()
+            .expect("refusal lock poisoned")
+            .clone()
     }
 }
 

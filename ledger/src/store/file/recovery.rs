@@ -72,8 +72,11 @@ pub struct TornTail {
     /// them is incomplete: the positions `first_position .. first_position + records`.
     pub records: u64,
     pub first_position: u64,
-    /// Where the cut bytes were saved (None when opened read-only: nothing was cut).
+    /// Where the cut bytes were saved (None when nothing was cut).
     pub saved_to: Option<PathBuf>,
+    /// Why the tail was left in place when it had to be cut (saving it failed, say for a
+    /// full disk): the store then serves reads and refuses writes until it is reopened.
+    pub not_cut: Option<String>,
 }
 
 /// Whether recovery may change files.
@@ -413,11 +416,23 @@ pub fn recover(dir: &Path, mode: Mode) -> Result<(Index, RecoveryReport), StoreE
     } = end
     {
         let path = segments[segment].path.clone();
-        let saved_to = match mode {
-            Mode::ReadOnly => None,
-            Mode::ReadWrite => Some(cut_tail(dir, &path, offset, file_len)?),
+        let (saved_to, not_cut) = match mode {
+            Mode::ReadOnly => (None, None),
+            Mode::ReadWrite => match cut_tail(dir, &path, offset, file_len) {
+                Ok(saved) => (Some(saved), None),
+                // The bytes are never thrown away unsaved; what the index covers reads
+                // as usual, and nothing is written until the tail can be saved and cut.
+                Err(error) => (
+                    None,
+                    Some(format!(
+                        "the torn tail at {} offset {offset} could not be saved and cut \
+                         ({error}); free space and restart",
+                        path.display()
+                    )),
+                ),
+            },
         };
-        if mode == Mode::ReadWrite && offset == 0 {
+        if saved_to.is_some() && offset == 0 {
             // The whole segment was torn (its header never reached the disk).
             segments.pop();
             index.segments.pop();
@@ -429,6 +444,7 @@ pub fn recover(dir: &Path, mode: Mode) -> Result<(Index, RecoveryReport), StoreE
             records,
             first_position,
             saved_to,
+            not_cut,
         });
     }
     index.head_hash = state.head_hash;

@@ -261,7 +261,7 @@ impl Writer {
             Ok(batch) => batch,
             Err(error) => {
                 let reason = format!("a write to the log failed: {error}");
-                self.refused = Some(reason.clone());
+                self.refuse(reason.clone());
                 for request in requests {
                     let _ = request.reply.send(Err(StoreError::WritesRefused {
                         reason: reason.clone(),
@@ -485,8 +485,14 @@ impl Writer {
             return Ok(());
         }
         self.sync_now().inspect_err(|error| {
-            self.refused = Some(format!("a sync of the log failed: {error}"));
+            self.refuse(format!("a sync of the log failed: {error}"));
         })
+    }
+
+    /// Refuses every later write, and tells the store handles why (readiness reports it).
+    fn refuse(&mut self, reason: String) {
+        self.core.refuse(&reason);
+        self.refused = Some(reason);
     }
 
     fn publish(&mut self, requests: &[AppendRequest], batch: &Batch) {
