@@ -774,3 +774,40 @@ fn copy_log(from: &Path, to: &Path) {
         std::fs::copy(&segment, log.join(segment.file_name().unwrap())).unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_writer_preallocates_zeros_that_recovery_reads_as_the_end() {
+    let dir = TempDir::new().unwrap();
+    let streams = streams(2);
+    let store = open(dir.path());
+    fill(&store, &streams, 40, 300).await;
+    let before = read_everything(&store).await;
+    let segment = segment_paths(dir.path()).pop().unwrap();
+    let frames = frame_offsets(&segment);
+    let (last, size) = *frames.last().unwrap();
+    let bytes = std::fs::read(&segment).unwrap();
+    assert!(
+        bytes.len() as u64 > last + size,
+        "the active segment runs ahead of its records"
+    );
+    assert!(bytes[(last + size) as usize..].iter().all(|&b| b == 0));
+    // What a crash leaves: the log with its preallocated zeros.
+    let crashed = TempDir::new().unwrap();
+    copy_log(dir.path(), crashed.path());
+    let verified = file::verify(crashed.path()).unwrap();
+    assert_eq!((verified.problem, verified.torn_tail), (None, None));
+    let reopened = open(crashed.path());
+    assert_eq!(reopened.recovery_report().torn_tail, None);
+    assert_eq!(read_everything(&reopened).await, before);
+    // It continues over the zeros.
+    fill(&reopened, &streams, 5, 300).await;
+    drop(reopened);
+    let reopened = open(crashed.path());
+    assert_eq!(read_everything(&reopened).await.len(), before.len() + 5);
+    drop(reopened);
+
+    // A clean close cuts the zeros off.
+    drop(store);
+    let bytes = std::fs::read(&segment).unwrap();
+    assert_eq!(bytes.len() as u64, last + size);
+}

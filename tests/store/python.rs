@@ -148,14 +148,31 @@ async fn python_verifier_checks_append_boundaries() {
             .await
             .unwrap();
     }
-    store.close().await.unwrap();
-    drop(store);
     let scripts = TempDir::new().unwrap();
     let script = scripts.path().join("verify_log.py");
     std::fs::write(&script, script_from_format_doc()).unwrap();
+    // While the writer runs, its preallocated zeros follow the last append: the end of
+    // the records, not a torn tail.
+    let running = TempDir::new().unwrap();
+    std::fs::create_dir_all(running.path().join("log")).unwrap();
+    for segment in segment_paths(dir.path()) {
+        std::fs::copy(
+            &segment,
+            running
+                .path()
+                .join("log")
+                .join(segment.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    let (ok, output) = run_script(&script, running.path());
+    assert!(ok && !output.contains("torn"), "{output}");
+    store.close().await.unwrap();
+    drop(store);
     let (ok, output) = run_script(&script, dir.path());
     assert!(ok, "{output}");
     let events = file::verify(dir.path()).unwrap().events;
+    assert!(output.contains(&format!("records {events}\n")), "{output}");
     assert!(output.contains(&format!("records {events}\n")), "{output}");
 
     // The last append (four records) cut after its second record.

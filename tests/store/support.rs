@@ -30,14 +30,15 @@ pub fn segment_paths(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Offset and size of every complete frame of a segment, found by following the length
-/// fields from the header on (independently of the store's own reader).
+/// fields from the header on (independently of the store's own reader), up to the end of
+/// the file or of the records (a zero length: the zeros a running writer preallocates).
 pub fn frame_offsets(path: &std::path::Path) -> Vec<(u64, u64)> {
     let bytes = std::fs::read(path).expect("read segment");
     let mut at = ledger::store::file::format::SEGMENT_HEADER_SIZE;
     let mut frames = Vec::new();
     while at + 4 <= bytes.len() {
         let size = 4 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        if at + size > bytes.len() {
+        if size == 4 || at + size > bytes.len() {
             break;
         }
         frames.push((at as u64, size as u64));

@@ -634,6 +634,9 @@ fn tear_last_append(running: &mut Running, data: &std::path::Path, records: u32,
     let (mut at, mut append_start, mut second) = (32usize, None, None);
     while at + 24 <= bytes.len() {
         let size = 4 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if size == 4 {
+            break; // the zeros a running writer preallocates after its last record
+        }
         let index = u32::from_le_bytes(bytes[at + 16..at + 20].try_into().unwrap());
         let count = u32::from_le_bytes(bytes[at + 20..at + 24].try_into().unwrap());
         if index == 0 {
@@ -642,7 +645,10 @@ fn tear_last_append(running: &mut Running, data: &std::path::Path, records: u32,
         }
         at += size;
     }
-    assert_eq!(at, bytes.len(), "the log ends after a whole record");
+    assert!(
+        bytes[at..].iter().all(|&b| b == 0),
+        "the log ends after a whole record"
+    );
     let (_, count) = append_start.unwrap();
     assert_eq!(count, records, "the last append is the command's");
     let cut = second.unwrap() + 40;

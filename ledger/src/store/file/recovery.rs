@@ -67,6 +67,8 @@ pub enum CheckpointUse {
 pub struct TornTail {
     pub file: PathBuf,
     pub offset: u64,
+    /// Bytes from `offset` to the end of the file (with the zeros a running writer
+    /// preallocated after them, at most `writer::PREALLOCATE_BYTES`).
     pub bytes: u64,
     /// Whole, checksum-valid records dropped with the tail because the append that wrote
     /// them is incomplete: the positions `first_position .. first_position + records`.
@@ -276,6 +278,16 @@ pub fn scan(
                         *state = chain;
                     }
                     at += size;
+                }
+                Err(_)
+                    if is_last
+                        && framing == Framing::V2
+                        && append.start.is_none()
+                        && rest.iter().all(|&b| b == 0) =>
+                {
+                    // The zeros a running writer preallocates after its last append: the
+                    // end of the records, not a tear.
+                    break;
                 }
                 Err(error) => {
                     let tearable = matches!(

@@ -11,6 +11,13 @@
 //! After any failed write or sync the writer refuses every later write: the kernel may
 //! have dropped the dirty pages, so retrying the sync could report success for data that
 //! is gone ("fsyncgate"). The log is recovered from disk on the next open.
+//!
+//! The active segment is preallocated with zeros, [`PREALLOCATE_BYTES`] ahead of the last
+//! record: an `fdatasync` of bytes written inside the file's length flushes data only,
+//! while one that grows the file must also commit the file system's metadata, which on
+//! ext4 is a journal commit per append. Recovery reads zeros after the last append of the
+//! last segment as the end of the records. A finished segment, and the active one on a
+//! clean close, is cut back to its records, so the zeros exist only while a writer runs.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -32,6 +39,9 @@ use crate::store::{
 use super::format::{self, SegmentHeader, LOG_DIR, SEGMENT_HEADER_SIZE};
 use super::index::{Index, SegmentEntry};
 use super::{checkpoint, reader, sync_dir, Clock, Core, FaultInjection};
+
+/// How far ahead of its last record the active segment is filled with zeros.
+pub const PREALLOCATE_BYTES: u64 = 1 << 20;
 
 /// Most append requests committed together.
 pub const BATCH_REQUESTS_MAX: usize = 4096;
@@ -73,6 +83,8 @@ pub struct Writer {
     file: File,
     segment: usize,
     segment_len: u64,
+    /// The active segment file's length: its records, then preallocated zeros.
+    allocated: u64,
     next_position: u64,
     head_hash: Digest,
     last_micros: i64,
@@ -147,7 +159,7 @@ impl Writer {
             .open(entry.path.as_ref())
             .map_err(io("open for writing"))?;
         let on_disk = file.metadata().map_err(io("stat"))?.len();
-        if on_disk != entry.len {
+        if on_disk < entry.len || !zeros_after(&entry.file, entry.len, on_disk)? {
             return Err(StoreError::Corrupted {
                 file: entry.path.as_ref().clone(),
                 offset: entry.len,
@@ -166,6 +178,7 @@ impl Writer {
         let writer = Writer {
             segment,
             segment_len: entry.len,
+            allocated: on_disk,
             next_position: index.len(),
             head_hash: index.head_hash,
             file,
@@ -197,7 +210,7 @@ impl Writer {
                 Ok(other) => control = Some(other),
                 Err(mpsc::RecvError) => {
                     // Every handle dropped without close: make what was written durable.
-                    let _ = self.sync();
+                    let _ = self.finish();
                     return;
                 }
             }
@@ -229,7 +242,7 @@ impl Writer {
                     let _ = reply.send(self.sync());
                 }
                 Some(Command::Close(reply)) => {
-                    let result = self.sync().and_then(|()| self.checkpoint());
+                    let result = self.finish().and_then(|()| self.checkpoint());
                     let _ = reply.send(result);
                     return;
                 }
@@ -422,12 +435,16 @@ impl Writer {
     ) -> Result<(), StoreError> {
         let tail = self.buffer.split_off(frame_start);
         self.write_raw()?;
-        self.sync_now()?;
+        self.trim()?;
+        if self.unsynced {
+            self.sync_now()?;
+        }
         batch.finished.push((self.segment, self.segment_len));
         let (file, entry) = create_segment(&self.core.dir, first_position)?;
         self.file = file;
         self.segment += 1;
         self.segment_len = entry.len;
+        self.allocated = entry.len;
         batch.created.push(entry);
         self.buffer = tail;
         Ok(())
@@ -446,6 +463,17 @@ impl Writer {
     }
 
     fn write_raw(&mut self) -> Result<(), StoreError> {
+        let end = self.segment_len + self.buffer.len() as u64;
+        if end > self.allocated {
+            // Zeros ahead of the records, written with them and synced with them: this
+            // sync commits the file's new length, the next ones up to it do not.
+            let target = end + PREALLOCATE_BYTES.min(self.segment_size_max.saturating_sub(end));
+            let zeros = vec![0u8; (target - end) as usize];
+            self.file
+                .write_all_at(&zeros, end)
+                .map_err(|error| StoreError::io("preallocate the log", error))?;
+            self.allocated = target;
+        }
         self.file
             .write_all_at(&self.buffer, self.segment_len)
             .map_err(|error| StoreError::io("write to the log", error))?;
@@ -472,6 +500,29 @@ impl Writer {
         self.syncs += 1;
         self.unsynced = false;
         Ok(())
+    }
+
+    /// Cuts the preallocated zeros off the active segment and syncs it.
+    fn trim(&mut self) -> Result<(), StoreError> {
+        if self.allocated > self.segment_len {
+            let failed = |error| StoreError::io("cut the log's preallocated space", error);
+            self.file.set_len(self.segment_len).map_err(failed)?;
+            // The new length is metadata: all of it synced, so that a crash never leaves
+            // a finished segment with zeros after its records (which is corruption).
+            self.file.sync_all().map_err(failed)?;
+            self.allocated = self.segment_len;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// On close: the active segment cut back to its records, and everything durable.
+    fn finish(&mut self) -> Result<(), StoreError> {
+        if self.refused.is_none() {
+            self.trim()
+                .inspect_err(|error| self.refuse(format!("closing the log failed: {error}")))?;
+        }
+        self.sync()
     }
 
     /// Makes everything written durable; refuses writes after a failure.
@@ -527,6 +578,22 @@ impl Writer {
         let index = self.core.index.read().expect("index lock poisoned");
         checkpoint::write(&self.core.dir, &index)
     }
+}
+
+/// Whether the bytes of `file` from `start` to `end` are all zeros (preallocated).
+fn zeros_after(file: &File, start: u64, end: u64) -> Result<bool, StoreError> {
+    let mut at = start;
+    let mut buffer = vec![0u8; 1 << 16];
+    while at < end {
+        let len = buffer.len().min((end - at) as usize);
+        file.read_exact_at(&mut buffer[..len], at)
+            .map_err(|error| StoreError::io("read the log's preallocated space", error))?;
+        if buffer[..len].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += len as u64;
+    }
+    Ok(true)
 }
 
 /// Where the event with `id` was written: its stream, revision and position.
