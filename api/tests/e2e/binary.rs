@@ -11,6 +11,9 @@ const BINARY: &str = env!("CARGO_BIN_EXE_refledger");
 struct Running {
     child: Child,
     base: String,
+    /// What the server wrote to stderr, read as it comes so a chatty server never blocks
+    /// on a full pipe.
+    stderr: std::thread::JoinHandle<String>,
 }
 
 /// Starts `refledger serve` on a free port and waits for its address line.
@@ -33,7 +36,17 @@ fn start(data: &std::path::Path, extra: &[&str]) -> Running {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
-    Running { child, base }
+    let mut pipe = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        text
+    });
+    Running {
+        child,
+        base,
+        stderr,
+    }
 }
 
 fn terminate(running: &mut Running) -> (std::process::ExitStatus, String) {
@@ -53,9 +66,8 @@ fn terminate(running: &mut Running) -> (std::process::ExitStatus, String) {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(running.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    (exit, stderr)
+    let stderr = std::mem::replace(&mut running.stderr, std::thread::spawn(String::new));
+    (exit, stderr.join().unwrap())
 }
 
 #[tokio::test]
