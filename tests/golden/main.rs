@@ -4,12 +4,16 @@
 //! files around them (segment header, record frames, CRC32C, the hash chain, the index
 //! recovery) still open, verify and read back, with every event type in them.
 //!
-//! `fixtures/golden/v1/`: store format 1, one event of every type at schema version 1,
-//! each payload the one of `fixtures/events/{Type}.v1.json`, in a stream of its own
-//! (`golden-{Type}`), with fixed ids and times. Recorded by
-//! `REFLEDGER_RECORD_GOLDEN=1 cargo test -p workspace-tests --test golden`, which
-//! rewrites the log and its chain head; never re-record it to make a test pass. When the
-//! format or a schema version changes, record a new directory beside it and keep this one.
+//! `fixtures/golden/v1/`: store format 1, one event of every type the code knew when it
+//! was recorded, at schema version 1, each payload the one of
+//! `fixtures/events/{Type}.v1.json`, in a stream of its own (`golden-{Type}`), with fixed
+//! ids and times. Event types added since are in logs of their own beside it
+//! (`v1-reservations/`: the credit reservation events), so a committed log is never
+//! rewritten; every type the code knows is in exactly one of them. Recorded by
+//! `REFLEDGER_RECORD_GOLDEN=1 cargo test -p workspace-tests --test golden`, which writes
+//! the logs that do not exist yet and their chain heads; never re-record one to make a test
+//! pass. When the format or a schema version changes, record a new directory beside them
+//! and keep these.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,8 +32,48 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
-fn golden_v1() -> PathBuf {
-    fixtures().join("golden/v1")
+/// A committed golden log: its directory under `fixtures/golden/` and the event types it
+/// holds, in order.
+struct GoldenLog {
+    dir: &'static str,
+    event_types: Vec<&'static str>,
+}
+
+/// Event types added after `v1/` was recorded, with the log that holds them.
+const ADDED_AFTER_V1: &[(&str, &[&str])] = &[(
+    "v1-reservations",
+    &[
+        "CreditsReserved",
+        "ReservationCaptured",
+        "ReservationVoided",
+        "ReservationExpired",
+    ],
+)];
+
+fn golden_logs() -> Vec<GoldenLog> {
+    let added: Vec<&str> = ADDED_AFTER_V1
+        .iter()
+        .flat_map(|(_, types)| types.iter().copied())
+        .collect();
+    let mut logs = vec![GoldenLog {
+        dir: "v1",
+        event_types: EVENT_TYPES
+            .iter()
+            .map(|&(event_type, _)| event_type)
+            .filter(|event_type| !added.contains(event_type))
+            .collect(),
+    }];
+    logs.extend(ADDED_AFTER_V1.iter().map(|(dir, types)| GoldenLog {
+        dir,
+        event_types: types.to_vec(),
+    }));
+    logs
+}
+
+impl GoldenLog {
+    fn path(&self) -> PathBuf {
+        fixtures().join("golden").join(self.dir)
+    }
 }
 
 /// The first event's recorded time; each next one is a second later.
@@ -37,11 +81,11 @@ fn recorded_at(index: usize) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(index as i64)
 }
 
-/// The event types in the log's order, with their v1 payloads.
-fn golden_events() -> Vec<(&'static str, Vec<u8>)> {
-    EVENT_TYPES
+/// The event types of `log` in its order, with their v1 payloads.
+fn golden_events(log: &GoldenLog) -> Vec<(&'static str, Vec<u8>)> {
+    log.event_types
         .iter()
-        .map(|&(event_type, _)| {
+        .map(|&event_type| {
             let path = fixtures().join(format!("events/{event_type}.v1.json"));
             let payload =
                 std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
@@ -56,8 +100,8 @@ fn event_id(index: usize) -> Uuid {
     Uuid::from_u128(0x601d_0000_0000_4000_8000_0000_0000_0000 | index as u128)
 }
 
-/// Writes the v1 golden log into `dir` (which must not exist yet).
-async fn record(dir: &Path) {
+/// Writes the golden log `log` into `dir` (which must not exist yet).
+async fn record(log: &GoldenLog, dir: &Path) {
     let clock_index = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let ticking = clock_index.clone();
     let store = FileStore::open(
@@ -69,7 +113,7 @@ async fn record(dir: &Path) {
         },
     )
     .unwrap();
-    for (index, (event_type, payload)) in golden_events().into_iter().enumerate() {
+    for (index, (event_type, payload)) in golden_events(log).into_iter().enumerate() {
         clock_index.store(index, std::sync::atomic::Ordering::SeqCst);
         let stream = StreamName::parse(format!("golden-{event_type}")).unwrap();
         let event = NewEvent {
@@ -103,38 +147,53 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn recorded_chain_head() -> String {
-    std::fs::read_to_string(golden_v1().join("chain-head.txt"))
+fn recorded_chain_head(golden: &GoldenLog) -> String {
+    std::fs::read_to_string(golden.path().join("chain-head.txt"))
         .unwrap()
         .trim()
         .to_owned()
 }
 
+#[test]
+fn every_event_type_is_in_exactly_one_golden_log() {
+    let logs = golden_logs();
+    for &(event_type, _) in EVENT_TYPES {
+        let holding = logs
+            .iter()
+            .filter(|log| log.event_types.contains(&event_type))
+            .count();
+        assert_eq!(holding, 1, "{event_type} is in {holding} golden logs");
+    }
+}
+
 #[tokio::test]
-async fn the_v1_golden_log_opens_verifies_and_reads_every_event_type() {
-    if std::env::var_os("REFLEDGER_RECORD_GOLDEN").is_some() {
-        let log = golden_v1().join("log");
-        if log.exists() {
-            std::fs::remove_dir_all(&log).unwrap();
-        }
-        record(&log).await;
+async fn the_golden_logs_open_verify_and_read_every_event_type() {
+    for golden in golden_logs() {
+        check(&golden).await;
+    }
+}
+
+async fn check(golden: &GoldenLog) {
+    let committed = golden.path().join("log");
+    if std::env::var_os("REFLEDGER_RECORD_GOLDEN").is_some() && !committed.exists() {
+        record(golden, &committed).await;
         // The lock file names the recording process: not part of the format.
-        std::fs::remove_file(log.join("LOCK")).unwrap();
-        let head = verify(&log).unwrap().chain_head.to_hex();
-        std::fs::write(golden_v1().join("chain-head.txt"), format!("{head}\n")).unwrap();
+        std::fs::remove_file(committed.join("LOCK")).unwrap();
+        let head = verify(&committed).unwrap().chain_head.to_hex();
+        std::fs::write(golden.path().join("chain-head.txt"), format!("{head}\n")).unwrap();
     }
     // A copy: nothing the test does may touch the committed files.
     let temp = tempfile::tempdir().unwrap();
     let log = temp.path().join("log");
-    copy_dir(&golden_v1().join("log"), &log);
+    copy_dir(&committed, &log);
 
-    let expected = golden_events();
+    let expected = golden_events(golden);
     let report = verify(&log).unwrap();
     assert!(report.problem.is_none(), "{:?}", report.problem);
     assert!(report.torn_tail.is_none(), "{:?}", report.torn_tail);
     assert_eq!(report.events, expected.len() as u64);
     assert_eq!(report.streams, expected.len() as u64);
-    assert_eq!(report.chain_head.to_hex(), recorded_chain_head());
+    assert_eq!(report.chain_head.to_hex(), recorded_chain_head(golden));
 
     let store = FileStore::open_read_only(&log).unwrap();
     let events = store
@@ -168,9 +227,9 @@ async fn the_v1_golden_log_opens_verifies_and_reads_every_event_type() {
     // The current writer still writes this format byte for byte: the same events
     // recorded now give the same files.
     let again = temp.path().join("again");
-    record(&again).await;
+    record(golden, &again).await;
     assert_eq!(
         verify(&again).unwrap().chain_head.to_hex(),
-        recorded_chain_head()
+        recorded_chain_head(golden)
     );
 }
