@@ -44,8 +44,7 @@ pub const RESERVATION_TTL_SECONDS_MAX: i64 = 24 * 60 * 60;
 // A command records at most every open reservation's expiry and its own event in one
 // append, and an expiry run also one `CreditsExpired` per active grant.
 const _: () = assert!(
-    OPEN_RESERVATIONS_MAX + super::account::ACTIVE_GRANTS_MAX
-        < crate::store::EVENTS_PER_APPEND_MAX
+    OPEN_RESERVATIONS_MAX + super::account::ACTIVE_GRANTS_MAX < crate::store::EVENTS_PER_APPEND_MAX
 );
 const _: () = assert!(RESERVATION_TTL_SECONDS_MAX > 0);
 
