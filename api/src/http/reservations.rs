@@ -193,14 +193,6 @@ pub async fn reserve_credits(
     let account = account_id(&id)?;
     let (reservation_id, credits, persona, lifetime) = request.validate()?;
     let stated_reserved_at = stated_time("reserved_at", request.reserved_at)?;
-    if let Lifetime::Until(expires_at) = lifetime {
-        if expires_at <= Utc::now() {
-            return Err(ApiError::validation(format!(
-                "expires_at: {} has passed already",
-                rfc3339(expires_at)
-            )));
-        }
-    }
     let key = reservation_key("reservation", account, &request.reservation_id)?;
     let ledger = state.ledger.clone();
     let fingerprinted = (account, request.clone());
@@ -212,19 +204,27 @@ pub async fn reserve_credits(
         |meta| async move {
             // A retry after a crash repeats the time recorded the first time, so a
             // `ttl_seconds` gives the same expiry again.
-            let reserved_at = read_existing(&ledger, account, |existing| {
+            let recorded_at = read_existing(&ledger, account, |existing| {
                 existing
                     .wallet
                     .reservations
                     .get(&reservation_id)
                     .map(|reservation| reservation.reserved.reserved_at)
             })
-            .await?
-            .unwrap_or(stated_reserved_at);
+            .await?;
+            let reserved_at = recorded_at.unwrap_or(stated_reserved_at);
             let expires_at = match lifetime {
                 Lifetime::Until(expires_at) => expires_at,
                 Lifetime::For(ttl) => reserved_at + ttl,
             };
+            // A new reservation that would be born expired is a mistake; a repeat of one
+            // made earlier is answered, whenever it comes.
+            if recorded_at.is_none() && expires_at <= Utc::now() {
+                return Err(ApiError::validation(format!(
+                    "expires_at: {} has passed already",
+                    rfc3339(expires_at)
+                )));
+            }
             let command = ForAccount {
                 account_id: account,
                 command: AccountCommand::ReserveCredits {

@@ -553,6 +553,26 @@ async fn an_expired_reservation_is_released_for_readers_before_it_is_recorded() 
         "reservation_expired",
     )
     .await;
+    // A retry of the reservation still answers what it answered first.
+    let response = server
+        .post(&reservations, Some(Role::Billing))
+        .json(&json!({"reservation_id": "short", "credits": 4, "ttl_seconds": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.json::<Value>().await.unwrap(), body);
+    // A new one that would be born expired is refused.
+    let past = (Utc::now() - Duration::minutes(10)).to_rfc3339();
+    let detail = refused(
+        &server,
+        &reservations,
+        &json!({"reservation_id": "late", "credits": 1, "ttl_seconds": 60, "reserved_at": past}),
+        StatusCode::BAD_REQUEST,
+        "validation_failed",
+    )
+    .await;
+    assert!(detail.starts_with("expires_at:"), "{detail}");
     // The next command on the account records the expiry, dated at the reservation's own.
     let (status, body) = server
         .command(
