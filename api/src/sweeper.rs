@@ -13,6 +13,9 @@
 //! every instance's writes) list the accounts with reservations due. Each account's
 //! expiry is one command, queued behind the other commands on its account.
 //!
+//! With several instances on one store each sweeps; the account stream's expected
+//! revision lets only the first record an expiry, the others then find nothing to do.
+//!
 //! Limits, known: at most [`SWEEP_ACCOUNTS_MAX`] accounts per sweep (the rest wait for
 //! the next); a sweep that fails for one account logs it and goes on with the others.
 
