@@ -16,6 +16,7 @@ pub mod reports;
 pub mod server;
 pub mod simulate;
 pub mod store;
+pub mod sweeper;
 pub mod tokens;
 pub mod vault;
 pub mod verify;

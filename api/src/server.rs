@@ -1,4 +1,7 @@
 //! Running the server: binding, serving until a shutdown signal, and closing the store.
+//! Three background tasks run beside it: the retention shredder (hourly), the idempotency
+//! table's compaction (daily) and the reservation sweeper (`crate::sweeper`, every few
+//! seconds).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -209,6 +212,7 @@ pub async fn run(
     let store = state.store.clone();
     let compactor = tokio::spawn(compact_daily(state.idempotency.clone()));
     let shredder = tokio::spawn(shred_hourly(state.ledger.clone()));
+    let sweeper = tokio::spawn(crate::sweeper::sweep_reservations(state.clone()));
     let app = crate::http::app(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -223,6 +227,7 @@ pub async fn run(
         })?;
     compactor.abort();
     shredder.abort();
+    sweeper.abort();
     store.flush().await?;
     tracing::info!("stopped; the store is flushed");
     Ok(())

@@ -4,16 +4,20 @@
 //! files around them (segment header, record frames, CRC32C, the hash chain, the index
 //! recovery) still open, verify and read back, with every event type in them.
 //!
-//! `fixtures/golden/v1/`: store format 1, one event of every type at schema version 1,
-//! each payload the one of `fixtures/events/{Type}.v1.json`, in a stream of its own
-//! (`golden-{Type}`), with fixed ids and times. Recorded by
-//! `REFLEDGER_RECORD_GOLDEN=1 cargo test -p workspace-tests --test golden`, which
-//! rewrites the log and its chain head; never re-record it to make a test pass. When the
-//! format or a schema version changes, record a new directory beside it and keep this one.
+//! `fixtures/golden/v1/`: store format 1, one event of every type the code knew when it
+//! was recorded, at schema version 1, each payload the one of
+//! `fixtures/events/{Type}.v1.json`, in a stream of its own (`golden-{Type}`), with fixed
+//! ids and times. Event types added since are in logs of their own beside it
+//! (`v1-reservations/`: the credit reservation events), so a committed log is never
+//! rewritten; every type the code knows is in exactly one of them. Recorded by
+//! `REFLEDGER_RECORD_GOLDEN=1 cargo test -p workspace-tests --test golden`, which writes
+//! the logs that do not exist yet and their chain heads; never re-record one to make a test
+//! pass. When the format or a schema version changes, record a new directory beside them
+//! and keep these.
 //!
-//! `fixtures/golden/v2/`: store format 2, the same events and payloads, written as appends
-//! of one, two, three, ... events (`golden-append-{k}`), so the append fields of the
-//! frames are pinned byte for byte. Recorded the same way.
+//! `fixtures/golden/v2/`: store format 2, the events of `v1/` with the same payloads,
+//! written as appends of one, two, three, ... events (`golden-append-{k}`), so the append
+//! fields of the frames are pinned byte for byte. Recorded the same way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,12 +36,48 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
-fn golden_v1() -> PathBuf {
-    fixtures().join("golden/v1")
+/// A committed golden log: its directory under `fixtures/golden/` and the event types it
+/// holds, in order.
+struct GoldenLog {
+    dir: &'static str,
+    event_types: Vec<&'static str>,
 }
 
-fn golden_v2() -> PathBuf {
-    fixtures().join("golden/v2")
+/// Event types added after `v1/` was recorded, with the log that holds them.
+const ADDED_AFTER_V1: &[(&str, &[&str])] = &[(
+    "v1-reservations",
+    &[
+        "CreditsReserved",
+        "ReservationCaptured",
+        "ReservationVoided",
+        "ReservationExpired",
+    ],
+)];
+
+fn golden_logs() -> Vec<GoldenLog> {
+    let added: Vec<&str> = ADDED_AFTER_V1
+        .iter()
+        .flat_map(|(_, types)| types.iter().copied())
+        .collect();
+    let mut logs = vec![GoldenLog {
+        dir: "v1",
+        event_types: EVENT_TYPES
+            .iter()
+            .map(|&(event_type, _)| event_type)
+            .filter(|event_type| !added.contains(event_type))
+            .collect(),
+    }];
+    logs.extend(ADDED_AFTER_V1.iter().map(|(dir, types)| GoldenLog {
+        dir,
+        event_types: types.to_vec(),
+    }));
+    logs
+}
+
+impl GoldenLog {
+    fn path(&self) -> PathBuf {
+        fixtures().join("golden").join(self.dir)
+    }
 }
 
 /// The first event's recorded time; each next one is a second later.
@@ -45,11 +85,11 @@ fn recorded_at(index: usize) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(index as i64)
 }
 
-/// The event types in the log's order, with their v1 payloads.
-fn golden_events() -> Vec<(&'static str, Vec<u8>)> {
-    EVENT_TYPES
+/// The event types of `log` in its order, with their v1 payloads.
+fn golden_events(log: &GoldenLog) -> Vec<(&'static str, Vec<u8>)> {
+    log.event_types
         .iter()
-        .map(|&(event_type, _)| {
+        .map(|&event_type| {
             let path = fixtures().join(format!("events/{event_type}.v1.json"));
             let payload =
                 std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
@@ -64,8 +104,8 @@ fn event_id(index: usize) -> Uuid {
     Uuid::from_u128(0x601d_0000_0000_4000_8000_0000_0000_0000 | index as u128)
 }
 
-/// Writes the v1 golden log into `dir` (which must not exist yet).
-async fn record(dir: &Path) {
+/// Writes the golden log `log` into `dir` (which must not exist yet).
+async fn record(log: &GoldenLog, dir: &Path) {
     let clock_index = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let ticking = clock_index.clone();
     let store = FileStore::open(
@@ -77,7 +117,7 @@ async fn record(dir: &Path) {
         },
     )
     .unwrap();
-    for (index, (event_type, payload)) in golden_events().into_iter().enumerate() {
+    for (index, (event_type, payload)) in golden_events(log).into_iter().enumerate() {
         clock_index.store(index, std::sync::atomic::Ordering::SeqCst);
         let stream = StreamName::parse(format!("golden-{event_type}")).unwrap();
         let event = NewEvent {
@@ -111,8 +151,20 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn recorded_chain_head() -> String {
-    chain_head_of(&golden_v1())
+fn recorded_chain_head(golden: &GoldenLog) -> String {
+    std::fs::read_to_string(golden.path().join("chain-head.txt"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// The v2 golden log's events: those of `v1/`, in its order.
+fn v2_events() -> Vec<(&'static str, Vec<u8>)> {
+    golden_events(&golden_logs()[0])
+}
+
+fn golden_v2() -> PathBuf {
+    fixtures().join("golden/v2")
 }
 
 fn chain_head_of(golden: &Path) -> String {
@@ -125,7 +177,7 @@ fn chain_head_of(golden: &Path) -> String {
 /// The appends of the v2 golden log: the golden events in order, in appends of 1, 2, 3,
 /// ... events (the last one what is left), each to a stream of its own.
 fn v2_appends() -> Vec<(String, Vec<usize>)> {
-    let total = golden_events().len();
+    let total = v2_events().len();
     let mut appends = Vec::new();
     let mut next = 0;
     while next < total {
@@ -152,7 +204,7 @@ async fn record_v2(dir: &Path) {
         },
     )
     .unwrap();
-    let events = golden_events();
+    let events = v2_events();
     for (number, (stream, members)) in v2_appends().into_iter().enumerate() {
         clock_index.store(number, std::sync::atomic::Ordering::SeqCst);
         let batch = members
@@ -199,31 +251,46 @@ fn segment_bytes(log: &Path) -> Vec<(String, Vec<u8>)> {
     segments
 }
 
+#[test]
+fn every_event_type_is_in_exactly_one_golden_log() {
+    let logs = golden_logs();
+    for &(event_type, _) in EVENT_TYPES {
+        let holding = logs
+            .iter()
+            .filter(|log| log.event_types.contains(&event_type))
+            .count();
+        assert_eq!(holding, 1, "{event_type} is in {holding} golden logs");
+    }
+}
+
 #[tokio::test]
-async fn the_v1_golden_log_opens_verifies_and_reads_every_event_type() {
-    if std::env::var_os("REFLEDGER_RECORD_GOLDEN").is_some() {
-        let log = golden_v1().join("log");
-        if log.exists() {
-            std::fs::remove_dir_all(&log).unwrap();
-        }
-        record(&log).await;
+async fn the_golden_logs_open_verify_and_read_every_event_type() {
+    for golden in golden_logs() {
+        check(&golden).await;
+    }
+}
+
+async fn check(golden: &GoldenLog) {
+    let committed = golden.path().join("log");
+    if std::env::var_os("REFLEDGER_RECORD_GOLDEN").is_some() && !committed.exists() {
+        record(golden, &committed).await;
         // The lock file names the recording process: not part of the format.
-        std::fs::remove_file(log.join("LOCK")).unwrap();
-        let head = verify(&log).unwrap().chain_head.to_hex();
-        std::fs::write(golden_v1().join("chain-head.txt"), format!("{head}\n")).unwrap();
+        std::fs::remove_file(committed.join("LOCK")).unwrap();
+        let head = verify(&committed).unwrap().chain_head.to_hex();
+        std::fs::write(golden.path().join("chain-head.txt"), format!("{head}\n")).unwrap();
     }
     // A copy: nothing the test does may touch the committed files.
     let temp = tempfile::tempdir().unwrap();
     let log = temp.path().join("log");
-    copy_dir(&golden_v1().join("log"), &log);
+    copy_dir(&committed, &log);
 
-    let expected = golden_events();
+    let expected = golden_events(golden);
     let report = verify(&log).unwrap();
     assert!(report.problem.is_none(), "{:?}", report.problem);
     assert!(report.torn_tail.is_none(), "{:?}", report.torn_tail);
     assert_eq!(report.events, expected.len() as u64);
     assert_eq!(report.streams, expected.len() as u64);
-    assert_eq!(report.chain_head.to_hex(), recorded_chain_head());
+    assert_eq!(report.chain_head.to_hex(), recorded_chain_head(golden));
 
     let store = FileStore::open_read_only(&log).unwrap();
     let events = store
@@ -257,10 +324,10 @@ async fn the_v1_golden_log_opens_verifies_and_reads_every_event_type() {
     // The current writer still writes this format byte for byte: the same events
     // recorded now give the same files.
     let again = temp.path().join("again");
-    record(&again).await;
+    record(golden, &again).await;
     assert_eq!(
         verify(&again).unwrap().chain_head.to_hex(),
-        recorded_chain_head()
+        recorded_chain_head(golden)
     );
 }
 
@@ -279,7 +346,7 @@ async fn the_v2_golden_log_holds_appends_and_the_writer_still_writes_it_byte_for
     let temp = tempfile::tempdir().unwrap();
     let log = temp.path().join("log");
     copy_dir(&golden_v2().join("log"), &log);
-    let expected = golden_events();
+    let expected = v2_events();
     let report = verify(&log).unwrap();
     assert!(report.problem.is_none(), "{:?}", report.problem);
     assert!(report.torn_tail.is_none(), "{:?}", report.torn_tail);
@@ -315,9 +382,10 @@ async fn the_v2_golden_log_holds_appends_and_the_writer_still_writes_it_byte_for
 async fn a_v1_log_opened_for_writing_continues_in_a_format_2_segment() {
     let temp = tempfile::tempdir().unwrap();
     let log = temp.path().join("log");
-    copy_dir(&golden_v1().join("log"), &log);
+    let v1 = &golden_logs()[0];
+    copy_dir(&v1.path().join("log"), &log);
     let old = segment_bytes(&log);
-    let v1_events = golden_events().len();
+    let v1_events = golden_events(v1).len();
 
     let store = FileStore::open(&log, FileStoreOptions::default()).unwrap();
     let stream = StreamName::parse("after-upgrade").unwrap();

@@ -213,11 +213,28 @@ pub struct GrantView {
     pub granted_at: String,
 }
 
+/// One open reservation of a wallet.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReservationView {
+    pub reservation_id: String,
+    pub credits: u64,
+    pub persona: Option<String>,
+    pub expires_at: String,
+    pub reserved_at: String,
+}
+
 /// `GET /v1/accounts/{id}/credits`
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreditsResponse {
+    /// `available + reserved`: credits neither spent nor expired.
     pub balance: u64,
+    /// Credits held by open reservations (none past its expiry, recorded or not).
+    pub reserved: u64,
+    /// Credits that can be spent or reserved now.
+    pub available: u64,
     pub grants: Vec<GrantView>,
+    /// The reservations open now, by id.
+    pub reservations: Vec<ReservationView>,
 }
 
 /// An account id from the path.
@@ -225,7 +242,9 @@ pub fn account_id(id: &str) -> Result<AccountId, ApiError> {
     Ok(AccountId::parse(id)?)
 }
 
-fn stream_lock(account: AccountId) -> String {
+/// The lock key of an account's commands: they queue one after another (see
+/// [`crate::locks`]).
+pub(crate) fn stream_lock(account: AccountId) -> String {
     format!("account-{account}")
 }
 
@@ -249,7 +268,7 @@ impl AccountView {
 
 /// What `read` takes from an existing account, without copying its state; 404 if there
 /// is no such account.
-async fn read_existing<R>(
+pub(super) async fn read_existing<R>(
     ledger: &Ledger<MeteredStore>,
     id: AccountId,
     read: impl FnOnce(&Account) -> R,
@@ -412,12 +431,13 @@ pub async fn get_account(
     Ok(Json(view))
 }
 
-/// The credit balance and every grant of a wallet.
+/// The credit balance (available and reserved), every grant and the open reservations of
+/// a wallet.
 #[utoipa::path(
     get, path = "/v1/accounts/{id}/credits", tag = "billing",
     params(("id" = String, Path, description = "The account id")),
     responses(
-        (status = 200, description = "Balance and grants", body = CreditsResponse),
+        (status = 200, description = "Balance, grants and open reservations", body = CreditsResponse),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
     security(("bearer" = []))
@@ -434,8 +454,25 @@ pub async fn get_credits(
 /// The wallet of `account` as the credits endpoint shows it.
 fn credits_response(account: &Account) -> CreditsResponse {
     let wallet = &account.wallet;
+    let now = Utc::now();
     CreditsResponse {
-        balance: wallet.balance_at(Utc::now()).units(),
+        balance: wallet.balance_at(now).units(),
+        reserved: wallet.reserved_at(now).units(),
+        available: wallet.available_at(now).units(),
+        reservations: wallet
+            .open_reservations_at(now)
+            .map(|(reservation_id, reservation)| ReservationView {
+                reservation_id: reservation_id.to_string(),
+                credits: reservation.reserved.credits.units(),
+                persona: reservation
+                    .reserved
+                    .persona
+                    .as_ref()
+                    .map(ToString::to_string),
+                expires_at: rfc3339(reservation.reserved.expires_at),
+                reserved_at: rfc3339(reservation.reserved.reserved_at),
+            })
+            .collect(),
         grants: wallet
             .grants
             .iter()

@@ -14,6 +14,7 @@ pub mod payments;
 pub mod payouts;
 pub mod privacy;
 pub mod reports;
+pub mod reservations;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -97,6 +98,7 @@ pub fn app(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(events::router())
         .merge(accounts::router())
+        .merge(reservations::router())
         .merge(lifecycle::router())
         .merge(payments::router())
         .merge(payouts::router())

@@ -545,6 +545,45 @@ pub fn request_of(step: &Step) -> Result<Request, SendError> {
                     Role::Billing,
                     json!({ "expired_at": expired_at }),
                 ),
+                AccountCommand::ReserveCredits {
+                    reservation_id,
+                    credits,
+                    persona,
+                    expires_at,
+                    reserved_at,
+                } => post(
+                    format!("/v1/accounts/{account}/credits/reservations"),
+                    Role::Billing,
+                    json!({
+                        "reservation_id": reservation_id.as_str(),
+                        "credits": credits.units(),
+                        "persona": persona.as_ref().map(|persona| persona.as_str()),
+                        "expires_at": expires_at,
+                        "reserved_at": reserved_at,
+                    }),
+                ),
+                AccountCommand::CaptureReservation {
+                    reservation_id,
+                    credits,
+                    captured_at,
+                } => post(
+                    format!("/v1/accounts/{account}/credits/reservations/{reservation_id}/capture"),
+                    Role::Billing,
+                    json!({ "credits": credits.units(), "captured_at": captured_at }),
+                ),
+                AccountCommand::VoidReservation {
+                    reservation_id,
+                    voided_at,
+                } => post(
+                    format!("/v1/accounts/{account}/credits/reservations/{reservation_id}/void"),
+                    Role::Billing,
+                    json!({ "voided_at": voided_at }),
+                ),
+                AccountCommand::ExpireReservations { .. } => {
+                    return Err(unsupported(
+                        "reservations are expired by the server's sweeper".to_owned(),
+                    ))
+                }
                 AccountCommand::PurchaseCredits { .. } => {
                     return Err(unsupported(
                         "credits are bought by recording a credit-pack payment".to_owned(),

@@ -220,6 +220,13 @@ impl Summary {
             }
             DomainEvent::CreditsSpent(spent) => self.credits_spent += spent.credits.units(),
             DomainEvent::CreditsExpired(expired) => self.credits_expired += expired.credits.units(),
+            // A capture is a spend; a reservation, a void or an expiry moves nothing for good.
+            DomainEvent::ReservationCaptured(captured) => {
+                self.credits_spent += captured.credits.units()
+            }
+            DomainEvent::CreditsReserved(_)
+            | DomainEvent::ReservationVoided(_)
+            | DomainEvent::ReservationExpired(_) => {}
             DomainEvent::PaymentReceived(received) => {
                 self.payments += 1;
                 add(&mut self.totals(&received.amount).revenue, &received.amount);

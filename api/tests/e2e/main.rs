@@ -10,6 +10,7 @@ mod lifecycle;
 mod operations;
 mod privacy;
 mod reports;
+mod reservations;
 mod shutdown;
 mod simulate;
 mod support;

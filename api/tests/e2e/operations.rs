@@ -129,6 +129,9 @@ async fn the_openapi_description_names_every_endpoint() {
         "/v1/accounts/{id}/credits",
         "/v1/accounts/{id}/credits/grants",
         "/v1/accounts/{id}/credits/spend",
+        "/v1/accounts/{id}/credits/reservations",
+        "/v1/accounts/{id}/credits/reservations/{reservation_id}/capture",
+        "/v1/accounts/{id}/credits/reservations/{reservation_id}/void",
         "/v1/accounts/{id}/upline",
         "/v1/accounts/{id}/downline",
         "/v1/payments",
@@ -146,6 +149,26 @@ async fn the_openapi_description_names_every_endpoint() {
     let spend = &document["components"]["schemas"]["SpendCreditsRequest"];
     for field in ["spend_id", "credits", "persona"] {
         assert!(spend["properties"][field].is_object(), "{field} in {spend}");
+    }
+    let reserve = &document["components"]["schemas"]["ReserveCreditsRequest"];
+    for field in [
+        "reservation_id",
+        "credits",
+        "expires_at",
+        "ttl_seconds",
+        "persona",
+    ] {
+        assert!(
+            reserve["properties"][field].is_object(),
+            "{field} in {reserve}"
+        );
+    }
+    let wallet = &document["components"]["schemas"]["CreditsResponse"];
+    for field in ["balance", "reserved", "available", "reservations"] {
+        assert!(
+            wallet["properties"][field].is_object(),
+            "{field} in {wallet}"
+        );
     }
     server.stop().await;
 }

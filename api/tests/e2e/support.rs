@@ -28,6 +28,9 @@ pub fn secret(role: Role) -> String {
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
+    /// The server's state, for tests that drive its background work (the reservation
+    /// sweeper) with a clock of their own.
+    pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), api::server::ServeError>>,
 }
@@ -58,12 +61,13 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, signal) = oneshot::channel::<()>();
-        let task = tokio::spawn(api::server::run(state, listener, async move {
+        let task = tokio::spawn(api::server::run(state.clone(), listener, async move {
             let _ = signal.await;
         }));
         TestServer {
             base,
             client: reqwest::Client::new(),
+            state,
             shutdown: Some(shutdown),
             task,
         }

@@ -4,8 +4,11 @@
 //!
 //! The referral graph is a forest by construction: a referrer must exist before anyone
 //! signs up with its code, and an account's referrer is fixed when it opens.
+//!
+//! Credit reservations (authorise now, capture later) live in the same wallet; their rules
+//! are in [`super::reservation`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -16,9 +19,10 @@ use super::events::{
     ReferralRecorded, SubscriptionCancelled, SubscriptionStarted,
 };
 use super::ids::{
-    AccountId, Fingerprint, GrantId, PaymentId, PersonaId, ProductId, ReferralCode, SpendId,
-    SubscriptionId,
+    AccountId, Fingerprint, GrantId, PaymentId, PersonaId, ProductId, ReferralCode, ReservationId,
+    SpendId, SubscriptionId,
 };
+use super::reservation::{self, Reservation};
 use super::Rejection;
 
 /// Most grants with credits left that one account holds at once; a spend walks them all.
@@ -78,11 +82,21 @@ impl Account {
     }
 }
 
-/// Credits on an account: grants with what is left of each, and every spend by id.
+/// Credits on an account: grants with what is left of each, every spend by id and every
+/// reservation by id.
+///
+/// A reservation holds credits inside the grants it drew from (`Grant::reserved`): they stay
+/// in `remaining` until a capture spends them, and count as neither available nor expirable
+/// while held. Readers ask with an instant: a reservation past its expiry counts as released
+/// at once, whether or not its `ReservationExpired` is recorded yet.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Wallet {
     pub grants: BTreeMap<GrantId, Grant>,
     pub spends: BTreeMap<SpendId, CreditsSpent>,
+    /// Every reservation, open or settled: a reservation id is idempotent for good.
+    pub reservations: BTreeMap<ReservationId, Reservation>,
+    /// The reservations not captured, voided or recorded as expired.
+    open_reservations: BTreeSet<ReservationId>,
     /// Grants recorded so far; orders grants by age.
     grants_recorded: u64,
 }
@@ -90,7 +104,10 @@ pub struct Wallet {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
     pub credits: Credits,
+    /// Neither spent nor expired; includes what reservations hold.
     pub remaining: Credits,
+    /// The part of `remaining` held by open reservations.
+    pub reserved: Credits,
     pub expires_at: Option<DateTime<Utc>>,
     pub granted_at: DateTime<Utc>,
     /// 0 for the first grant of the account, 1 for the next, ...
@@ -100,24 +117,66 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Whether the grant can be drawn at `at`: granted by then, not yet expired, not empty.
+    /// Whether the grant can be drawn at `at`: granted by then and not yet expired.
     fn usable_at(&self, at: DateTime<Utc>) -> bool {
-        !self.remaining.is_zero()
-            && self.granted_at <= at
-            && self.expires_at.is_none_or(|expiry| at < expiry)
+        self.granted_at <= at && self.expires_at.is_none_or(|expiry| at < expiry)
+    }
+
+    /// What is left and not held by any open reservation.
+    pub fn unreserved(&self) -> Credits {
+        self.remaining
+            .checked_sub(self.reserved)
+            .expect("a grant never holds more reserved than remaining")
     }
 }
 
 impl Wallet {
-    /// Credits that can be spent at `at`: what is left of every grant not expired by then.
+    /// Credits on the account at `at`: the available ones and the reserved ones.
     pub fn balance_at(&self, at: DateTime<Utc>) -> Credits {
-        self.grants
-            .values()
-            .filter(|grant| grant.usable_at(at))
-            .fold(Credits::ZERO, |sum, grant| {
-                sum.checked_add(grant.remaining)
+        self.available_at(at)
+            .checked_add(self.reserved_at(at))
+            .expect("a wallet holds at most CREDITS_MAX")
+    }
+
+    /// Credits that can be spent or reserved at `at`: what is left of every grant usable
+    /// then, less what reservations still live at `at` hold of it.
+    pub fn available_at(&self, at: DateTime<Utc>) -> Credits {
+        self.draw_order(at)
+            .into_iter()
+            .fold(Credits::ZERO, |sum, (_, free)| {
+                sum.checked_add(free)
                     .expect("a wallet holds at most CREDITS_MAX")
             })
+    }
+
+    /// Credits held at `at` by reservations open and not expired by then. A grant that
+    /// expired under a reservation does not shrink it: the reservation holds what it
+    /// reserved until it is captured, voided or expires itself.
+    pub fn reserved_at(&self, at: DateTime<Utc>) -> Credits {
+        self.open_reservations_at(at)
+            .fold(Credits::ZERO, |sum, (_, reservation)| {
+                sum.checked_add(reservation.reserved.credits)
+                    .expect("a wallet holds at most CREDITS_MAX")
+            })
+    }
+
+    /// The reservations open and not expired at `at`, by id.
+    pub fn open_reservations_at(
+        &self,
+        at: DateTime<Utc>,
+    ) -> impl Iterator<Item = (&ReservationId, &Reservation)> {
+        self.open_reservations.iter().filter_map(move |id| {
+            let reservation = &self.reservations[id];
+            reservation.live_at(at).then_some((id, reservation))
+        })
+    }
+
+    /// The reservations not captured, voided or recorded as expired, including those past
+    /// their expiry whose release is not recorded yet.
+    pub fn recorded_open_reservations(&self) -> impl Iterator<Item = &Reservation> {
+        self.open_reservations
+            .iter()
+            .map(|id| &self.reservations[id])
     }
 
     /// Credits left in all grants, expired or not (until their expiry is recorded).
@@ -135,17 +194,100 @@ impl Wallet {
             .count()
     }
 
-    /// The draw-down order at `at`: earliest expiry first (no expiry last), then oldest.
-    fn draw_order(&self, at: DateTime<Utc>) -> Vec<(&GrantId, &Grant)> {
+    /// Per grant, what reservations still live at `at` hold of it.
+    fn held_at(&self, at: DateTime<Utc>) -> BTreeMap<&GrantId, Credits> {
+        let mut held: BTreeMap<&GrantId, Credits> = BTreeMap::new();
+        for (_, reservation) in self.open_reservations_at(at) {
+            for draw in &reservation.reserved.drawn {
+                let sum = held.entry(&draw.grant_id).or_default();
+                *sum = sum
+                    .checked_add(draw.credits)
+                    .expect("a wallet holds at most CREDITS_MAX");
+            }
+        }
+        held
+    }
+
+    /// What each grant not yet expired at `at` could give then (what is left, less what
+    /// live reservations hold), in the draw-down order: earliest expiry first (no expiry
+    /// last), then oldest. Grants with nothing to give are left out.
+    pub(super) fn draw_order(&self, at: DateTime<Utc>) -> Vec<(&GrantId, Credits)> {
+        let held = self.held_at(at);
         let mut usable: Vec<_> = self
             .grants
             .iter()
             .filter(|(_, grant)| grant.usable_at(at))
+            .filter_map(|(grant_id, grant)| {
+                let held = held.get(grant_id).copied().unwrap_or_default();
+                let free = grant
+                    .remaining
+                    .checked_sub(held)
+                    .expect("live reservations hold at most what a grant has left");
+                (!free.is_zero()).then_some((grant_id, grant, free))
+            })
             .collect();
-        usable.sort_by_key(|(_, grant)| {
+        usable.sort_by_key(|(_, grant, _)| {
             (grant.expires_at.is_none(), grant.expires_at, grant.sequence)
         });
         usable
+            .into_iter()
+            .map(|(grant_id, _, free)| (grant_id, free))
+            .collect()
+    }
+
+    /// Takes `credits` from the grants in draw-down order at `at`; `None` if they do not
+    /// have that many available.
+    pub(super) fn draw(&self, at: DateTime<Utc>, credits: Credits) -> Option<Vec<GrantDraw>> {
+        let mut left = credits;
+        let mut drawn = Vec::new();
+        for (grant_id, free) in self.draw_order(at) {
+            if left.is_zero() {
+                break;
+            }
+            let take = free.min(left);
+            left = left
+                .checked_sub(take)
+                .expect("take is at most what is left");
+            drawn.push(GrantDraw {
+                grant_id: grant_id.clone(),
+                credits: take,
+            });
+        }
+        left.is_zero().then_some(drawn)
+    }
+
+    /// The ids of the reservations not captured, voided or recorded as expired.
+    pub(super) fn open_reservation_ids(&self) -> &BTreeSet<ReservationId> {
+        &self.open_reservations
+    }
+
+    pub(super) fn grant_mut(&mut self, grant_id: &GrantId) -> &mut Grant {
+        self.grants
+            .get_mut(grant_id)
+            .expect("wallet events name recorded grants")
+    }
+
+    pub(super) fn open_reservation(&mut self, reservation: Reservation) {
+        let id = reservation.reserved.reservation_id.clone();
+        assert!(
+            self.open_reservations.insert(id.clone()),
+            "a reservation id is recorded once"
+        );
+        assert!(
+            self.reservations.insert(id, reservation).is_none(),
+            "a reservation id is recorded once"
+        );
+    }
+
+    /// The open reservation `id`, taken off the open list: the caller settles it.
+    pub(super) fn close_reservation(&mut self, id: &ReservationId) -> &mut Reservation {
+        assert!(
+            self.open_reservations.remove(id),
+            "only an open reservation is captured, voided or expired"
+        );
+        self.reservations
+            .get_mut(id)
+            .expect("an open reservation is recorded")
     }
 }
 
@@ -358,6 +500,28 @@ pub enum AccountCommand {
     },
     /// Records the expiry of every grant past its expiry date at `expired_at`.
     ExpireCredits { expired_at: DateTime<Utc> },
+    /// Holds `credits` until `expires_at`, out of the available balance.
+    ReserveCredits {
+        reservation_id: ReservationId,
+        credits: Credits,
+        persona: Option<PersonaId>,
+        expires_at: DateTime<Utc>,
+        reserved_at: DateTime<Utc>,
+    },
+    /// Spends `credits` of a reservation and releases the rest.
+    CaptureReservation {
+        reservation_id: ReservationId,
+        credits: Credits,
+        captured_at: DateTime<Utc>,
+    },
+    /// Releases a whole reservation.
+    VoidReservation {
+        reservation_id: ReservationId,
+        voided_at: DateTime<Utc>,
+    },
+    /// Records the release of every open reservation whose expiry is at or before
+    /// `expired_at` (the server's sweeper).
+    ExpireReservations { expired_at: DateTime<Utc> },
 }
 
 /// The account a command is for, with the command.
@@ -492,23 +656,74 @@ pub fn decide(state: &AccountState, command: &ForAccount) -> Result<Vec<DomainEv
             *credits,
             *spent_at,
         ),
-        AccountCommand::ExpireCredits { expired_at } => Ok(account
-            .wallet
-            .grants
-            .iter()
-            .filter(|(_, grant)| {
-                !grant.remaining.is_zero()
-                    && grant.expires_at.is_some_and(|expiry| expiry <= *expired_at)
-            })
-            .map(|(grant_id, grant)| {
-                DomainEvent::CreditsExpired(CreditsExpired {
-                    account_id,
-                    grant_id: grant_id.clone(),
-                    credits: grant.remaining,
-                    expired_at: *expired_at,
-                })
-            })
-            .collect()),
+        AccountCommand::ExpireCredits { expired_at } => {
+            // Reservations past their expiry release first, so what they held in grants
+            // past theirs expires too.
+            let mut events = reservation::lapsed(&account.wallet, account_id, *expired_at);
+            let held = account.wallet.held_at(*expired_at);
+            events.extend(
+                account
+                    .wallet
+                    .grants
+                    .iter()
+                    .filter(|(_, grant)| {
+                        grant.expires_at.is_some_and(|expiry| expiry <= *expired_at)
+                    })
+                    .filter_map(|(grant_id, grant)| {
+                        let held = held.get(grant_id).copied().unwrap_or_default();
+                        let free = grant
+                            .remaining
+                            .checked_sub(held)
+                            .expect("live reservations hold at most what a grant has left");
+                        (!free.is_zero()).then(|| {
+                            DomainEvent::CreditsExpired(CreditsExpired {
+                                account_id,
+                                grant_id: grant_id.clone(),
+                                credits: free,
+                                expired_at: *expired_at,
+                            })
+                        })
+                    }),
+            );
+            Ok(events)
+        }
+        AccountCommand::ReserveCredits {
+            reservation_id,
+            credits,
+            persona,
+            expires_at,
+            reserved_at,
+        } => reservation::decide_reserve(
+            &account.wallet,
+            account_id,
+            reservation::Reserve {
+                reservation_id,
+                credits: *credits,
+                persona: persona.as_ref(),
+                expires_at: *expires_at,
+                reserved_at: *reserved_at,
+            },
+        ),
+        AccountCommand::CaptureReservation {
+            reservation_id,
+            credits,
+            captured_at,
+        } => reservation::decide_capture(
+            &account.wallet,
+            account_id,
+            reservation_id,
+            *credits,
+            *captured_at,
+        ),
+        AccountCommand::VoidReservation {
+            reservation_id,
+            voided_at,
+        } => reservation::decide_void(&account.wallet, account_id, reservation_id, *voided_at),
+        AccountCommand::ExpireReservations { expired_at } => Ok(reservation::lapsed(
+            &account.wallet,
+            account_id,
+            *expired_at,
+        )),
     }
 }
 
@@ -570,40 +785,24 @@ fn decide_spend(
     if credits.is_zero() {
         return Err(Rejection::CreditsNotPositive);
     }
-    let balance = wallet.balance_at(spent_at);
-    if balance < credits {
+    let Some(drawn) = wallet.draw(spent_at, credits) else {
         return Err(Rejection::InsufficientCredits {
-            balance,
+            balance: wallet.available_at(spent_at),
             requested: credits,
         });
-    }
-    let mut left = credits;
-    let mut drawn = Vec::new();
-    for (grant_id, grant) in wallet.draw_order(spent_at) {
-        if left.is_zero() {
-            break;
-        }
-        let take = grant.remaining.min(left);
-        left = left
-            .checked_sub(take)
-            .expect("take is at most what is left");
-        drawn.push(GrantDraw {
-            grant_id: grant_id.clone(),
-            credits: take,
-        });
-    }
-    assert!(
-        left.is_zero(),
-        "the balance covered the spend, so the grants did"
-    );
-    Ok(vec![DomainEvent::CreditsSpent(CreditsSpent {
+    };
+    // Reservations past their expiry at the spend's time are released first, in the same
+    // append: the spend may draw what they held.
+    let mut events = reservation::lapsed(wallet, account_id, spent_at);
+    events.push(DomainEvent::CreditsSpent(CreditsSpent {
         account_id,
         spend_id: spend_id.clone(),
         persona: persona.clone(),
         credits,
         drawn,
         spent_at,
-    })])
+    }));
+    Ok(events)
 }
 
 pub fn evolve(mut state: AccountState, event: &DomainEvent) -> AccountState {
@@ -663,11 +862,11 @@ pub fn evolve(mut state: AccountState, event: &DomainEvent) -> AccountState {
         DomainEvent::CreditsSpent(spent) => {
             let mut total = Credits::ZERO;
             for draw in &spent.drawn {
-                let grant = account
-                    .wallet
-                    .grants
-                    .get_mut(&draw.grant_id)
-                    .expect("a spend draws from recorded grants");
+                let grant = account.wallet.grant_mut(&draw.grant_id);
+                assert!(
+                    draw.credits <= grant.unreserved(),
+                    "a spend never draws what reservations hold"
+                );
                 grant.remaining = grant
                     .remaining
                     .checked_sub(draw.credits)
@@ -683,16 +882,26 @@ pub fn evolve(mut state: AccountState, event: &DomainEvent) -> AccountState {
                 .insert(spent.spend_id.clone(), spent.clone());
         }
         DomainEvent::CreditsExpired(expired) => {
-            let grant = account
-                .wallet
-                .grants
-                .get_mut(&expired.grant_id)
-                .expect("an expiry names a recorded grant");
+            let grant = account.wallet.grant_mut(&expired.grant_id);
+            // What reservations hold stays with them; the rest expires, exactly.
             assert_eq!(
-                grant.remaining, expired.credits,
-                "an expiry takes exactly the remainder"
+                grant.unreserved(),
+                expired.credits,
+                "an expiry takes exactly the unreserved remainder"
             );
-            grant.remaining = Credits::ZERO;
+            grant.remaining = grant.reserved;
+        }
+        DomainEvent::CreditsReserved(reserved) => {
+            reservation::evolve_reserved(&mut account.wallet, reserved);
+        }
+        DomainEvent::ReservationCaptured(captured) => {
+            reservation::evolve_captured(&mut account.wallet, captured);
+        }
+        DomainEvent::ReservationVoided(voided) => {
+            reservation::evolve_voided(&mut account.wallet, voided);
+        }
+        DomainEvent::ReservationExpired(expired) => {
+            reservation::evolve_expired(&mut account.wallet, expired);
         }
         _ => {}
     }
@@ -717,6 +926,7 @@ fn add_grant(
         Grant {
             credits,
             remaining: credits,
+            reserved: Credits::ZERO,
             expires_at,
             granted_at,
             sequence: wallet.grants_recorded,

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::credits::Credits;
 use super::ids::{
     AccountId, Fingerprint, GrantId, OrganisationId, PaymentId, PayoutReference, PersonaId,
-    ProductId, ReferralCode, RefundId, SpendId, SubscriptionId,
+    ProductId, ReferralCode, RefundId, ReservationId, SpendId, SubscriptionId,
 };
 use super::money::{decimal_string, Money, Rate};
 use super::period::Period;
@@ -254,6 +254,63 @@ pub struct CreditsExpired {
     pub account_id: AccountId,
     pub grant_id: GrantId,
     pub credits: Credits,
+    pub expired_at: DateTime<Utc>,
+}
+
+/// Credits set aside for a reply whose cost is known only after it is generated (an
+/// authorisation, like TigerBeetle's pending transfer). They leave the available balance at
+/// once and stay on the account, held in the grants they were drawn from, until the
+/// reservation is captured, voided or expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditsReserved {
+    pub account_id: AccountId,
+    pub reservation_id: ReservationId,
+    pub credits: Credits,
+    /// The AI specialist the reply is for, when known; a capture spends with it.
+    pub persona: Option<PersonaId>,
+    /// The grants held, earliest expiry first, then oldest; sums to `credits`.
+    pub drawn: Vec<GrantDraw>,
+    /// Not captured by then, the reservation releases itself (`ReservationExpired`).
+    pub expires_at: DateTime<Utc>,
+    pub reserved_at: DateTime<Utc>,
+}
+
+/// A reservation settled: `credits` of it are spent (as a spend is, with the reservation's
+/// persona) and the rest is released to the grants it was held in, in one event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationCaptured {
+    pub account_id: AccountId,
+    pub reservation_id: ReservationId,
+    pub persona: Option<PersonaId>,
+    /// Spent: at most what was reserved, more than zero.
+    pub credits: Credits,
+    /// The grants spent from, the reservation's first draws first; sums to `credits`.
+    pub drawn: Vec<GrantDraw>,
+    /// What was reserved and not spent, back in its grants.
+    pub released: Vec<GrantDraw>,
+    pub captured_at: DateTime<Utc>,
+}
+
+/// A reservation called off: every credit of it is released.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationVoided {
+    pub account_id: AccountId,
+    pub reservation_id: ReservationId,
+    /// Released: the whole reservation.
+    pub credits: Credits,
+    pub released: Vec<GrantDraw>,
+    pub voided_at: DateTime<Utc>,
+}
+
+/// A reservation not captured by its expiry released itself, for exactly what it held.
+/// `expired_at` is the reservation's own `expires_at`, whoever records it (the server's
+/// sweeper, or the next command on the account), so the event is the same either way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationExpired {
+    pub account_id: AccountId,
+    pub reservation_id: ReservationId,
+    pub credits: Credits,
+    pub released: Vec<GrantDraw>,
     pub expired_at: DateTime<Utc>,
 }
 
@@ -512,6 +569,10 @@ domain_events! {
     CreditsPurchased = 1,
     CreditsSpent = 1,
     CreditsExpired = 1,
+    CreditsReserved = 1,
+    ReservationCaptured = 1,
+    ReservationVoided = 1,
+    ReservationExpired = 1,
     SubscriptionStarted = 1,
     SubscriptionCancelled = 1,
     PaymentReceived = 1,

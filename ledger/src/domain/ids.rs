@@ -231,6 +231,12 @@ token!(
     "spend_id"
 );
 token!(
+    /// A credit reservation (an authorisation captured or voided later), by the caller's
+    /// idempotency key.
+    ReservationId,
+    "reservation_id"
+);
+token!(
     /// A credit grant, by the caller's idempotency key.
     GrantId,
     "grant_id"

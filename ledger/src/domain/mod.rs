@@ -11,6 +11,7 @@
 //! - [`events`]: the versioned events and [`events::upcast`].
 //! - [`account`]: signup, referral and fraud flags, personal data, subscriptions and the
 //!   credit wallet (stream `account-{id}`), and referral codes (`referral-code-{code}`).
+//! - [`reservation`]: credit reservations in the wallet: reserve, capture, void, expire.
 //! - [`payment`]: a payment, the commissions it funds, its refunds and clawbacks
 //!   (`payment-{id}`).
 //! - [`plan`]: commission plan versions (`plan`).
@@ -29,6 +30,7 @@ pub mod payout;
 pub mod period;
 pub mod plan;
 pub mod postings;
+pub mod reservation;
 pub mod streams;
 
 #[cfg(test)]
@@ -89,7 +91,7 @@ pub enum Rejection {
     ReferralCodeTaken { referral_code: ReferralCode },
     #[error("{key} was already used for a command with different content")]
     IdempotencyConflict { key: String },
-    #[error("the balance is {balance}, less than the {requested} requested")]
+    #[error("credits: {balance} are available, less than the {requested} requested")]
     InsufficientCredits {
         balance: credits::Credits,
         requested: credits::Credits,
@@ -104,6 +106,33 @@ pub enum Rejection {
     TooManyActiveGrants { active_max: usize },
     #[error("the wallet would exceed the most credits it may hold")]
     CreditsLimitExceeded,
+    #[error("reservation {reservation_id} does not exist")]
+    ReservationNotFound { reservation_id: ids::ReservationId },
+    #[error(
+        "reservation {reservation_id} expired at {expires_at}: its credits were released; \
+         reserve again"
+    )]
+    ReservationExpired {
+        reservation_id: ids::ReservationId,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    #[error("reservation {reservation_id} was already captured")]
+    ReservationAlreadyCaptured { reservation_id: ids::ReservationId },
+    #[error("reservation {reservation_id} was already voided")]
+    ReservationAlreadyVoided { reservation_id: ids::ReservationId },
+    #[error("credits: a capture of {requested} exceeds the {reserved} reserved")]
+    CaptureExceedsReservation {
+        reserved: credits::Credits,
+        requested: credits::Credits,
+    },
+    #[error("the account already holds {open_max} open reservations; capture or void one")]
+    TooManyOpenReservations { open_max: usize },
+    #[error("expires_at: {expires_at} is not after the reservation time")]
+    ExpiryNotAfterReservation {
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    #[error("expires_at: a reservation lives at most {ttl_seconds_max} seconds")]
+    ReservationTtlTooLong { ttl_seconds_max: i64 },
     #[error("subscription {subscription_id} is already active")]
     SubscriptionActive {
         subscription_id: ids::SubscriptionId,
@@ -212,7 +241,8 @@ impl Rejection {
             | Rejection::ReferrerNotFound { .. }
             | Rejection::PaymentNotFound { .. }
             | Rejection::PayoutNotFound { .. }
-            | Rejection::CommissionNotFound { .. } => RejectionCategory::NotFound,
+            | Rejection::CommissionNotFound { .. }
+            | Rejection::ReservationNotFound { .. } => RejectionCategory::NotFound,
             Rejection::AccountExists { .. }
             | Rejection::ReferralCodeTaken { .. }
             | Rejection::IdempotencyConflict { .. }
@@ -223,12 +253,19 @@ impl Rejection {
             | Rejection::SubscriptionActive { .. }
             | Rejection::PlanVersionNotNext { .. }
             | Rejection::CommissionNotHeld { .. }
-            | Rejection::CommissionAlreadyReviewed { .. } => RejectionCategory::Conflict,
+            | Rejection::CommissionAlreadyReviewed { .. }
+            | Rejection::ReservationExpired { .. }
+            | Rejection::ReservationAlreadyCaptured { .. }
+            | Rejection::ReservationAlreadyVoided { .. } => RejectionCategory::Conflict,
             Rejection::InsufficientCredits { .. }
             | Rejection::CreditsNotPositive
             | Rejection::ExpiryNotAfterGrant { .. }
             | Rejection::TooManyActiveGrants { .. }
             | Rejection::CreditsLimitExceeded
+            | Rejection::CaptureExceedsReservation { .. }
+            | Rejection::TooManyOpenReservations { .. }
+            | Rejection::ExpiryNotAfterReservation { .. }
+            | Rejection::ReservationTtlTooLong { .. }
             | Rejection::SubscriptionNotActive { .. }
             | Rejection::CurrencyMismatch { .. }
             | Rejection::AmountNotPositive
@@ -259,6 +296,14 @@ impl Rejection {
             Rejection::ExpiryNotAfterGrant { .. } => "expiry_not_after_grant",
             Rejection::TooManyActiveGrants { .. } => "too_many_active_grants",
             Rejection::CreditsLimitExceeded => "credits_limit_exceeded",
+            Rejection::ReservationNotFound { .. } => "reservation_not_found",
+            Rejection::ReservationExpired { .. } => "reservation_expired",
+            Rejection::ReservationAlreadyCaptured { .. } => "reservation_already_captured",
+            Rejection::ReservationAlreadyVoided { .. } => "reservation_already_voided",
+            Rejection::CaptureExceedsReservation { .. } => "capture_exceeds_reservation",
+            Rejection::TooManyOpenReservations { .. } => "too_many_open_reservations",
+            Rejection::ExpiryNotAfterReservation { .. } => "expiry_not_after_reservation",
+            Rejection::ReservationTtlTooLong { .. } => "reservation_ttl_too_long",
             Rejection::SubscriptionActive { .. } => "subscription_active",
             Rejection::SubscriptionNotActive { .. } => "subscription_not_active",
             Rejection::CurrencyMismatch { .. } => "currency_mismatch",

@@ -182,6 +182,10 @@ impl World {
             DomainEvent::CreditsPurchased(e) => self.evolve_account(e.account_id, &event),
             DomainEvent::CreditsSpent(e) => self.evolve_account(e.account_id, &event),
             DomainEvent::CreditsExpired(e) => self.evolve_account(e.account_id, &event),
+            DomainEvent::CreditsReserved(e) => self.evolve_account(e.account_id, &event),
+            DomainEvent::ReservationCaptured(e) => self.evolve_account(e.account_id, &event),
+            DomainEvent::ReservationVoided(e) => self.evolve_account(e.account_id, &event),
+            DomainEvent::ReservationExpired(e) => self.evolve_account(e.account_id, &event),
             DomainEvent::SubscriptionStarted(e) => self.evolve_account(e.account_id, &event),
             DomainEvent::SubscriptionCancelled(e) => self.evolve_account(e.account_id, &event),
             DomainEvent::ReferralCodeClaimed(e) => {
@@ -643,6 +647,9 @@ fn check_invariants(world: &World) {
                     taken += e.credits.units()
                 }
                 DomainEvent::CreditsExpired(e) if e.account_id == account.id() => {
+                    taken += e.credits.units()
+                }
+                DomainEvent::ReservationCaptured(e) if e.account_id == account.id() => {
                     taken += e.credits.units()
                 }
                 _ => {}

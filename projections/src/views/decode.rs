@@ -342,6 +342,10 @@ enum Kind {
     CreditsPurchased,
     CreditsSpent,
     CreditsExpired,
+    CreditsReserved,
+    ReservationCaptured,
+    ReservationVoided,
+    ReservationExpired,
     PaymentReceived,
     PaymentRefunded,
     PaymentChargedBack,
@@ -359,12 +363,16 @@ enum Kind {
     ProcessingRestrictionLifted,
 }
 
-const KINDS: [(&str, Kind); 20] = [
+const KINDS: [(&str, Kind); 24] = [
     ("AccountOpened", Kind::AccountOpened),
     ("CreditsGranted", Kind::CreditsGranted),
     ("CreditsPurchased", Kind::CreditsPurchased),
     ("CreditsSpent", Kind::CreditsSpent),
     ("CreditsExpired", Kind::CreditsExpired),
+    ("CreditsReserved", Kind::CreditsReserved),
+    ("ReservationCaptured", Kind::ReservationCaptured),
+    ("ReservationVoided", Kind::ReservationVoided),
+    ("ReservationExpired", Kind::ReservationExpired),
     ("PaymentReceived", Kind::PaymentReceived),
     ("PaymentRefunded", Kind::PaymentRefunded),
     ("PaymentChargedBack", Kind::PaymentChargedBack),
@@ -467,7 +475,8 @@ pub fn is_restriction(event_type: &str) -> bool {
 pub enum Route {
     /// No view reads it: [`decode`] returns `Ok(None)`.
     Ignored,
-    /// The referral network and the wallets: signups, credits, restrictions.
+    /// The referral network and the wallets: signups, credits (reservations too),
+    /// restrictions.
     Network,
     /// Money: the journal, commissions, payouts, donations, and payers' revenue. A type
     /// the domain knows and the fast path does not goes here too, since the only thing
@@ -505,6 +514,10 @@ fn route_of(event_type: &str, kind: Option<Kind>) -> Route {
             | Kind::CreditsPurchased
             | Kind::CreditsSpent
             | Kind::CreditsExpired
+            | Kind::CreditsReserved
+            | Kind::ReservationCaptured
+            | Kind::ReservationVoided
+            | Kind::ReservationExpired
             | Kind::ProcessingRestricted
             | Kind::ProcessingRestrictionLifted,
         ) => Route::Network,
@@ -606,6 +619,16 @@ pub fn decode_classified(
                 })
             }
         },
+        Kind::CreditsReserved => DomainEvent::CreditsReserved(parse(payload).map_err(undecodable)?),
+        Kind::ReservationCaptured => {
+            DomainEvent::ReservationCaptured(parse(payload).map_err(undecodable)?)
+        }
+        Kind::ReservationVoided => {
+            DomainEvent::ReservationVoided(parse(payload).map_err(undecodable)?)
+        }
+        Kind::ReservationExpired => {
+            DomainEvent::ReservationExpired(parse(payload).map_err(undecodable)?)
+        }
         Kind::PaymentRefunded => DomainEvent::PaymentRefunded(parse(payload).map_err(undecodable)?),
         Kind::PaymentChargedBack => {
             DomainEvent::PaymentChargedBack(parse(payload).map_err(undecodable)?)

@@ -46,7 +46,7 @@ mod postings;
 /// past `CHECKPOINT_STATE_SIZE_MAX` (2 GiB) at a million accounts; this is well under half
 /// of it (see `docs/BENCHMARKS.md`). The version in the magic changes with any change to
 /// the state types: an older state is refused, naming the fix (rebuild from the log).
-pub const STATE_MAGIC: &[u8; 8] = b"LVSTATE2";
+pub const STATE_MAGIC: &[u8; 8] = b"LVSTATE3";
 
 /// Batches shorter than this are folded one event at a time on the calling thread.
 const PARALLEL_EVENTS_MIN: usize = 2048;
@@ -141,6 +141,10 @@ fn fold_network(
         DomainEvent::CreditsPurchased(purchased) => wallets.purchased(purchased),
         DomainEvent::CreditsSpent(spent) => wallets.spent(spent),
         DomainEvent::CreditsExpired(expired) => wallets.expired(expired),
+        DomainEvent::CreditsReserved(reserved) => wallets.reserved_credits(reserved),
+        DomainEvent::ReservationCaptured(captured) => wallets.captured(captured),
+        DomainEvent::ReservationVoided(voided) => wallets.voided(voided),
+        DomainEvent::ReservationExpired(expired) => wallets.reservation_expired(expired),
         DomainEvent::ProcessingRestricted(restricted) => {
             restrict(network, restricted.subject.as_uuid(), true);
             Ok(())
