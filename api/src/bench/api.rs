@@ -276,6 +276,8 @@ pub async fn run(options: ApiBenchOptions) -> BenchResult<ApiBenchReport> {
             let mut body = serde_json::json!({
                 "account_id": id, "name": "Bench Person",
                 "email": format!("{id}@bench.example"),
+                // Before the payments' date: a payment never precedes its payer.
+                "opened_at": "2026-01-01T00:00:00Z",
             });
             if let Some(code) = code {
                 body["referral_code"] = code.into();

@@ -20,7 +20,9 @@ use ledger::domain::{AccountId, Credits, ReferralCode};
 use ledger::service::CommandMeta;
 
 use super::auth::{Authorized, BillingOnly};
-use super::command::{body, fresh_or_repeat, idempotent, respond, stated_time};
+use super::command::{
+    body, fresh_or_repeat, idempotent, optional_instant, respond, stated_time, Since,
+};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
 use super::events::rfc3339;
 use super::AppState;
@@ -264,6 +266,22 @@ async fn read_existing<R>(
         })
 }
 
+/// When `account` opened: what the stated time of a fact about it may not precede.
+/// `None` when there is no such account (the ledger then refuses the command).
+pub async fn opened_since(
+    ledger: &Ledger<MeteredStore>,
+    account: AccountId,
+) -> Result<Option<Since>, ApiError> {
+    Ok(ledger
+        .with_account(account, |existing| {
+            existing.map(|existing| Since {
+                what: "the account opened",
+                at: existing.opened.opened_at,
+            })
+        })
+        .await?)
+}
+
 /// The accounts `account` referred, in id order.
 fn referees(account: &Account) -> Vec<AccountId> {
     account.referrals.keys().copied().collect()
@@ -330,7 +348,7 @@ pub async fn open_account(
         .map(|card| fingerprint_token(vault, FingerprintKind::Payment, card))
         .transpose()?;
     let card_for_table = request.payment_fingerprint.clone();
-    let stated_opened_at = stated_time("opened_at", request.opened_at)?;
+    let stated_opened_at = stated_time("opened_at", request.opened_at, None)?;
     let key = CommandKey::new("open_account", &account_id.to_string(), "account_id")?;
     let mut locks = vec![stream_lock(account_id)];
     if let Some(code) = referred_with_code {
@@ -388,6 +406,19 @@ pub async fn open_account(
         ))
     })
     .await
+    .map_err(|error| match error {
+        // The account id is the signup's id: another signup under it is the rule
+        // docs/API.md names.
+        ApiError::IdempotencyConflict { .. } => ApiError::Rejected {
+            status: StatusCode::CONFLICT,
+            code: "account_exists",
+            detail: format!(
+                "account_id: account {account_id} already exists with different details; \
+                 a new account needs a new id"
+            ),
+        },
+        other => other,
+    })
 }
 
 /// An account, without personal data.
@@ -473,7 +504,9 @@ pub async fn grant_credits(
 ) -> Result<Response, ApiError> {
     let account = account_id(&id)?;
     let (grant_id, credits) = request.validate()?;
-    let stated_granted_at = stated_time("granted_at", request.granted_at)?;
+    let since = opened_since(&state.ledger, account).await?;
+    let stated_granted_at = stated_time("granted_at", request.granted_at, since)?;
+    let expires_at = optional_instant("expires_at", request.expires_at)?;
     let key = CommandKey::new(
         "grant",
         &format!("{account}/{}", request.grant_id),
@@ -503,7 +536,7 @@ pub async fn grant_credits(
                     grant_id: grant_id.clone(),
                     credits,
                     reason: request.reason.into(),
-                    expires_at: request.expires_at,
+                    expires_at,
                     granted_at,
                 },
             };
@@ -547,7 +580,8 @@ pub async fn spend_credits(
 ) -> Result<Response, ApiError> {
     let account = account_id(&id)?;
     let (spend_id, credits, persona) = request.validate()?;
-    let spent_at = stated_time("spent_at", request.spent_at)?;
+    let since = opened_since(&state.ledger, account).await?;
+    let spent_at = stated_time("spent_at", request.spent_at, since)?;
     let key = CommandKey::new(
         "spend",
         &format!("{account}/{}", request.spend_id),

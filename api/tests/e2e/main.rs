@@ -3,6 +3,7 @@
 
 mod auth;
 mod binary;
+mod contract;
 mod errors;
 mod events;
 mod ledger;
