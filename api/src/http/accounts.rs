@@ -299,7 +299,7 @@ fn referees(account: &Account) -> Vec<AccountId> {
         (status = 404, description = "`referrer_not_found`", body = Problem),
         (status = 409, description = "`account_exists` or `idempotency_conflict`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn open_account(
     _: Authorized<BillingOnly>,
@@ -429,7 +429,7 @@ pub async fn open_account(
         (status = 200, description = "The account", body = AccountView),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn get_account(
     _: Authorized<BillingOnly>,
@@ -451,7 +451,7 @@ pub async fn get_account(
         (status = 200, description = "Balance and grants", body = CreditsResponse),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn get_credits(
     _: Authorized<BillingOnly>,
@@ -494,7 +494,7 @@ fn credits_response(account: &Account) -> CreditsResponse {
         (status = 409, description = "`idempotency_conflict`", body = Problem),
         (status = 422, description = "`expiry_not_after_grant`, `too_many_active_grants`, ...", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn grant_credits(
     _: Authorized<BillingOnly>,
@@ -570,7 +570,7 @@ pub async fn grant_credits(
         (status = 409, description = "`idempotency_conflict`", body = Problem),
         (status = 422, description = "`insufficient_credits`: nothing was recorded", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn spend_credits(
     _: Authorized<BillingOnly>,
@@ -653,7 +653,7 @@ pub struct ReferralLink {
         (status = 200, description = "The upline, nearest first", body = UplineResponse),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn upline(
     _: Authorized<BillingOnly>,
@@ -712,7 +712,7 @@ pub struct DownlineResponse {
         (status = 400, description = "Bad depth", body = Problem),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn downline(
     _: Authorized<BillingOnly>,

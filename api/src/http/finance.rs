@@ -178,7 +178,7 @@ pub struct DonationResponse {
         (status = 409, description = "`idempotency_conflict`, or the commission was already decided otherwise", body = Problem),
         (status = 422, description = "`commission_not_held`, ...", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("finance" = []))
 )]
 pub async fn review_commission(
     _: Authorized<FinanceOnly>,
@@ -250,7 +250,7 @@ pub async fn review_commission(
         (status = 404, description = "`payout_not_found`", body = Problem),
         (status = 409, description = "`idempotency_conflict`, `payout_already_settled` (otherwise)", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("finance" = []))
 )]
 pub async fn settle_payout(
     _: Authorized<FinanceOnly>,
@@ -334,7 +334,7 @@ pub async fn settle_payout(
         (status = 409, description = "`idempotency_conflict`, `donation_exists` (otherwise)", body = Problem),
         (status = 422, description = "`donation_too_early`: the month has not ended", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("finance" = []))
 )]
 pub async fn allocate_donation(
     _: Authorized<FinanceOnly>,

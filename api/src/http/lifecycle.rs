@@ -159,7 +159,7 @@ fn account_lock(account: AccountId) -> String {
         (status = 409, description = "`idempotency_conflict`", body = Problem),
         (status = 422, description = "`subscription_already_active`, ...", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn start_subscription(
     _: Authorized<BillingOnly>,
@@ -225,7 +225,7 @@ pub async fn start_subscription(
         (status = 409, description = "`idempotency_conflict`", body = Problem),
         (status = 422, description = "`subscription_not_active`, ...", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn cancel_subscription(
     _: Authorized<BillingOnly>,
@@ -285,7 +285,7 @@ pub async fn cancel_subscription(
         (status = 400, description = "Invalid request", body = Problem),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn expire_credits(
     _: Authorized<BillingOnly>,
@@ -353,7 +353,7 @@ pub async fn expire_credits(
         (status = 409, description = "`idempotency_conflict`", body = Problem),
         (status = 422, description = "`subject_erased`: the account's keys are gone", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn correct_personal_data(
     _: Authorized<BillingOnly>,

@@ -156,7 +156,7 @@ pub fn positive_money(amount: &str, currency: &str) -> Result<Money, ApiError> {
 
 /// A commission a payment earned for someone up the payer's referral chain.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct CommissionView {
+pub struct EarnedCommissionView {
     pub beneficiary_id: uuid::Uuid,
     /// 1 for the payer's referrer, 2 for theirs, ...
     pub level: u8,
@@ -169,9 +169,9 @@ pub struct CommissionView {
     pub payable_at: String,
 }
 
-impl From<&CommissionEarned> for CommissionView {
-    fn from(earned: &CommissionEarned) -> CommissionView {
-        CommissionView {
+impl From<&CommissionEarned> for EarnedCommissionView {
+    fn from(earned: &CommissionEarned) -> EarnedCommissionView {
+        EarnedCommissionView {
             beneficiary_id: earned.beneficiary.as_uuid(),
             level: earned.level,
             rate: earned.rate.as_decimal().to_string(),
@@ -187,7 +187,7 @@ impl From<&CommissionEarned> for CommissionView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentRecordedResponse {
     pub payment_id: String,
-    pub commissions: Vec<CommissionView>,
+    pub commissions: Vec<EarnedCommissionView>,
 }
 
 /// Why money went back.
@@ -258,7 +258,7 @@ pub struct RefundRecordedResponse {
         (status = 409, description = "`payment_exists` or `idempotency_conflict`", body = Problem),
         (status = 422, description = "`currency_mismatch`, `account_not_found`, ...", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn record_payment(
     _: Authorized<BillingOnly>,
@@ -331,7 +331,7 @@ pub async fn record_payment(
             commissions: payment
                 .commissions
                 .iter()
-                .map(|commission| CommissionView::from(&commission.earned))
+                .map(|commission| EarnedCommissionView::from(&commission.earned))
                 .collect(),
         };
         Ok((
@@ -355,7 +355,7 @@ pub async fn record_payment(
         (status = 409, description = "`idempotency_conflict`", body = Problem),
         (status = 422, description = "`refund_exceeds_payment`: nothing was recorded", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn refund_payment(
     _: Authorized<BillingOnly>,

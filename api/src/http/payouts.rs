@@ -209,7 +209,7 @@ async fn run_response(
         (status = 400, description = "Invalid request", body = Problem),
         (status = 422, description = "`payout_run_too_early`, `payout_run_out_of_order`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("finance" = []))
 )]
 pub async fn run_payouts(
     _: Authorized<FinanceOnly>,
@@ -280,7 +280,7 @@ pub struct PlanResponse {
         (status = 409, description = "`idempotency_conflict` (the version holds another plan) or `plan_version_not_next`", body = Problem),
         (status = 422, description = "`plan_invalid`, `plan_effective_in_past`, ...", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("admin" = []))
 )]
 pub async fn publish_plan(
     _: Authorized<AdminOnly>,

@@ -240,8 +240,10 @@ async fn every_acknowledged_payment_survives_sigkill_exactly_once() {
     let response = client
         .post(format!("{}/v1/accounts", running.base))
         .bearer_auth(secret(BILLING))
-        .json(&serde_json::json!({"account_id": payer, "name": "Kay", "email": "kay@example.org",
-                                  "opened_at": "2026-01-01T00:00:00Z"}))
+        .json(
+            &serde_json::json!({"account_id": payer, "name": "Kay", "email": "kay@example.org",
+                                  "opened_at": "2026-01-01T00:00:00Z"}),
+        )
         .send()
         .await
         .unwrap();

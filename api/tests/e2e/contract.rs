@@ -321,3 +321,344 @@ async fn the_documented_conflicts_and_a_typed_idempotency() {
     .await;
     assert_eq!(problem["type"], "payout_run_exists", "{problem}");
 }
+
+/// Whether `value` is what `schema` (of the served spec `spec`) describes: types, the
+/// required members, no undeclared member, enums, `date-time` formats. Enough of JSON
+/// Schema to catch a response whose schema is another type's.
+fn conforms(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        let target = &spec["components"]["schemas"][name];
+        if target.is_null() {
+            return Err(format!("{at}: {reference} is not in the spec"));
+        }
+        return conforms(spec, target, value, at);
+    }
+    for (keyword, all) in [("oneOf", false), ("anyOf", false), ("allOf", true)] {
+        if let Some(branches) = schema[keyword].as_array() {
+            let results: Vec<_> = branches
+                .iter()
+                .map(|branch| conforms(spec, branch, value, at))
+                .collect();
+            let ok = if all {
+                results.iter().all(Result::is_ok)
+            } else {
+                results.iter().any(Result::is_ok)
+            };
+            if !ok {
+                return Err(format!("{at}: {keyword}: {results:?}"));
+            }
+        }
+    }
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(number) if number.is_i64() || number.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let allowed: Vec<&str> = match &schema["type"] {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let integer_as_number = kind == "integer" && allowed.contains(&"number");
+    if !allowed.is_empty() && !allowed.contains(&kind) && !integer_as_number {
+        return Err(format!("{at}: {kind} where the spec says {allowed:?}"));
+    }
+    if let Some(values) = schema["enum"].as_array() {
+        if !values.contains(value) {
+            return Err(format!("{at}: {value} is not one of {values:?}"));
+        }
+    }
+    if let (Some("date-time"), Value::String(text)) = (schema["format"].as_str(), value) {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|error| format!("{at}: {text:?} is not a date-time: {error}"))?;
+    }
+    if let Value::Object(members) = value {
+        let declared = schema["properties"].as_object();
+        if let Some(required) = schema["required"].as_array() {
+            for name in required.iter().filter_map(Value::as_str) {
+                if !members.contains_key(name) {
+                    return Err(format!("{at}: required member {name} was not sent"));
+                }
+            }
+        }
+        if let Some(declared) = declared {
+            for (name, member) in members {
+                let Some(member_schema) = declared.get(name) else {
+                    return Err(format!("{at}: member {name} is not in the spec"));
+                };
+                conforms(spec, member_schema, member, &format!("{at}.{name}"))?;
+            }
+        }
+    }
+    if let (Value::Array(items), Some(item_schema)) = (value, schema.get("items")) {
+        for (index, item) in items.iter().enumerate() {
+            conforms(spec, item_schema, item, &format!("{at}[{index}]"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends `body` and checks the answer against the spec's schema for its status.
+async fn answer_conforms(
+    server: &TestServer,
+    spec: &Value,
+    (method, template, path): (&str, &str, &str),
+    role: Role,
+    body: Option<&Value>,
+) -> Value {
+    let request = match method {
+        "get" => server.get(path, Some(role)),
+        "put" => server.put(path, Some(role)),
+        _ => server.post(path, Some(role)),
+    };
+    let request = match body {
+        Some(body) => request.json(body),
+        None => request,
+    };
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16().to_string();
+    let media = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let answer: Value = response.json().await.unwrap();
+    let described = &spec["paths"][template][method]["responses"][&status];
+    assert!(
+        described.is_object(),
+        "{method} {template} answered {status}, which the spec does not list: {answer}"
+    );
+    let content = &described["content"][media.as_str()];
+    assert!(
+        content.is_object(),
+        "{method} {template} {status} is sent as {media}, which the spec does not say: {described}"
+    );
+    if let Err(mismatch) = conforms(spec, &content["schema"], &answer, "body") {
+        panic!("{method} {template} {status}: {mismatch}\n{answer}");
+    }
+    answer
+}
+
+#[tokio::test]
+async fn answers_match_the_schemas_the_spec_gives_them() {
+    let server = TestServer::start().await;
+    let spec: Value = server
+        .get("/openapi.json", None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let referrer = uuid::Uuid::new_v4().to_string();
+    let opened = answer_conforms(
+        &server,
+        &spec,
+        ("post", "/v1/accounts", "/v1/accounts"),
+        Role::Billing,
+        Some(
+            &json!({"account_id": referrer, "name": "Rhea", "email": "rhea@example.org",
+                     "opened_at": OPENED_AT}),
+        ),
+    )
+    .await;
+    let payer = uuid::Uuid::new_v4().to_string();
+    answer_conforms(
+        &server,
+        &spec,
+        ("post", "/v1/accounts", "/v1/accounts"),
+        Role::Billing,
+        Some(
+            &json!({"account_id": payer, "name": "Sol", "email": "sol@example.org",
+                     "opened_at": OPENED_AT, "signup_ip": "198.51.100.44",
+                     "referral_code": opened["referral_code"]}),
+        ),
+    )
+    .await;
+    let paid = answer_conforms(
+        &server,
+        &spec,
+        ("post", "/v1/payments", "/v1/payments"),
+        Role::Billing,
+        Some(&payment(&payer, "pi_schema", "2026-02-01T00:00:00Z")),
+    )
+    .await;
+    assert_eq!(paid["commissions"].as_array().unwrap().len(), 1, "{paid}");
+    answer_conforms(
+        &server,
+        &spec,
+        (
+            "post",
+            "/v1/payments/{payment_id}/refunds",
+            "/v1/payments/pi_schema/refunds",
+        ),
+        Role::Billing,
+        Some(
+            &json!({"refund_id": "re_schema", "amount": "1.00", "reason": "refund",
+                     "refunded_at": "2026-02-02T00:00:00Z"}),
+        ),
+    )
+    .await;
+    let credits = format!("/v1/accounts/{payer}/credits");
+    answer_conforms(
+        &server,
+        &spec,
+        (
+            "post",
+            "/v1/accounts/{id}/credits/grants",
+            &format!("{credits}/grants"),
+        ),
+        Role::Billing,
+        Some(
+            &json!({"grant_id": "g", "credits": 5, "reason": "promotion",
+                     "expires_at": "2030-01-01T00:00:00Z"}),
+        ),
+    )
+    .await;
+    answer_conforms(
+        &server,
+        &spec,
+        (
+            "post",
+            "/v1/accounts/{id}/credits/spend",
+            &format!("{credits}/spend"),
+        ),
+        Role::Billing,
+        Some(&json!({"spend_id": "s", "credits": 9, "persona": "chef"})),
+    )
+    .await;
+    for (template, path, role) in [
+        (
+            "/v1/accounts/{id}",
+            format!("/v1/accounts/{payer}"),
+            Role::Billing,
+        ),
+        ("/v1/accounts/{id}/credits", credits.clone(), Role::Billing),
+        (
+            "/v1/accounts/{id}/upline",
+            format!("/v1/accounts/{payer}/upline"),
+            Role::Billing,
+        ),
+        (
+            "/v1/accounts/{id}/downline",
+            format!("/v1/accounts/{referrer}/downline"),
+            Role::Billing,
+        ),
+        (
+            "/v1/accounts/{id}/commissions",
+            format!("/v1/accounts/{referrer}/commissions"),
+            Role::Finance,
+        ),
+        (
+            "/v1/accounts/{id}",
+            "/v1/accounts/nobody".to_owned(),
+            Role::Billing,
+        ),
+        ("/v1/events", "/v1/events?limit=3".to_owned(), Role::Auditor),
+    ] {
+        answer_conforms(&server, &spec, ("get", template, &path), role, None).await;
+    }
+}
+
+async fn served_spec(server: &TestServer) -> Value {
+    server
+        .get("/openapi.json", None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A path of `template` with a plausible value for each parameter.
+fn fill(template: &str) -> String {
+    let mut path = template.to_owned();
+    for (parameter, value) in [
+        ("{id}", "0b7c6f4e-5d1a-4b8e-9a3f-2c1d0e9f8a7b"),
+        ("{affiliate_id}", "0b7c6f4e-5d1a-4b8e-9a3f-2c1d0e9f8a7b"),
+        ("{payment_id}", "pi_1"),
+        ("{subscription_id}", "sub_1"),
+        ("{level}", "1"),
+        ("{period}", "2026-01"),
+        ("{stream}", "account-1"),
+    ] {
+        path = path.replace(parameter, value);
+    }
+    assert!(
+        !path.contains('{'),
+        "a parameter of {template} has no value"
+    );
+    path
+}
+
+#[tokio::test]
+async fn the_spec_says_which_roles_each_operation_admits_and_errors_are_problems() {
+    let server = TestServer::start().await;
+    let spec = served_spec(&server).await;
+    let mut operations = 0;
+    for (template, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if status.as_str() >= "400" {
+                    let content = response["content"].as_object().unwrap();
+                    assert_eq!(
+                        content.keys().collect::<Vec<_>>(),
+                        ["application/problem+json"],
+                        "{method} {template} {status}"
+                    );
+                }
+            }
+            let Some(requirements) = operation["security"].as_array() else {
+                continue;
+            };
+            let admitted: Vec<&str> = requirements
+                .iter()
+                .flat_map(|requirement| requirement.as_object().unwrap().keys())
+                .map(String::as_str)
+                .collect();
+            assert!(!admitted.is_empty(), "{method} {template}");
+            for status in ["401", "403", "500", "503"] {
+                assert!(
+                    operation["responses"][status].is_object(),
+                    "{method} {template} lists {status}"
+                );
+            }
+            operations += 1;
+            let path = fill(template);
+            for role in Role::ALL {
+                let request = server
+                    .client
+                    .request(method.to_uppercase().parse().unwrap(), server.url(&path))
+                    .bearer_auth(crate::support::secret(role));
+                let request = if operation["requestBody"].is_object() {
+                    request.json(&json!({}))
+                } else {
+                    request
+                };
+                let status = request.send().await.unwrap().status();
+                let listed = admitted.contains(&role.as_str());
+                assert_eq!(
+                    status == StatusCode::FORBIDDEN,
+                    !listed,
+                    "{role} on {method} {template}: {status}, the spec admits {admitted:?}"
+                );
+            }
+        }
+    }
+    assert!(operations > 30, "{operations} operations checked");
+    let credits = &spec["components"]["schemas"]["SpendCreditsRequest"]["properties"];
+    assert_eq!(credits["credits"]["minimum"], 1, "{credits}");
+    assert!(credits["spend_id"]["pattern"].is_string(), "{credits}");
+    let payment = &spec["components"]["schemas"]["RecordPaymentRequest"]["properties"];
+    assert!(payment["currency"]["enum"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("EUR")));
+    assert_eq!(payment["paid_at"]["format"], "date-time", "{payment}");
+    assert_eq!(payment["account_id"]["format"], "uuid", "{payment}");
+}
