@@ -253,9 +253,14 @@ pub async fn run(options: ApiBenchOptions) -> BenchResult<ApiBenchReport> {
         .map_err(|error| error.to_string())?;
     let ledger_address = listener.local_addr().map_err(|error| error.to_string())?;
     let (stop_ledger, ledger_stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(api::server::run(state, listener, async move {
-        let _ = ledger_stopped.await;
-    }));
+    let server = tokio::spawn(api::server::run(
+        state,
+        listener,
+        api::server::Edges::default(),
+        async move {
+            let _ = ledger_stopped.await;
+        },
+    ));
     let (trivial_address, stop_trivial) = trivial_server().await?;
 
     // Set-up: one spender and one referred payer per connection.

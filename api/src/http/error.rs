@@ -29,6 +29,14 @@ pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 /// mistake or an attack and is refused with 413 before it is parsed.
 pub const BODY_SIZE_MAX: usize = 64 * 1024;
 
+/// Longest request target (path and query) accepted, in bytes: 414 beyond it. No route
+/// needs more than a few hundred.
+pub const URI_LENGTH_MAX: usize = 8 * 1024;
+/// Most bytes of header names and values a request may carry: 431 beyond it.
+pub const HEADERS_SIZE_MAX: usize = 16 * 1024;
+/// Most headers a request may carry: 431 beyond it.
+pub const HEADERS_COUNT_MAX: usize = 100;
+
 /// Longest `detail` sent, in bytes: a detail echoes the value at fault, and a 60 KB value
 /// echoed whole helps nobody and turns every error into a copy of the attack.
 pub const DETAIL_LENGTH_MAX: usize = 512;
@@ -52,6 +60,13 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request body is larger than {BODY_SIZE_MAX} bytes")]
     PayloadTooLarge,
+    #[error("the request target is longer than {URI_LENGTH_MAX} bytes")]
+    UriTooLong,
+    #[error("the request's headers are more than {HEADERS_COUNT_MAX} or {HEADERS_SIZE_MAX} bytes")]
+    HeadersTooLarge,
+    /// The client stopped sending its body before it was complete.
+    #[error("the request body did not arrive in time; send it whole, promptly")]
+    RequestTimeout,
     #[error("a valid `Authorization: Bearer <secret>` header is required")]
     Unauthorized,
     #[error("this endpoint is for the role(s) {allowed}; the token belongs to {role}")]
@@ -145,6 +160,21 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "The request body is too large",
+            ),
+            UriTooLong => (
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                "The request target is too long",
+            ),
+            HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "The request headers are too large",
+            ),
+            RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "The request body did not arrive in time",
             ),
             Unauthorized => (
                 StatusCode::UNAUTHORIZED,
@@ -551,10 +581,42 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 
 fn body_rejection(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge
-    } else {
-        ApiError::validation(format!("the request body could not be read: {rejection}"))
+        return ApiError::PayloadTooLarge;
     }
+    // tower-http's body timeout, somewhere down the chain of causes.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::RequestTimeout;
+        }
+        cause = error.source();
+    }
+    ApiError::validation(format!(
+        "body: could not be read: {}",
+        rejection.body_text()
+    ))
+}
+
+/// Refuses, in problem+json, a request whose target or headers exceed the API's limits.
+/// hyper refuses only far larger ones (a 64 KiB target, 400 KiB of headers), with a bare
+/// status line: these limits are below its, so what a client meets is a problem.
+pub async fn edges(request: Request, next: axum::middleware::Next) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target > URI_LENGTH_MAX {
+        return ApiError::UriTooLong.into_response();
+    }
+    let headers = request.headers();
+    let size: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > HEADERS_COUNT_MAX || size > HEADERS_SIZE_MAX {
+        return ApiError::HeadersTooLarge.into_response();
+    }
+    next.run(request).await
 }
 
 /// Query parameters whose rejection is a [`Problem`].

@@ -4,6 +4,7 @@
 mod auth;
 mod binary;
 mod contract;
+mod edges;
 mod errors;
 mod events;
 mod ledger;

@@ -47,6 +47,16 @@ impl TestServer {
         idempotency: Idempotency,
         vault: Arc<dyn KeyVault>,
     ) -> TestServer {
+        TestServer::start_edged(store, idempotency, vault, api::server::Edges::default()).await
+    }
+
+    /// A server whose timeouts are `edges`.
+    pub async fn start_edged(
+        store: Arc<dyn EventStore>,
+        idempotency: Idempotency,
+        vault: Arc<dyn KeyVault>,
+        edges: api::server::Edges,
+    ) -> TestServer {
         let specs: Vec<TokenSpec> = Role::ALL
             .into_iter()
             .map(|role| TokenSpec::new(role, secret(role)).unwrap())
@@ -58,7 +68,7 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, signal) = oneshot::channel::<()>();
-        let task = tokio::spawn(api::server::run(state, listener, async move {
+        let task = tokio::spawn(api::server::run(state, listener, edges, async move {
             let _ = signal.await;
         }));
         TestServer {
