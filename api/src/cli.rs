@@ -11,8 +11,24 @@ use crate::tokens::TokenSpec;
 #[derive(Debug, Parser)]
 #[command(name = "refledger", version, about = "The referral and credit ledger")]
 pub struct Cli {
+    /// How log lines are written to standard error: `text` (coloured only on a
+    /// terminal) or `json` (one object per line, for a log collector).
+    #[arg(
+        long,
+        global = true,
+        env = "REFLEDGER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! The server's edges (issue #18, defects 5 and 7): errors raised below the handlers are
-//! problem+json too, and no slow, silent or half-sent client holds a connection for good.
+//! problem+json too, and no slow, silent or half-sent client holds a connection for good;
+//! and what the server logs on the way (plain off a terminal, JSON on request).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -172,5 +173,69 @@ async fn serve_raises_its_open_files_limit_to_the_hard_limit() {
         soft,
         hard.to_string(),
         "the soft limit was raised: {limits}"
+    );
+}
+
+/// Starts `serve` with `flags`, stops it with SIGTERM, and returns what it wrote to its
+/// standard error (a pipe, not a terminal).
+#[cfg(unix)]
+fn serve_logs(flags: &[&str]) -> String {
+    use std::io::{BufRead as _, Read as _};
+    let data = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(crate::privacy::BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .args(["--token", &format!("billing:{}", secret(Role::Billing))])
+        .args(flags)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on"), "{line}");
+    let terminated = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    assert!(child.wait().unwrap().success());
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    logs
+}
+
+#[cfg(unix)]
+#[test]
+fn logs_are_plain_off_a_terminal_and_json_on_request() {
+    let text = serve_logs(&[]);
+    assert!(text.contains("INFO"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes in a pipe: {text:?}"
+    );
+    let json = serve_logs(&["--log-format", "json"]);
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|line| line["level"] == "INFO"),
+        "JSON log lines: {json}"
+    );
+    assert!(!json.contains('\u{1b}'), "{json:?}");
+    assert!(
+        lines.iter().any(|line| line["fields"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("stopped"))),
+        "{json}"
     );
 }
