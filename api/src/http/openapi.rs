@@ -262,6 +262,8 @@ fn constrain(name: &str, schema: &mut serde_json::Value) {
             "period" => set("pattern", json!(PERIOD_PATTERN)),
             "share" => set("pattern", json!(r"^(0(\.[0-9]{1,6})?|1(\.0{1,6})?)$")),
             "referral_code" => set("pattern", json!("^[2-9A-HJ-NP-Za-hj-np-z]{8}$")),
+            // Accounts in paths: random (version 4) UUIDs.
+            "id" | "affiliate_id" => set("format", json!("uuid")),
             // Instants; the trial balance's `as_of` parameter may be a log position, and
             // is not described here.
             _ if name.ends_with("_at") || name == "at" || name == "effective_from" => {
