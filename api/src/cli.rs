@@ -11,8 +11,24 @@ use crate::tokens::TokenSpec;
 #[derive(Debug, Parser)]
 #[command(name = "refledger", version, about = "The referral and credit ledger")]
 pub struct Cli {
+    /// How log lines are written to standard error: `text` (coloured only on a
+    /// terminal) or `json` (one object per line, for a log collector).
+    #[arg(
+        long,
+        global = true,
+        env = "REFLEDGER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -380,4 +396,43 @@ pub struct ReportArgs {
     pub affiliate_id: Option<String>,
     #[arg(long, value_enum, default_value = "json")]
     pub format: ReportFormatArg,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// The README and docs/API.md both name every subcommand `refledger --help` lists
+    /// (and `bench`'s), so neither falls behind the binary.
+    #[test]
+    fn the_readme_and_the_api_document_name_every_subcommand() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let api = std::fs::read_to_string(root.join("docs/API.md")).unwrap();
+        let cli = super::Cli::command();
+        let mut names = Vec::new();
+        for command in cli
+            .get_subcommands()
+            .filter(|command| !command.is_hide_set())
+        {
+            names.push(command.get_name().to_owned());
+            for nested in command
+                .get_subcommands()
+                .filter(|nested| !nested.is_hide_set())
+            {
+                names.push(format!("{} {}", command.get_name(), nested.get_name()));
+            }
+        }
+        assert!(names.len() > 12, "{names:?}");
+        for name in names {
+            // `bench store` may be written `bench store`, within one code span.
+            let leaf = name.rsplit(' ').next().unwrap();
+            for (document, text) in [("README.md", &readme), ("docs/API.md", &api)] {
+                let named = text.contains(&format!("`{name}"))
+                    || text.contains(&format!("`{leaf}`"))
+                    || text.contains(&format!("`bench {leaf}"));
+                assert!(named, "{document} does not name `{name}`");
+            }
+        }
+    }
 }

@@ -6,8 +6,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use std::sync::Arc;
 
@@ -201,11 +206,51 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// How long the server waits on a client, the edges that keep a slow or silent client
+/// from holding a connection (and its file descriptor) for good.
+#[derive(Debug, Clone, Copy)]
+pub struct Edges {
+    /// Most time to receive a request's head, from the first byte the server waits for:
+    /// on a new connection, and between requests on a kept-alive one, so it is the idle
+    /// timeout too (hyper's header read timeout).
+    pub header_read: Duration,
+    /// Most time between two pieces of a request body (tower-http's request-body
+    /// timeout): a body shorter than its `Content-Length` is answered 408 then.
+    pub body_read_idle: Duration,
+}
+
+impl Default for Edges {
+    fn default() -> Edges {
+        Edges {
+            header_read: Duration::from_secs(HEADER_READ_SECONDS),
+            body_read_idle: Duration::from_secs(BODY_READ_IDLE_SECONDS),
+        }
+    }
+}
+
+/// [`Edges::header_read`] by default: billing's client keeps connections alive across
+/// webhooks a few seconds apart; an idle one costs a descriptor.
+pub const HEADER_READ_SECONDS: u64 = 15;
+/// [`Edges::body_read_idle`] by default: a command's body is at most 64 KiB.
+pub const BODY_READ_IDLE_SECONDS: u64 = 10;
+/// Most headers a request may carry before hyper refuses it with a bare 431; the API
+/// refuses more than `http::error::HEADERS_COUNT_MAX` itself, in problem+json.
+const HYPER_HEADERS_MAX: usize = 1000;
+/// Most time shutdown waits for in-flight requests before it closes their connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+const _: () = assert!(crate::http::error::HEADERS_COUNT_MAX < HYPER_HEADERS_MAX);
+
 /// Serves `state` on `listener` until `shutdown` completes; then stops accepting, lets
 /// in-flight requests finish, and flushes the store so nothing acknowledged is lost.
+///
+/// The loop is hyper-util's rather than `axum::serve`, which sets no timeouts: each
+/// connection is HTTP/1.1 with hyper's header read timeout ([`Edges::header_read`]), and
+/// every request body passes tower-http's [`RequestBodyTimeoutLayer`].
 pub async fn run(
     state: AppState,
     listener: TcpListener,
+    edges: Edges,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let draining = state.draining.clone();
@@ -213,24 +258,78 @@ pub async fn run(
     let compactor = tokio::spawn(compact_daily(state.idempotency.clone()));
     let shredder = tokio::spawn(shred_hourly(state.ledger.clone()));
     let sweeper = tokio::spawn(crate::sweeper::sweep_reservations(state.clone()));
-    let app = crate::http::app(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            draining.store(true, Ordering::Release);
-            tracing::info!("shutting down: finishing in-flight requests");
-        })
+    let app = crate::http::app(state).layer(RequestBodyTimeoutLayer::new(edges.body_read_idle));
+    let service = TowerToHyperService::new(app);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(edges.header_read)
+        .max_headers(HYPER_HEADERS_MAX);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // Out of descriptors (or another transient failure): the connections open
+            // now time out at the edges above; accept again shortly.
+            Err(error) => {
+                tracing::warn!(%error, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let connection =
+            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                // A client that went away or timed out: theirs to retry, not ours.
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    draining.store(true, Ordering::Release);
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
-        .map_err(|source| ServeError::Io {
-            context: "the server failed".to_owned(),
-            source,
-        })?;
+        .is_err()
+    {
+        tracing::warn!("in-flight requests outlived the shutdown grace; closing them");
+    }
     compactor.abort();
     shredder.abort();
     sweeper.abort();
     store.flush().await?;
     tracing::info!("stopped; the store is flushed");
     Ok(())
+}
+
+/// Raises this process's soft limit of open files to its hard limit: each connection
+/// holds a descriptor, and the common soft limit of 1,024 stopped the server accepting
+/// at about a thousand idle connections. Returns the limit in force.
+pub fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // `None` is unlimited.
+    let limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum) {
+        if current < maximum {
+            let raised = Rlimit {
+                current: Some(maximum),
+                maximum: Some(maximum),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => return Some(maximum),
+                Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
+            }
+        }
+    }
+    limit.current
 }
 
 /// Runs the retention shredder every hour, so retained personal data is destroyed when
@@ -272,6 +371,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         context: "cannot install the signal handlers".to_owned(),
         source,
     })?;
+    match raise_open_files_limit() {
+        Some(files) => tracing::info!(files, "open-files limit"),
+        None => tracing::info!("open-files limit: unlimited"),
+    }
     let (state, opened) = prepare(&args).await?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -285,7 +388,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     })?;
     // On stdout, one line, so scripts and tests can read the port of `--listen ...:0`.
     println!("listening on http://{address}");
-    let served = run(state, listener, shutdown).await;
+    let served = run(state, listener, Edges::default(), shutdown).await;
     // Close even if serving failed: what was acknowledged must reach the disk.
     let closed = opened.close().await;
     served?;

@@ -253,9 +253,14 @@ pub async fn run(options: ApiBenchOptions) -> BenchResult<ApiBenchReport> {
         .map_err(|error| error.to_string())?;
     let ledger_address = listener.local_addr().map_err(|error| error.to_string())?;
     let (stop_ledger, ledger_stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(api::server::run(state, listener, async move {
-        let _ = ledger_stopped.await;
-    }));
+    let server = tokio::spawn(api::server::run(
+        state,
+        listener,
+        api::server::Edges::default(),
+        async move {
+            let _ = ledger_stopped.await;
+        },
+    ));
     let (trivial_address, stop_trivial) = trivial_server().await?;
 
     // Set-up: one spender and one referred payer per connection.
@@ -276,6 +281,8 @@ pub async fn run(options: ApiBenchOptions) -> BenchResult<ApiBenchReport> {
             let mut body = serde_json::json!({
                 "account_id": id, "name": "Bench Person",
                 "email": format!("{id}@bench.example"),
+                // Before the payments' date: a payment never precedes its payer.
+                "opened_at": "2026-01-01T00:00:00Z",
             });
             if let Some(code) = code {
                 body["referral_code"] = code.into();

@@ -20,7 +20,9 @@ use ledger::domain::{AccountId, Credits, ReferralCode};
 use ledger::service::CommandMeta;
 
 use super::auth::{Authorized, BillingOnly};
-use super::command::{body, fresh_or_repeat, idempotent, respond, stated_time};
+use super::command::{
+    body, fresh_or_repeat, idempotent, optional_instant, respond, stated_time, Since,
+};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
 use super::events::rfc3339;
 use super::AppState;
@@ -283,6 +285,22 @@ pub(super) async fn read_existing<R>(
         })
 }
 
+/// When `account` opened: what the stated time of a fact about it may not precede.
+/// `None` when there is no such account (the ledger then refuses the command).
+pub async fn opened_since(
+    ledger: &Ledger<MeteredStore>,
+    account: AccountId,
+) -> Result<Option<Since>, ApiError> {
+    Ok(ledger
+        .with_account(account, |existing| {
+            existing.map(|existing| Since {
+                what: "the account opened",
+                at: existing.opened.opened_at,
+            })
+        })
+        .await?)
+}
+
 /// The accounts `account` referred, in id order.
 fn referees(account: &Account) -> Vec<AccountId> {
     account.referrals.keys().copied().collect()
@@ -300,7 +318,7 @@ fn referees(account: &Account) -> Vec<AccountId> {
         (status = 404, description = "`referrer_not_found`", body = Problem),
         (status = 409, description = "`account_exists` or `idempotency_conflict`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn open_account(
     _: Authorized<BillingOnly>,
@@ -349,7 +367,7 @@ pub async fn open_account(
         .map(|card| fingerprint_token(vault, FingerprintKind::Payment, card))
         .transpose()?;
     let card_for_table = request.payment_fingerprint.clone();
-    let stated_opened_at = stated_time("opened_at", request.opened_at)?;
+    let stated_opened_at = stated_time("opened_at", request.opened_at, None)?;
     let key = CommandKey::new("open_account", &account_id.to_string(), "account_id")?;
     let mut locks = vec![stream_lock(account_id)];
     if let Some(code) = referred_with_code {
@@ -407,6 +425,19 @@ pub async fn open_account(
         ))
     })
     .await
+    .map_err(|error| match error {
+        // The account id is the signup's id: another signup under it is the rule
+        // docs/API.md names.
+        ApiError::IdempotencyConflict { .. } => ApiError::Rejected {
+            status: StatusCode::CONFLICT,
+            code: "account_exists",
+            detail: format!(
+                "account_id: account {account_id} already exists with different details; \
+                 a new account needs a new id"
+            ),
+        },
+        other => other,
+    })
 }
 
 /// An account, without personal data.
@@ -417,7 +448,7 @@ pub async fn open_account(
         (status = 200, description = "The account", body = AccountView),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn get_account(
     _: Authorized<BillingOnly>,
@@ -440,7 +471,7 @@ pub async fn get_account(
         (status = 200, description = "Balance, grants and open reservations", body = CreditsResponse),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn get_credits(
     _: Authorized<BillingOnly>,
@@ -500,7 +531,7 @@ fn credits_response(account: &Account) -> CreditsResponse {
         (status = 409, description = "`idempotency_conflict`", body = Problem),
         (status = 422, description = "`expiry_not_after_grant`, `too_many_active_grants`, ...", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn grant_credits(
     _: Authorized<BillingOnly>,
@@ -510,7 +541,9 @@ pub async fn grant_credits(
 ) -> Result<Response, ApiError> {
     let account = account_id(&id)?;
     let (grant_id, credits) = request.validate()?;
-    let stated_granted_at = stated_time("granted_at", request.granted_at)?;
+    let since = opened_since(&state.ledger, account).await?;
+    let stated_granted_at = stated_time("granted_at", request.granted_at, since)?;
+    let expires_at = optional_instant("expires_at", request.expires_at)?;
     let key = CommandKey::new(
         "grant",
         &format!("{account}/{}", request.grant_id),
@@ -540,7 +573,7 @@ pub async fn grant_credits(
                     grant_id: grant_id.clone(),
                     credits,
                     reason: request.reason.into(),
-                    expires_at: request.expires_at,
+                    expires_at,
                     granted_at,
                 },
             };
@@ -574,7 +607,7 @@ pub async fn grant_credits(
         (status = 409, description = "`idempotency_conflict`", body = Problem),
         (status = 422, description = "`insufficient_credits`: nothing was recorded", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn spend_credits(
     _: Authorized<BillingOnly>,
@@ -584,7 +617,8 @@ pub async fn spend_credits(
 ) -> Result<Response, ApiError> {
     let account = account_id(&id)?;
     let (spend_id, credits, persona) = request.validate()?;
-    let spent_at = stated_time("spent_at", request.spent_at)?;
+    let since = opened_since(&state.ledger, account).await?;
+    let spent_at = stated_time("spent_at", request.spent_at, since)?;
     let key = CommandKey::new(
         "spend",
         &format!("{account}/{}", request.spend_id),
@@ -656,7 +690,7 @@ pub struct ReferralLink {
         (status = 200, description = "The upline, nearest first", body = UplineResponse),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn upline(
     _: Authorized<BillingOnly>,
@@ -715,7 +749,7 @@ pub struct DownlineResponse {
         (status = 400, description = "Bad depth", body = Problem),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn downline(
     _: Authorized<BillingOnly>,

@@ -5,11 +5,13 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use ledger::service::{CommandMeta, Outcome};
 
 use super::error::ApiError;
+use super::events::rfc3339;
 use super::AppState;
 use crate::idempotency::{CommandKey, Completed};
 
@@ -70,21 +72,120 @@ pub fn body<T: Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
 /// services' clocks, not a way to record the future.
 pub const STATED_TIME_AHEAD_SECONDS_MAX: i64 = 300;
 
-/// The time a fact happened as the caller states it (the payment processor's or the
-/// platform's clock: a webhook may arrive late, an import replays history), or now when
-/// the caller states none. A time in the future is refused, naming `field`.
+/// The earliest instant any request may name: the ledger's periods start in 2000-01,
+/// and a time before it (year 1, say) is a client's bug, not history.
+pub fn instant_min() -> DateTime<Utc> {
+    DateTime::from_timestamp(946_684_800, 0).expect("2000-01-01T00:00:00Z is a valid instant")
+}
+
+/// The first instant no request may name: far enough below year 10000 that an instant
+/// plus any hold (`HOLD_DAYS_MAX`) or deadline still has four digits of year, the most
+/// RFC 3339 writes.
+pub fn instant_end() -> DateTime<Utc> {
+    DateTime::from_timestamp(221_845_392_000, 0).expect("9000-01-01T00:00:00Z is a valid instant")
+}
+
+/// What a stated time may not precede: the account, payment or run it is a fact about.
+#[derive(Debug, Clone, Copy)]
+pub struct Since {
+    /// For the message: "the account opened", "the payment was received".
+    pub what: &'static str,
+    pub at: DateTime<Utc>,
+}
+
+/// The one check of a time a fact happened, as the caller states it (the payment
+/// processor's or the platform's clock: a webhook may arrive late, an import replays
+/// history), or now when the caller states none. Refused, naming `field`: a time more
+/// than [`STATED_TIME_AHEAD_SECONDS_MAX`] ahead of this server's clock, a time outside
+/// [`instant_min`]..[`instant_end`], and a time before what it is about existed
+/// (`since`).
 pub fn stated_time(
     field: &str,
-    stated: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
-    let now = chrono::Utc::now();
-    match stated {
-        None => Ok(now),
-        Some(at) if at <= now + chrono::Duration::seconds(STATED_TIME_AHEAD_SECONDS_MAX) => Ok(at),
-        Some(at) => Err(ApiError::validation(format!(
-            "{field}: {} is in the future (this server's clock reads {})",
-            super::events::rfc3339(at),
-            super::events::rfc3339(now)
-        ))),
+    stated: Option<DateTime<Utc>>,
+    since: Option<Since>,
+) -> Result<DateTime<Utc>, ApiError> {
+    let now = Utc::now();
+    let Some(at) = stated else {
+        return Ok(now);
+    };
+    let at = instant(field, at)?;
+    if at > now + chrono::Duration::seconds(STATED_TIME_AHEAD_SECONDS_MAX) {
+        return Err(ApiError::validation(format!(
+            "{field}: {} is in the future (this server's clock reads {}); state when it \
+             happened",
+            rfc3339(at),
+            rfc3339(now)
+        )));
+    }
+    if let Some(since) = since {
+        if at < since.at {
+            return Err(ApiError::validation(format!(
+                "{field}: {} is before {} ({})",
+                rfc3339(at),
+                since.what,
+                rfc3339(since.at)
+            )));
+        }
+    }
+    Ok(at)
+}
+
+/// Any instant a request names (an expiry, a plan's start, an as-of time): within
+/// [`instant_min`]..[`instant_end`], so every time the server answers with is RFC 3339.
+pub fn instant(field: &str, at: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    if at < instant_min() || at >= instant_end() {
+        return Err(ApiError::validation(format!(
+            "{field}: {} is outside the times this ledger records ({} to before {})",
+            rfc3339(at),
+            rfc3339(instant_min()),
+            rfc3339(instant_end())
+        )));
+    }
+    Ok(at)
+}
+
+/// [`instant`] for an optional field.
+pub fn optional_instant(
+    field: &str,
+    at: Option<DateTime<Utc>>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    at.map(|at| instant(field, at)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn stated_times_are_past_sane_and_after_their_subject() {
+        assert!(stated_time("paid_at", Some(at("2026-01-01T00:00:00Z")), None).is_ok());
+        for bad in [
+            "2036-01-01T00:00:00Z",
+            "9999-12-31T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+        ] {
+            let Err(ApiError::Validation { detail }) = stated_time("paid_at", Some(at(bad)), None)
+            else {
+                panic!("{bad} is refused")
+            };
+            assert!(detail.starts_with("paid_at:"), "{detail}");
+        }
+        let since = Since {
+            what: "the account opened",
+            at: at("2026-03-01T00:00:00Z"),
+        };
+        let Err(ApiError::Validation { detail }) =
+            stated_time("paid_at", Some(at("2026-02-01T00:00:00Z")), Some(since))
+        else {
+            panic!("a payment before its account opened is refused")
+        };
+        assert!(detail.contains("before the account opened"), "{detail}");
+        assert!(stated_time("paid_at", None, Some(since)).is_ok());
+        assert!(instant("expires_at", at("8999-12-31T00:00:00Z")).is_ok());
+        assert!(instant("expires_at", at("9999-12-31T00:00:00Z")).is_err());
     }
 }

@@ -29,6 +29,21 @@ pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 /// mistake or an attack and is refused with 413 before it is parsed.
 pub const BODY_SIZE_MAX: usize = 64 * 1024;
 
+/// Longest request target (path and query) accepted, in bytes: 414 beyond it. No route
+/// needs more than a few hundred.
+pub const URI_LENGTH_MAX: usize = 8 * 1024;
+/// Most bytes of header names and values a request may carry: 431 beyond it.
+pub const HEADERS_SIZE_MAX: usize = 16 * 1024;
+/// Most headers a request may carry: 431 beyond it.
+pub const HEADERS_COUNT_MAX: usize = 100;
+
+/// Longest `detail` sent, in bytes: a detail echoes the value at fault, and a 60 KB value
+/// echoed whole helps nobody and turns every error into a copy of the attack.
+pub const DETAIL_LENGTH_MAX: usize = 512;
+/// Longest piece of a caller's input quoted in a detail, in characters.
+pub const ECHO_LENGTH_MAX: usize = 64;
+const _: () = assert!(ECHO_LENGTH_MAX * 4 < DETAIL_LENGTH_MAX);
+
 /// Why a request failed. Client errors first, failures of the server after.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -45,6 +60,13 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request body is larger than {BODY_SIZE_MAX} bytes")]
     PayloadTooLarge,
+    #[error("the request target is longer than {URI_LENGTH_MAX} bytes")]
+    UriTooLong,
+    #[error("the request's headers are more than {HEADERS_COUNT_MAX} or {HEADERS_SIZE_MAX} bytes")]
+    HeadersTooLarge,
+    /// The client stopped sending its body before it was complete.
+    #[error("the request body did not arrive in time; send it whole, promptly")]
+    RequestTimeout,
     #[error("a valid `Authorization: Bearer <secret>` header is required")]
     Unauthorized,
     #[error("this endpoint is for the role(s) {allowed}; the token belongs to {role}")]
@@ -139,6 +161,21 @@ impl ApiError {
                 "payload_too_large",
                 "The request body is too large",
             ),
+            UriTooLong => (
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                "The request target is too long",
+            ),
+            HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "The request headers are too large",
+            ),
+            RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "The request body did not arrive in time",
+            ),
             Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -198,7 +235,7 @@ impl ApiError {
             // The cause stays in the log.
             ApiError::Internal(_) => "the server failed; the failure was logged".to_owned(),
             ApiError::Unavailable { .. } => "the service is unavailable; retry later".to_owned(),
-            other => other.to_string(),
+            other => truncate(other.to_string(), DETAIL_LENGTH_MAX),
         };
         Problem {
             problem_type: code.to_owned(),
@@ -339,6 +376,113 @@ impl From<ValueError> for ApiError {
     }
 }
 
+/// A value error reported under the request's own name for the field: the domain names a
+/// value by its type (`rate`), the caller knows it by the field it sent (`share`).
+/// `.map_err(at_field("share"))`.
+pub fn at_field(field: &str) -> impl FnOnce(ValueError) -> ApiError + '_ {
+    move |error| ApiError::validation(format!("{field}: {}", error.problem))
+}
+
+/// `text` cut to at most `length_max` bytes at a character boundary, marked with `…`
+/// when cut.
+pub fn truncate(mut text: String, length_max: usize) -> String {
+    if text.len() <= length_max {
+        return text;
+    }
+    let mut end = length_max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
+/// A caller's value quoted for a detail: JSON-escaped, at most [`ECHO_LENGTH_MAX`]
+/// characters of it.
+pub fn echo(value: &str) -> String {
+    let mut chars = value.chars();
+    let head: String = chars.by_ref().take(ECHO_LENGTH_MAX).collect();
+    if chars.next().is_some() {
+        format!("{head:?}… ({} bytes)", value.len())
+    } else {
+        format!("{head:?}")
+    }
+}
+
+/// A deserializer's message in the caller's words: Rust's type names (`u8`, `u64`,
+/// `struct RecordPaymentRequest`) become what JSON calls them, and quoted input is cut
+/// to [`ECHO_LENGTH_MAX`] characters.
+pub fn humanize(message: &str) -> String {
+    const TYPES: &[(&str, &str)] = &[
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number from 0 to 18446744073709551615"),
+        ("usize", "a whole number of at least 0"),
+        ("i64", "a whole number"),
+        ("i32", "a whole number"),
+        ("bool", "true or false"),
+        ("f64", "a number"),
+        ("a borrowed string", "a string"),
+        ("a sequence", "an array"),
+        ("a map", "an object"),
+    ];
+    let mut text = shorten_quoted(message);
+    for (rust, json) in TYPES {
+        for (before, after) in [
+            (format!("expected {rust}"), format!("expected {json}")),
+            (format!("to a `{rust}`"), format!("to {json}")),
+            (format!("as `{rust}`"), format!("as {json}")),
+        ] {
+            text = text.replace(&before, &after);
+        }
+    }
+    // `expected struct XRequest` / `expected enum XKind`: the name is ours, not the caller's.
+    for kind in ["struct ", "enum ", "tuple struct "] {
+        while let Some(start) = text.find(&format!("expected {kind}")) {
+            let name_start = start + "expected ".len() + kind.len();
+            let name_end = text[name_start..]
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .map_or(text.len(), |end| name_start + end);
+            let json = if kind == "enum " {
+                "one of the listed values"
+            } else {
+                "a JSON object"
+            };
+            text.replace_range(start..name_end, &format!("expected {json}"));
+        }
+    }
+    text
+}
+
+/// `message` with every double-quoted or backquoted run longer than [`ECHO_LENGTH_MAX`]
+/// characters cut short.
+fn shorten_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(DETAIL_LENGTH_MAX * 2));
+    let mut rest = message;
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = rest.as_bytes()[open] as char;
+        out.push_str(&rest[..=open]);
+        rest = &rest[open + 1..];
+        let close = rest.find(quote).unwrap_or(rest.len());
+        let quoted = &rest[..close];
+        if quoted.chars().count() > ECHO_LENGTH_MAX {
+            out.extend(quoted.chars().take(ECHO_LENGTH_MAX));
+            out.push('…');
+        } else {
+            out.push_str(quoted);
+        }
+        rest = &rest[close..];
+        if let Some(stripped) = rest.strip_prefix(quote) {
+            out.push(quote);
+            rest = stripped;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A JSON request body: like `axum::Json`, but every rejection is a [`Problem`] and the
 /// detail names the field at fault (`credits: invalid type: string "x", expected ...`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -373,12 +517,27 @@ where
 }
 
 /// Parses a JSON body, telling syntax errors, unknown fields and wrong values apart.
+/// The body must be a JSON object: serde would read an array into a struct by position
+/// (`["arr1",1,"chef",null]` as a spend), which no client means and no schema describes.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Which error: a document that is not JSON at all, or JSON of another kind.
+        return Err(match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Err(error) => ApiError::MalformedJson {
+                detail: humanize(&error.to_string()),
+            },
+            Ok(value) => ApiError::validation(format!(
+                "body: must be a JSON object of named fields, not {}",
+                json_kind(&value)
+            )),
+        });
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        let message = inner.to_string();
+        let message = humanize(&inner.to_string());
         let at = |message: &str| {
             if path == "." || path.is_empty() {
                 message.to_owned()
@@ -409,12 +568,55 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 fn body_rejection(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge
-    } else {
-        ApiError::validation(format!("the request body could not be read: {rejection}"))
+        return ApiError::PayloadTooLarge;
     }
+    // tower-http's body timeout, somewhere down the chain of causes.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::RequestTimeout;
+        }
+        cause = error.source();
+    }
+    ApiError::validation(format!(
+        "body: could not be read: {}",
+        rejection.body_text()
+    ))
+}
+
+/// Refuses, in problem+json, a request whose target or headers exceed the API's limits.
+/// hyper refuses only far larger ones (a 64 KiB target, 400 KiB of headers), with a bare
+/// status line: these limits are below its, so what a client meets is a problem.
+pub async fn edges(request: Request, next: axum::middleware::Next) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target > URI_LENGTH_MAX {
+        return ApiError::UriTooLong.into_response();
+    }
+    let headers = request.headers();
+    let size: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > HEADERS_COUNT_MAX || size > HEADERS_SIZE_MAX {
+        return ApiError::HeadersTooLarge.into_response();
+    }
+    next.run(request).await
 }
 
 /// Query parameters whose rejection is a [`Problem`].
@@ -433,7 +635,11 @@ where
             .await
             .map(|axum::extract::Query(value)| ApiQuery(value))
             .map_err(|rejection| {
-                ApiError::validation(format!("query string: {}", rejection.body_text()))
+                let text = rejection.body_text();
+                let text = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                ApiError::validation(format!("query string: {}", humanize(text)))
             })
     }
 }
@@ -453,7 +659,10 @@ where
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| ApiPath(value))
-            .map_err(|rejection| ApiError::validation(format!("path: {}", rejection.body_text())))
+            .map_err(|rejection| {
+                let text = rejection.body_text();
+                ApiError::validation(format!("path: {}", humanize(&text)))
+            })
     }
 }
 

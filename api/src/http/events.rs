@@ -171,7 +171,7 @@ pub fn parse_position(text: &str) -> Option<Position> {
         (status = 401, description = "No valid token", body = super::error::Problem),
         (status = 403, description = "Not an auditor", body = super::error::Problem),
     ),
-    security(("bearer" = []))
+    security(("auditor" = []))
 )]
 pub async fn read_all(
     _: Authorized<AuditorOnly>,
@@ -217,7 +217,7 @@ pub async fn read_all(
         (status = 401, description = "No valid token", body = super::error::Problem),
         (status = 403, description = "Not an auditor", body = super::error::Problem),
     ),
-    security(("bearer" = []))
+    security(("auditor" = []))
 )]
 pub async fn read_stream(
     _: Authorized<AuditorOnly>,
@@ -264,7 +264,7 @@ pub async fn read_stream(
         (status = 401, description = "No valid token", body = super::error::Problem),
         (status = 403, description = "Not an auditor", body = super::error::Problem),
     ),
-    security(("bearer" = []))
+    security(("auditor" = []))
 )]
 pub async fn verify(
     _: Authorized<AuditorOnly>,

@@ -21,6 +21,7 @@ use ledger::domain::ids::{OrganisationId, PaymentId, PayoutReference};
 use ledger::domain::money::Rate;
 use ledger::domain::payment::{ReviewCommission, ReviewDecision};
 use ledger::domain::payout::{self, PayoutsState, SettlePayout, Settlement};
+use ledger::domain::plan::PLAN_LEVELS_MAX;
 use ledger::domain::{streams, Period};
 use ledger::privacy::domain::decode_redacted;
 use ledger::store::{Direction, EventStore, StreamFrom, StreamName, PAGE_SIZE_MAX};
@@ -28,7 +29,7 @@ use ledger::store::{Direction, EventStore, StreamFrom, StreamName, PAGE_SIZE_MAX
 use super::accounts::account_id;
 use super::auth::{Authorized, FinanceOnly};
 use super::command::{body, fresh_or_repeat, idempotent, stated_time};
-use super::error::{ApiError, ApiJson, ApiPath, Problem};
+use super::error::{at_field, ApiError, ApiJson, ApiPath, Problem};
 use super::events::rfc3339;
 use super::AppState;
 use crate::idempotency::CommandKey;
@@ -105,7 +106,7 @@ impl SettlementRequest {
     pub fn settlement(&self) -> Result<Settlement, ApiError> {
         match (self.status, &self.reference, &self.reason) {
             (SettlementStatus::Sent, Some(reference), None) => Ok(Settlement::Sent {
-                reference: PayoutReference::parse(reference)?,
+                reference: PayoutReference::parse(reference).map_err(at_field("reference"))?,
             }),
             (SettlementStatus::Failed, None, Some(reason)) => Ok(Settlement::Failed {
                 reason: reason.clone(),
@@ -177,16 +178,17 @@ pub struct DonationResponse {
         (status = 409, description = "`idempotency_conflict`, or the commission was already decided otherwise", body = Problem),
         (status = 422, description = "`commission_not_held`, ...", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("finance" = []))
 )]
 pub async fn review_commission(
     _: Authorized<FinanceOnly>,
     State(state): State<AppState>,
-    ApiPath((payment, level)): ApiPath<(String, u8)>,
+    ApiPath((payment, level)): ApiPath<(String, String)>,
     ApiJson(request): ApiJson<ReviewRequest>,
 ) -> Result<Response, ApiError> {
     let payment_id = PaymentId::parse(&payment)?;
-    let reviewed_at = stated_time("reviewed_at", request.reviewed_at)?;
+    let level = commission_level(&level)?;
+    let reviewed_at = stated_time("reviewed_at", request.reviewed_at, None)?;
     let key = CommandKey::new("review", &format!("{payment_id}/{level}"), "level")?;
     let ledger = state.ledger.clone();
     let fingerprinted = (payment_id.to_string(), level, request.clone());
@@ -248,7 +250,7 @@ pub async fn review_commission(
         (status = 404, description = "`payout_not_found`", body = Problem),
         (status = 409, description = "`idempotency_conflict`, `payout_already_settled` (otherwise)", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("finance" = []))
 )]
 pub async fn settle_payout(
     _: Authorized<FinanceOnly>,
@@ -259,7 +261,7 @@ pub async fn settle_payout(
     let period = Period::parse(&period)?;
     let affiliate = account_id(&affiliate)?;
     let settlement = request.settlement()?;
-    let settled_at = stated_time("settled_at", request.settled_at)?;
+    let settled_at = stated_time("settled_at", request.settled_at, None)?;
     let key = CommandKey::new(
         "settlement",
         &format!("{period}/{affiliate}"),
@@ -267,6 +269,13 @@ pub async fn settle_payout(
     )?;
     let ledger = state.ledger.clone();
     let fingerprinted = (period.to_string(), affiliate, request.clone());
+    let settled_otherwise = already(
+        "payout_already_settled",
+        format!(
+            "the payout to {affiliate} for {period} was already settled otherwise; a \
+             settlement stands as first recorded"
+        ),
+    );
     idempotent(
         &state,
         key,
@@ -310,6 +319,7 @@ pub async fn settle_payout(
         },
     )
     .await
+    .map_err(settled_otherwise)
 }
 
 /// Allocates a month's donation: the share of its net revenue (payments less refunds and
@@ -324,7 +334,7 @@ pub async fn settle_payout(
         (status = 409, description = "`idempotency_conflict`, `donation_exists` (otherwise)", body = Problem),
         (status = 422, description = "`donation_too_early`: the month has not ended", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("finance" = []))
 )]
 pub async fn allocate_donation(
     _: Authorized<FinanceOnly>,
@@ -333,14 +343,34 @@ pub async fn allocate_donation(
 ) -> Result<Response, ApiError> {
     let period = Period::parse(&request.period)?;
     let organisation = OrganisationId::parse(&request.organisation)?;
-    let share = Rate::parse(&request.share)?;
-    let allocated_at = stated_time("allocated_at", request.allocated_at)?;
+    let share = Rate::parse(&request.share).map_err(at_field("share"))?;
+    if share.as_decimal().is_zero() {
+        return Err(ApiError::validation(
+            "share: must be more than zero; a month without a donation needs no allocation",
+        ));
+    }
+    let allocated_at = stated_time("allocated_at", request.allocated_at, None)?;
     let key = CommandKey::new("donation", &period.to_string(), "period")?;
     let ledger = state.ledger.clone();
+    // Parsed: "0.02" and "0.020" are one share.
+    let fingerprinted = (
+        period.to_string(),
+        organisation.to_string(),
+        share.as_decimal().normalize(),
+        // As stated: absent stays absent on a retry, whatever the clock says then.
+        request.allocated_at,
+    );
+    let exists = already(
+        "donation_exists",
+        format!(
+            "the donation for {period} was already allocated with another share or \
+             organisation"
+        ),
+    );
     idempotent(
         &state,
         key,
-        &request,
+        &fingerprinted,
         vec![format!("donation-{period}")],
         |meta| async move {
             let command = AllocateDonation {
@@ -377,6 +407,35 @@ pub async fn allocate_donation(
         },
     )
     .await
+    .map_err(exists)
+}
+
+/// A commission's level from the path: 1 for the payer's referrer, up to the most levels
+/// a plan pays.
+pub fn commission_level(text: &str) -> Result<u8, ApiError> {
+    text.parse::<u8>()
+        .ok()
+        .filter(|level| (1..=PLAN_LEVELS_MAX).contains(&usize::from(*level)))
+        .ok_or_else(|| {
+            ApiError::validation(format!(
+                "level: {} must be a whole number from 1 to {PLAN_LEVELS_MAX}",
+                super::error::echo(text)
+            ))
+        })
+}
+
+/// The same command id with another request is, for these commands keyed by what they
+/// decide on, the rule docs/API.md names: the period's donation or the payout's
+/// settlement already stands.
+fn already(code: &'static str, detail: String) -> impl FnOnce(ApiError) -> ApiError {
+    move |error| match error {
+        ApiError::IdempotencyConflict { .. } => ApiError::Rejected {
+            status: StatusCode::CONFLICT,
+            code,
+            detail,
+        },
+        other => other,
+    }
 }
 
 /// Reads a stream from its start and folds it.

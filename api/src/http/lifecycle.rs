@@ -23,7 +23,7 @@ use ledger::domain::AccountId;
 use ledger::privacy::domain::{fingerprint_token, record_fingerprints};
 use ledger::privacy::fingerprint::FingerprintKind;
 
-use super::accounts::account_id;
+use super::accounts::{account_id, opened_since};
 use super::auth::{Authorized, BillingOnly};
 use super::command::{body, fresh_or_repeat, idempotent, stated_time};
 use super::error::{ApiError, ApiJson, ApiPath, Problem};
@@ -159,7 +159,7 @@ fn account_lock(account: AccountId) -> String {
         (status = 409, description = "`idempotency_conflict`", body = Problem),
         (status = 422, description = "`subscription_already_active`, ...", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn start_subscription(
     _: Authorized<BillingOnly>,
@@ -170,7 +170,8 @@ pub async fn start_subscription(
     let account = account_id(&id)?;
     let subscription_id = SubscriptionId::parse(&request.subscription_id)?;
     let product = ProductId::parse(&request.product)?;
-    let started_at = stated_time("started_at", request.started_at)?;
+    let since = opened_since(&state.ledger, account).await?;
+    let started_at = stated_time("started_at", request.started_at, since)?;
     let key = CommandKey::new(
         "subscription_start",
         &format!("{account}/{subscription_id}"),
@@ -224,7 +225,7 @@ pub async fn start_subscription(
         (status = 409, description = "`idempotency_conflict`", body = Problem),
         (status = 422, description = "`subscription_not_active`, ...", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn cancel_subscription(
     _: Authorized<BillingOnly>,
@@ -234,7 +235,8 @@ pub async fn cancel_subscription(
 ) -> Result<Response, ApiError> {
     let account = account_id(&id)?;
     let subscription_id = SubscriptionId::parse(&subscription)?;
-    let cancelled_at = stated_time("cancelled_at", request.cancelled_at)?;
+    let since = opened_since(&state.ledger, account).await?;
+    let cancelled_at = stated_time("cancelled_at", request.cancelled_at, since)?;
     let key = CommandKey::new(
         "subscription_cancel",
         &format!("{account}/{subscription_id}"),
@@ -283,7 +285,7 @@ pub async fn cancel_subscription(
         (status = 400, description = "Invalid request", body = Problem),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn expire_credits(
     _: Authorized<BillingOnly>,
@@ -292,7 +294,8 @@ pub async fn expire_credits(
     ApiJson(request): ApiJson<ExpireCreditsRequest>,
 ) -> Result<Response, ApiError> {
     let account = account_id(&id)?;
-    let expired_at = stated_time("expired_at", request.expired_at)?;
+    let since = opened_since(&state.ledger, account).await?;
+    let expired_at = stated_time("expired_at", request.expired_at, since)?;
     let key = CommandKey::new(
         "credits_expiry",
         &format!("{account}/{}", rfc3339(expired_at)),
@@ -350,7 +353,7 @@ pub async fn expire_credits(
         (status = 409, description = "`idempotency_conflict`", body = Problem),
         (status = 422, description = "`subject_erased`: the account's keys are gone", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn correct_personal_data(
     _: Authorized<BillingOnly>,
@@ -359,7 +362,8 @@ pub async fn correct_personal_data(
     ApiJson(request): ApiJson<CorrectPersonalDataRequest>,
 ) -> Result<Response, ApiError> {
     let account = account_id(&id)?;
-    let corrected_at = stated_time("corrected_at", request.corrected_at)?;
+    let since = opened_since(&state.ledger, account).await?;
+    let corrected_at = stated_time("corrected_at", request.corrected_at, since)?;
     let signup_ip = match request.signup_ip.as_deref() {
         Some(text) => Some(text.trim().parse::<std::net::IpAddr>().map_err(|_| {
             ApiError::validation(format!("signup_ip: {text:?} is not an IP address"))

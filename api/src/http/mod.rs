@@ -112,6 +112,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(fallback_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_SIZE_MAX))
+        .layer(axum::middleware::from_fn(error::edges))
         .with_state(state)
 }
 

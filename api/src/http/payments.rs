@@ -21,7 +21,7 @@ use ledger::privacy::fingerprint::FingerprintKind;
 use ledger::store::{Direction, EventStore, StreamFrom, PAGE_SIZE_MAX};
 
 use super::auth::{Authorized, BillingOnly};
-use super::command::{body, fresh_or_repeat, idempotent};
+use super::command::{body, fresh_or_repeat, idempotent, stated_time, Since};
 use super::error::{ApiError, ApiJson, ApiPath, Problem};
 use super::events::rfc3339;
 use super::AppState;
@@ -70,7 +70,7 @@ pub struct RecordPaymentRequest {
 }
 
 /// A [`RecordPaymentRequest`] whose values are valid.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ValidPayment {
     pub payment_id: PaymentId,
     pub account_id: AccountId,
@@ -80,7 +80,8 @@ pub struct ValidPayment {
 }
 
 impl RecordPaymentRequest {
-    pub fn validate(&self) -> Result<ValidPayment, ApiError> {
+    /// `payer_since`: when the payer's account opened, if it exists.
+    pub fn validate(&self, payer_since: Option<Since>) -> Result<ValidPayment, ApiError> {
         let amount = positive_money(&self.amount, &self.currency)?;
         let account_id = AccountId::new(self.account_id)?;
         let kind = match (self.kind, self.credits) {
@@ -115,26 +116,39 @@ impl RecordPaymentRequest {
             account_id,
             kind,
             amount,
-            paid_at: self.paid_at,
+            paid_at: stated_time("paid_at", Some(self.paid_at), payer_since)?,
         })
     }
 }
 
-/// An amount that is valid and more than zero, written plainly: digits, optionally a
-/// point and more digits. Signs, exponents (`1e3`) and spaces are refused at the edge
-/// rather than interpreted.
-pub fn positive_money(amount: &str, currency: &str) -> Result<Money, ApiError> {
+/// The pattern of an amount in a request: digits, optionally a point and more digits.
+pub const AMOUNT_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?$";
+
+/// An amount written plainly: digits, optionally a point and more digits. Signs,
+/// exponents (`1e3`) and spaces are refused at the edge rather than interpreted.
+pub fn plain_amount(amount: &str) -> Result<rust_decimal::Decimal, ApiError> {
     let (whole, fraction) = amount.split_once('.').unwrap_or((amount, "0"));
     let digits = |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
+    let refused = || {
+        ApiError::validation(format!(
+            "amount: {} must be a positive decimal string like \"19.99\"",
+            super::error::echo(amount)
+        ))
+    };
     if !digits(whole) || !digits(fraction) {
-        return Err(ApiError::validation(format!(
-            "amount: {amount:?} must be a positive decimal string like \"19.99\""
-        )));
+        return Err(refused());
     }
+    amount.parse().map_err(|_| refused())
+}
+
+/// An amount that is valid, [`plain_amount`] and more than zero.
+pub fn positive_money(amount: &str, currency: &str) -> Result<Money, ApiError> {
+    plain_amount(amount)?;
     let money = Money::parse(amount, currency)?;
     if !money.is_positive() {
         return Err(ApiError::validation(format!(
-            "amount: {amount:?} must be more than zero"
+            "amount: {} must be more than zero",
+            super::error::echo(amount)
         )));
     }
     Ok(money)
@@ -142,7 +156,7 @@ pub fn positive_money(amount: &str, currency: &str) -> Result<Money, ApiError> {
 
 /// A commission a payment earned for someone up the payer's referral chain.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct CommissionView {
+pub struct EarnedCommissionView {
     pub beneficiary_id: uuid::Uuid,
     /// 1 for the payer's referrer, 2 for theirs, ...
     pub level: u8,
@@ -155,9 +169,9 @@ pub struct CommissionView {
     pub payable_at: String,
 }
 
-impl From<&CommissionEarned> for CommissionView {
-    fn from(earned: &CommissionEarned) -> CommissionView {
-        CommissionView {
+impl From<&CommissionEarned> for EarnedCommissionView {
+    fn from(earned: &CommissionEarned) -> EarnedCommissionView {
+        EarnedCommissionView {
             beneficiary_id: earned.beneficiary.as_uuid(),
             level: earned.level,
             rate: earned.rate.as_decimal().to_string(),
@@ -173,7 +187,7 @@ impl From<&CommissionEarned> for CommissionView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentRecordedResponse {
     pub payment_id: String,
-    pub commissions: Vec<CommissionView>,
+    pub commissions: Vec<EarnedCommissionView>,
 }
 
 /// Why money went back.
@@ -244,14 +258,47 @@ pub struct RefundRecordedResponse {
         (status = 409, description = "`payment_exists` or `idempotency_conflict`", body = Problem),
         (status = 422, description = "`currency_mismatch`, `account_not_found`, ...", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn record_payment(
     _: Authorized<BillingOnly>,
     State(state): State<AppState>,
     ApiJson(request): ApiJson<RecordPaymentRequest>,
 ) -> Result<Response, ApiError> {
-    let valid = request.validate()?;
+    // A payment is a fact about its payer: not dated before they signed up, and for a
+    // subscription they started (the ledger refuses a payer that does not exist).
+    let payer = AccountId::new(request.account_id)?;
+    let named = request
+        .subscription_id
+        .as_deref()
+        .map(SubscriptionId::parse)
+        .transpose()?;
+    let facts = state
+        .ledger
+        .with_account(payer, |account| {
+            account.map(|account| {
+                let since = Since {
+                    what: "the account opened",
+                    at: account.opened.opened_at,
+                };
+                let subscribed = named
+                    .as_ref()
+                    .is_none_or(|id| account.subscriptions.contains_key(id));
+                (since, subscribed)
+            })
+        })
+        .await?;
+    let valid = request.validate(facts.map(|(since, _)| since))?;
+    if let (Some((_, false)), Some(named)) = (facts, &named) {
+        return Err(ApiError::Rejected {
+            status: StatusCode::NOT_FOUND,
+            code: "subscription_not_found",
+            detail: format!(
+                "subscription_id: account {payer} has no subscription {named}; start it with \
+                 POST /v1/accounts/{payer}/subscriptions first"
+            ),
+        });
+    }
     let key = CommandKey::new("payment", valid.payment_id.as_str(), "payment_id")?;
     let mut locks = vec![streams::payment(&valid.payment_id).to_string()];
     if matches!(valid.kind, PaymentKind::CreditPack { .. }) {
@@ -263,7 +310,9 @@ pub async fn record_payment(
         .map(|card| fingerprint_token(state.ledger.vault(), FingerprintKind::Payment, card))
         .transpose()?;
     let ledger = state.ledger.clone();
-    idempotent(&state, key, &request, locks, |meta| async move {
+    // The parsed request is what a retry must repeat: "5.0" and "5.00" are one amount.
+    let fingerprinted = (valid.clone(), request.payment_fingerprint.clone());
+    idempotent(&state, key, &fingerprinted, locks, |meta| async move {
         let command = RecordPayment {
             payment_id: valid.payment_id.clone(),
             account_id: valid.account_id,
@@ -282,7 +331,7 @@ pub async fn record_payment(
             commissions: payment
                 .commissions
                 .iter()
-                .map(|commission| CommissionView::from(&commission.earned))
+                .map(|commission| EarnedCommissionView::from(&commission.earned))
                 .collect(),
         };
         Ok((
@@ -306,7 +355,7 @@ pub async fn record_payment(
         (status = 409, description = "`idempotency_conflict`", body = Problem),
         (status = 422, description = "`refund_exceeds_payment`: nothing was recorded", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn refund_payment(
     _: Authorized<BillingOnly>,
@@ -316,11 +365,22 @@ pub async fn refund_payment(
 ) -> Result<Response, ApiError> {
     let payment_id = PaymentId::parse(&payment_id)?;
     let refund_id = request.refund_id()?;
+    // Not before the payment either: the ledger refuses that (`refund_before_payment`).
+    let refunded_at = stated_time("refunded_at", Some(request.refunded_at), None)?;
     let key = CommandKey::new("refund", &format!("{payment_id}/{refund_id}"), "refund_id")?;
     let stream = streams::payment(&payment_id);
     let ledger = state.ledger.clone();
     let store = state.store.clone();
-    let fingerprinted = (payment_id.to_string(), request.clone());
+    // Parsed, so that a retry spelling the amount "5.0" instead of "5.00" is the same
+    // refund (the currency defaults to the payment's, read later).
+    let fingerprinted = (
+        payment_id.to_string(),
+        refund_id.to_string(),
+        plain_amount(&request.amount)?.normalize(),
+        request.currency.clone(),
+        request.reason,
+        refunded_at,
+    );
     idempotent(
         &state,
         key,
@@ -347,7 +407,7 @@ pub async fn refund_payment(
                     RefundReason::Chargeback => RefundKind::Chargeback,
                 },
                 amount: positive_money(&request.amount, &currency)?,
-                refunded_at: request.refunded_at,
+                refunded_at,
             };
             let outcome = ledger.refund_payment(meta, &command).await?;
             let response = RefundRecordedResponse {
@@ -409,7 +469,7 @@ mod tests {
     use crate::http::error::parse_json;
 
     fn request(body: serde_json::Value) -> Result<ValidPayment, ApiError> {
-        parse_json::<RecordPaymentRequest>(body.to_string().as_bytes())?.validate()
+        parse_json::<RecordPaymentRequest>(body.to_string().as_bytes())?.validate(None)
     }
 
     fn payment(amount: &str, currency: &str) -> serde_json::Value {

@@ -18,8 +18,8 @@ use ledger::service::CommandMeta;
 use ledger::store::{Direction, EventStore, StreamFrom, PAGE_SIZE_MAX};
 
 use super::auth::{AdminOnly, Authorized, FinanceOnly};
-use super::command::{body, fresh_or_repeat, idempotent, stated_time};
-use super::error::{ApiError, ApiJson, Problem};
+use super::command::{body, fresh_or_repeat, idempotent, instant, optional_instant, stated_time};
+use super::error::{at_field, ApiError, ApiJson, Problem};
 use super::events::rfc3339;
 use super::payments::positive_money;
 use super::AppState;
@@ -209,7 +209,7 @@ async fn run_response(
         (status = 400, description = "Invalid request", body = Problem),
         (status = 422, description = "`payout_run_too_early`, `payout_run_out_of_order`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("finance" = []))
 )]
 pub async fn run_payouts(
     _: Authorized<FinanceOnly>,
@@ -217,11 +217,26 @@ pub async fn run_payouts(
     ApiJson(request): ApiJson<PayoutRunRequest>,
 ) -> Result<Response, ApiError> {
     let period = request.period()?;
-    let as_of = request.as_of.unwrap_or_else(|| period.end());
+    let as_of = optional_instant("as_of", request.as_of)?.unwrap_or_else(|| period.end());
     // The payouts stream is the run's idempotency record: runs are serialized here and
     // an existing run is answered from it.
     let _guard = state.stream_locks.lock([PAYOUTS_LOCK.to_owned()]).await;
     let before = payouts_state(state.store.as_ref()).await?;
+    if let Some(run) = before.runs.get(&period) {
+        // The same run asked again is answered with the first; a run of the period as
+        // of another time would pay differently, and the period has run.
+        if request.as_of.is_some_and(|asked| asked != run.as_of) {
+            return Err(ApiError::Rejected {
+                status: StatusCode::CONFLICT,
+                code: "payout_run_exists",
+                detail: format!(
+                    "as_of: the payout run for {period} already happened as of {}; a period \
+                     runs once",
+                    rfc3339(run.as_of)
+                ),
+            });
+        }
+    }
     if let Some(first) = run_response(&state, &before, period).await? {
         return Ok((StatusCode::OK, Json(first)).into_response());
     }
@@ -265,7 +280,7 @@ pub struct PlanResponse {
         (status = 409, description = "`idempotency_conflict` (the version holds another plan) or `plan_version_not_next`", body = Problem),
         (status = 422, description = "`plan_invalid`, `plan_effective_in_past`, ...", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("admin" = []))
 )]
 pub async fn publish_plan(
     _: Authorized<AdminOnly>,
@@ -273,19 +288,32 @@ pub async fn publish_plan(
     ApiJson(request): ApiJson<PublishPlanRequest>,
 ) -> Result<Response, ApiError> {
     let command = PublishPlan {
-        version: PlanVersion::new(request.version)?,
+        version: PlanVersion::new(request.version).map_err(at_field("version"))?,
         level_rates: request.rates()?,
         hold_days: request.hold_days,
         minimum_payout: request.minimum_payout()?,
-        effective_from: request.effective_from,
-        published_at: stated_time("published_at", request.published_at)?,
+        effective_from: instant("effective_from", request.effective_from)?,
+        published_at: stated_time("published_at", request.published_at, None)?,
     };
     let key = CommandKey::new("plan", &request.version.to_string(), "version")?;
     let ledger = state.ledger.clone();
+    // Parsed: "0.2" and "0.20" are one rate, "50" and "50.00" one minimum.
+    let fingerprinted = (
+        command.version.get(),
+        command
+            .level_rates
+            .iter()
+            .map(|rate| rate.as_decimal().normalize())
+            .collect::<Vec<_>>(),
+        command.hold_days,
+        command.minimum_payout,
+        command.effective_from,
+        request.published_at,
+    );
     idempotent(
         &state,
         key,
-        &request,
+        &fingerprinted,
         vec![PLAN_LOCK.to_owned()],
         |meta| async move {
             let outcome = ledger.publish_plan(meta, &command).await?;

@@ -171,7 +171,7 @@ fn account(id: Uuid) -> Result<AccountId, ApiError> {
         (status = 404, description = "`account_not_found`", body = Problem),
         (status = 409, description = "`idempotency_conflict`: the request id was used for another account", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("privacy" = []))
 )]
 pub async fn request_erasure(
     _: Authorized<PrivacyOnly>,
@@ -217,7 +217,7 @@ pub async fn request_erasure(
         (status = 200, description = "The export document", content_type = "application/json"),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("privacy" = []))
 )]
 pub async fn export(
     _: Authorized<PrivacyOnly>,
@@ -242,7 +242,7 @@ pub async fn export(
         (status = 404, description = "`account_not_found`", body = Problem),
         (status = 409, description = "`idempotency_conflict`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("privacy" = []))
 )]
 pub async fn restriction(
     _: Authorized<PrivacyOnly>,
@@ -286,7 +286,7 @@ pub async fn restriction(
         (status = 404, description = "`account_not_found`, or `hold_not_found` when lifting a hold never placed", body = Problem),
         (status = 409, description = "`idempotency_conflict`: the hold id was placed with another reason, or reused after it was lifted", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("privacy" = []))
 )]
 pub async fn hold(
     _: Authorized<PrivacyOnly>,
@@ -350,7 +350,7 @@ pub async fn hold(
         (status = 200, description = "The requests, oldest first", body = ErasureRequestsResponse),
         (status = 400, description = "Invalid query", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("privacy" = []))
 )]
 pub async fn requests(
     _: Authorized<PrivacyOnly>,

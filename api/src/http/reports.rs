@@ -202,7 +202,7 @@ fn rate_text(rate: rust_decimal::Decimal) -> String {
         (status = 400, description = "Invalid query", body = Problem),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []), ("finance" = []))
 )]
 pub async fn account_commissions(
     _: Authorized<BillingOrFinance>,
@@ -261,7 +261,7 @@ pub async fn account_commissions(
         (status = 200, description = "The report (JSON or CSV)", content((Object = "application/json"), (String = "text/csv"))),
         (status = 400, description = "Invalid query", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("finance" = []), ("auditor" = []))
 )]
 pub async fn payouts(
     _: Authorized<FinanceOrAuditor>,
@@ -288,7 +288,7 @@ pub async fn payouts(
         (status = 200, description = "The report (JSON or CSV)", content((Object = "application/json"), (String = "text/csv"))),
         (status = 400, description = "Invalid query", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("finance" = []), ("auditor" = []))
 )]
 pub async fn trial_balance(
     _: Authorized<FinanceOrAuditor>,
@@ -325,7 +325,7 @@ pub async fn trial_balance(
         (status = 200, description = "The report (JSON or CSV)", content((Object = "application/json"), (String = "text/csv"))),
         (status = 400, description = "Invalid query", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("finance" = []), ("auditor" = []))
 )]
 pub async fn donations(
     _: Authorized<FinanceOrAuditor>,
@@ -353,7 +353,7 @@ pub async fn donations(
         (status = 400, description = "Invalid query", body = Problem),
         (status = 404, description = "`account_not_found`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("finance" = []), ("auditor" = []))
 )]
 pub async fn commissions(
     _: Authorized<FinanceOrAuditor>,

@@ -21,7 +21,7 @@ use ledger::domain::ids::{PersonaId, ReservationId};
 use ledger::domain::reservation::{ReservationStatus, RESERVATION_TTL_SECONDS_MAX};
 use ledger::domain::{AccountId, Credits};
 
-use super::accounts::{account_id, positive_credits, read_existing, stream_lock};
+use super::accounts::{account_id, opened_since, positive_credits, read_existing, stream_lock};
 use super::auth::{Authorized, BillingOnly};
 use super::command::{body, fresh_or_repeat, idempotent, stated_time};
 use super::error::{ApiError, ApiJson, ApiPath, Problem};
@@ -142,7 +142,7 @@ pub struct ReservationResponse {
 
 /// `201` to a capture or a void (`200` for a repeat).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct SettlementResponse {
+pub struct ReservationSettledResponse {
     pub reservation_id: String,
     /// `captured` or `voided`.
     pub status: String,
@@ -182,7 +182,7 @@ fn reservation_key(
         (status = 409, description = "`idempotency_conflict`", body = Problem),
         (status = 422, description = "`insufficient_credits` (nothing recorded), `too_many_open_reservations`, `reservation_ttl_too_long`, `expiry_not_after_reservation`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn reserve_credits(
     _: Authorized<BillingOnly>,
@@ -192,7 +192,8 @@ pub async fn reserve_credits(
 ) -> Result<Response, ApiError> {
     let account = account_id(&id)?;
     let (reservation_id, credits, persona, lifetime) = request.validate()?;
-    let stated_reserved_at = stated_time("reserved_at", request.reserved_at)?;
+    let since = opened_since(&state.ledger, account).await?;
+    let stated_reserved_at = stated_time("reserved_at", request.reserved_at, since)?;
     let key = reservation_key("reservation", account, &request.reservation_id)?;
     let ledger = state.ledger.clone();
     let fingerprinted = (account, request.clone());
@@ -266,14 +267,14 @@ pub async fn reserve_credits(
     ),
     request_body = CaptureReservationRequest,
     responses(
-        (status = 201, description = "Captured: the spend is recorded, the rest released", body = SettlementResponse),
-        (status = 200, description = "A repeat of an earlier identical capture: its first answer", body = SettlementResponse),
+        (status = 201, description = "Captured: the spend is recorded, the rest released", body = ReservationSettledResponse),
+        (status = 200, description = "A repeat of an earlier identical capture: its first answer", body = ReservationSettledResponse),
         (status = 400, description = "Invalid request", body = Problem),
         (status = 404, description = "`account_not_found`, `reservation_not_found`", body = Problem),
         (status = 409, description = "`reservation_expired`, `reservation_already_captured`, `reservation_already_voided`, `idempotency_conflict`", body = Problem),
         (status = 422, description = "`capture_exceeds_reservation`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn capture_reservation(
     _: Authorized<BillingOnly>,
@@ -284,7 +285,8 @@ pub async fn capture_reservation(
     let account = account_id(&id)?;
     let reservation_id = ReservationId::parse(&reservation)?;
     let credits = positive_credits(request.credits)?;
-    let captured_at = stated_time("captured_at", request.captured_at)?;
+    let since = opened_since(&state.ledger, account).await?;
+    let captured_at = stated_time("captured_at", request.captured_at, since)?;
     let command = AccountCommand::CaptureReservation {
         reservation_id: reservation_id.clone(),
         credits,
@@ -311,13 +313,13 @@ pub async fn capture_reservation(
     ),
     request_body = VoidReservationRequest,
     responses(
-        (status = 201, description = "Voided: every credit released", body = SettlementResponse),
-        (status = 200, description = "A repeat of an earlier identical void: its first answer", body = SettlementResponse),
+        (status = 201, description = "Voided: every credit released", body = ReservationSettledResponse),
+        (status = 200, description = "A repeat of an earlier identical void: its first answer", body = ReservationSettledResponse),
         (status = 400, description = "Invalid request", body = Problem),
         (status = 404, description = "`account_not_found`, `reservation_not_found`", body = Problem),
         (status = 409, description = "`reservation_expired`, `reservation_already_captured`, `idempotency_conflict`", body = Problem),
     ),
-    security(("bearer" = []))
+    security(("billing" = []))
 )]
 pub async fn void_reservation(
     _: Authorized<BillingOnly>,
@@ -327,7 +329,8 @@ pub async fn void_reservation(
 ) -> Result<Response, ApiError> {
     let account = account_id(&id)?;
     let reservation_id = ReservationId::parse(&reservation)?;
-    let voided_at = stated_time("voided_at", request.voided_at)?;
+    let since = opened_since(&state.ledger, account).await?;
+    let voided_at = stated_time("voided_at", request.voided_at, since)?;
     let command = AccountCommand::VoidReservation {
         reservation_id: reservation_id.clone(),
         voided_at,
@@ -383,7 +386,7 @@ fn settlement(
     account: &Account,
     reservation_id: &ReservationId,
     now: DateTime<Utc>,
-) -> Result<SettlementResponse, ApiError> {
+) -> Result<ReservationSettledResponse, ApiError> {
     let wallet = &account.wallet;
     let reservation = wallet
         .reservations
@@ -399,7 +402,7 @@ fn settlement(
             )))
         }
     };
-    Ok(SettlementResponse {
+    Ok(ReservationSettledResponse {
         reservation_id: reservation_id.to_string(),
         status: status.to_owned(),
         captured,

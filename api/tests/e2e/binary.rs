@@ -252,7 +252,10 @@ async fn every_acknowledged_payment_survives_sigkill_exactly_once() {
     let response = client
         .post(format!("{}/v1/accounts", running.base))
         .bearer_auth(secret(BILLING))
-        .json(&serde_json::json!({"account_id": payer, "name": "Kay", "email": "kay@example.org"}))
+        .json(
+            &serde_json::json!({"account_id": payer, "name": "Kay", "email": "kay@example.org",
+                                  "opened_at": "2026-01-01T00:00:00Z"}),
+        )
         .send()
         .await
         .unwrap();
@@ -522,7 +525,7 @@ async fn a_torn_payment_or_refund_append_is_recorded_whole_on_retry() {
             .json(&serde_json::json!({
                 "account_id": format!("7b000000-0000-4000-8000-00000000000{n}"),
                 "name": name, "email": format!("{name}@example.org"),
-                "referral_code": referral_code,
+                "referral_code": referral_code, "opened_at": "2026-01-01T00:00:00Z",
             }))
             .send()
             .await
@@ -777,7 +780,10 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_the_server_restarts_on_it(
     let response = client
         .post(format!("{}/v1/accounts", running.base))
         .bearer_auth(secret(BILLING))
-        .json(&serde_json::json!({"account_id": payer, "name": "Kay", "email": "kay@example.org"}))
+        .json(
+            &serde_json::json!({"account_id": payer, "name": "Kay", "email": "kay@example.org",
+                                  "opened_at": "2026-01-01T00:00:00Z"}),
+        )
         .send()
         .await
         .unwrap();

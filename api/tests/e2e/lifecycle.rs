@@ -2,7 +2,9 @@
 //! payments: subscriptions, credit expiry, corrections of personal data (billing),
 //! commission reviews, payout settlements and donations (finance), and times stated by
 //! the caller. Each: a repeat of the same body answers `200` with the first result, and
-//! records nothing; another body under the same id answers `409 idempotency_conflict`.
+//! records nothing; another body under the same id answers `409 idempotency_conflict`, or
+//! the rule it breaks where docs/API.md names one (`donation_exists`,
+//! `payout_already_settled`).
 
 use api::tokens::Role;
 use reqwest::StatusCode;
@@ -48,6 +50,11 @@ async fn once(server: &TestServer, path: &str, role: Role, body: &Value) -> Valu
 }
 
 async fn conflict(server: &TestServer, path: &str, role: Role, body: &Value) {
+    conflict_as(server, path, role, body, "idempotency_conflict").await;
+}
+
+/// Another body under the same id, refused with `code`.
+async fn conflict_as(server: &TestServer, path: &str, role: Role, body: &Value, code: &str) {
     let response = server
         .post(path, Some(role))
         .json(body)
@@ -56,7 +63,7 @@ async fn conflict(server: &TestServer, path: &str, role: Role, body: &Value) {
         .unwrap();
     assert_eq!(response.status(), StatusCode::CONFLICT, "{path}");
     let problem = problem(response).await;
-    assert_eq!(problem["type"], "idempotency_conflict", "{path}: {problem}");
+    assert_eq!(problem["type"], code, "{path}: {problem}");
 }
 
 #[tokio::test]
@@ -263,11 +270,12 @@ async fn reviews_settlements_and_donations_are_finances_and_idempotent() {
     let settled = once(&server, &settle, Role::Finance, &failed).await;
     assert_eq!(settled["status"], "failed");
     assert_eq!(settled["amount"], "80.00");
-    conflict(
+    conflict_as(
         &server,
         &settle,
         Role::Finance,
         &json!({"status": "sent", "reference": "po-1", "settled_at": "2026-03-03T00:00:00Z"}),
+        "payout_already_settled",
     )
     .await;
     let response = server
@@ -296,7 +304,14 @@ async fn reviews_settlements_and_donations_are_finances_and_idempotent() {
     assert_eq!(donated["amount"], "16.00", "2% of 800.00: {donated}");
     let mut other = donation.clone();
     other["share"] = "0.03".into();
-    conflict(&server, "/v1/donations", Role::Finance, &other).await;
+    conflict_as(
+        &server,
+        "/v1/donations",
+        Role::Finance,
+        &other,
+        "donation_exists",
+    )
+    .await;
     let mut early = donation.clone();
     early["period"] = "2026-02".into();
     early["allocated_at"] = "2026-02-10T00:00:00Z".into();

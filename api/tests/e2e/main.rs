@@ -3,6 +3,8 @@
 
 mod auth;
 mod binary;
+mod contract;
+mod edges;
 mod errors;
 mod events;
 mod ledger;

@@ -141,10 +141,13 @@ async fn the_openapi_description_names_every_endpoint() {
     ] {
         assert!(paths.contains_key(path), "{path} is not described");
     }
-    assert_eq!(
-        document["components"]["securitySchemes"]["bearer"]["scheme"],
-        "bearer"
-    );
+    for role in Role::ALL {
+        assert_eq!(
+            document["components"]["securitySchemes"][role.as_str()]["scheme"],
+            "bearer",
+            "a scheme per role"
+        );
+    }
     // Request shapes are described with their fields.
     let spend = &document["components"]["schemas"]["SpendCreditsRequest"];
     for field in ["spend_id", "credits", "persona"] {

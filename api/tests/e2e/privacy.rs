@@ -21,6 +21,7 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_refledger");
 async fn open_account(server: &TestServer, id: &str, email: &str, referral: Option<&str>) {
     let mut request = json!({
         "account_id": id, "name": "Some Person", "email": email, "signup_ip": "198.51.100.3",
+        "opened_at": "2025-01-01T00:00:00Z",
     });
     if let Some(code) = referral {
         request["referral_code"] = json!(code);
@@ -606,7 +607,10 @@ async fn after_erasure_no_canary_is_in_any_response_file_or_log_line() {
     let referrer = uuid(0x10);
     let person = uuid(0x11);
     let response = send(BILLING, client.post(url("/v1/accounts")))
-        .json(&json!({"account_id": referrer, "name": "Referrer", "email": "ref@example.org"}))
+        .json(
+            &json!({"account_id": referrer, "name": "Referrer", "email": "ref@example.org",
+                      "opened_at": "2025-01-01T00:00:00Z"}),
+        )
         .send()
         .await
         .unwrap();
@@ -615,7 +619,7 @@ async fn after_erasure_no_canary_is_in_any_response_file_or_log_line() {
     let response = send(BILLING, client.post(url("/v1/accounts")))
         .json(&json!({
             "account_id": person, "name": name, "email": email, "signup_ip": ip,
-            "referral_code": code["referral_code"],
+            "referral_code": code["referral_code"], "opened_at": "2025-01-01T00:00:00Z",
         }))
         .send()
         .await

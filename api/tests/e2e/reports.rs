@@ -11,6 +11,8 @@ async fn open(server: &TestServer, name: &str, code: Option<&str>) -> Value {
     let mut request = json!({
         "account_id": uuid::Uuid::new_v4(), "name": name,
         "email": format!("{}@example.org", name.to_lowercase()),
+        // Before every payment the tests date: a payment never precedes its payer.
+        "opened_at": "2025-01-01T00:00:00Z",
     });
     if let Some(code) = code {
         request["referral_code"] = json!(code);
@@ -295,8 +297,8 @@ async fn report_and_verify_commands_read_the_data_directory_and_verify_names_cor
     let mut ids = Vec::new();
     for name in ["Vera", "Walt"] {
         let id = uuid::Uuid::new_v4().to_string();
-        let mut request =
-            json!({"account_id": id, "name": name, "email": format!("{name}@example.org")});
+        let mut request = json!({"account_id": id, "name": name, "email": format!("{name}@example.org"),
+                   "opened_at": "2026-01-01T00:00:00Z"});
         if let Some(code) = &code {
             request["referral_code"] = json!(code);
         }

@@ -18,7 +18,9 @@ async fn wallet_with(server: &TestServer, credits: u64) -> String {
         .command(
             "/v1/accounts",
             Role::Billing,
-            &json!({"account_id": new_id(), "name": "Rae", "email": "rae@example.org"}),
+            // Opened a day ago, so reservations may state times in the last hours.
+            &json!({"account_id": new_id(), "name": "Rae", "email": "rae@example.org",
+                    "opened_at": (Utc::now() - Duration::days(1)).to_rfc3339()}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");

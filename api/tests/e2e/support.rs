@@ -50,6 +50,16 @@ impl TestServer {
         idempotency: Idempotency,
         vault: Arc<dyn KeyVault>,
     ) -> TestServer {
+        TestServer::start_edged(store, idempotency, vault, api::server::Edges::default()).await
+    }
+
+    /// A server whose timeouts are `edges`.
+    pub async fn start_edged(
+        store: Arc<dyn EventStore>,
+        idempotency: Idempotency,
+        vault: Arc<dyn KeyVault>,
+        edges: api::server::Edges,
+    ) -> TestServer {
         let specs: Vec<TokenSpec> = Role::ALL
             .into_iter()
             .map(|role| TokenSpec::new(role, secret(role)).unwrap())
@@ -61,9 +71,14 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, signal) = oneshot::channel::<()>();
-        let task = tokio::spawn(api::server::run(state.clone(), listener, async move {
-            let _ = signal.await;
-        }));
+        let task = tokio::spawn(api::server::run(
+            state.clone(),
+            listener,
+            edges,
+            async move {
+                let _ = signal.await;
+            },
+        ));
         TestServer {
             base,
             client: reqwest::Client::new(),

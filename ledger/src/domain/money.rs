@@ -102,6 +102,11 @@ impl Currency {
             })
     }
 
+    /// Every code the ledger accepts, in code order (the API's schema lists them).
+    pub fn codes() -> impl Iterator<Item = &'static str> {
+        CURRENCIES.iter().map(|(code, _)| *code)
+    }
+
     pub fn code(self) -> &'static str {
         CURRENCIES[usize::from(self.index)].0
     }
