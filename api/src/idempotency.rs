@@ -24,8 +24,11 @@
 //! email), and an unsalted hash of it could be tested against guesses. Responses are kept
 //! as they were sent, so no response of an idempotent command may hold personal data.
 //!
-//! Spends do not use the table: their ids live in the account's wallet, and the spend
-//! handler answers a retry from the log (`Ledger::balance_after_spend`).
+//! Spends, payments and refunds do not use the table (`http::command::answered_from_log`):
+//! their ids live in the log (a spend's in its account's wallet, a payment's as its
+//! stream, a refund's in its payment's stream), the ledger refuses an id reused with other
+//! details, and the handler rebuilds the answer from the log. Billing's hot path thus waits
+//! for one fsync, the log's.
 //!
 //! Only successes are recorded. A rejected command (not enough credits, a bad field)
 //! wrote nothing, so its retry is decided again, which is what a client that fixed the

@@ -40,6 +40,32 @@ where
     Ok(respond(completed))
 }
 
+/// Runs a command whose log is its own idempotency record, holding the locks of
+/// `streams`: the ledger decides a repeat of it as nothing new and refuses its natural id
+/// with other details (409), and `run` builds the answer from what the log holds, so the
+/// first answer and every repeat agree at any age and across restarts without a table
+/// record. The command then costs one durable write, its append's. A repeat (200) carries
+/// `Idempotent-Replayed: true`.
+pub async fn answered_from_log<F, Fut>(
+    state: &AppState,
+    key: CommandKey,
+    streams: Vec<String>,
+    run: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(CommandMeta) -> Fut,
+    Fut: std::future::Future<Output = Result<(StatusCode, serde_json::Value), ApiError>>,
+{
+    let meta = CommandMeta::new(key.command_id());
+    let _guards = state.stream_locks.lock(streams).await;
+    let (status, body) = run(meta).await?;
+    Ok(respond(Completed {
+        status,
+        body,
+        replayed: status == StatusCode::OK,
+    }))
+}
+
 /// The response of a completed command; a replay carries `Idempotent-Replayed: true`.
 pub fn respond(completed: Completed) -> Response {
     let mut response = (completed.status, Json(completed.body)).into_response();

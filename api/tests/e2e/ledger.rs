@@ -444,7 +444,8 @@ async fn payments_pay_commissions_up_the_chain_and_refunds_claw_them_back() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CONFLICT);
-    assert_eq!(problem(response).await["type"], "idempotency_conflict");
+    // The log is the payment's idempotency record: the ledger's rule answers.
+    assert_eq!(problem(response).await["type"], "payment_exists");
 
     let refund = json!({"refund_id": "re_1", "amount": "50.00", "reason": "refund",
                         "refunded_at": "2026-01-09T08:00:00Z"});

@@ -220,11 +220,17 @@ pub fn decide_refund(
     };
     if let Some(existing) = payment.refunds.get(&command.refund_id) {
         let same = match existing {
+            // Every detail the command states: a retry with another time is another
+            // refund under a reused id, refused like other amounts.
             DomainEvent::PaymentRefunded(refund) => {
-                command.kind == RefundKind::Refund && refund.amount == command.amount
+                command.kind == RefundKind::Refund
+                    && refund.amount == command.amount
+                    && refund.refunded_at == command.refunded_at
             }
             DomainEvent::PaymentChargedBack(chargeback) => {
-                command.kind == RefundKind::Chargeback && chargeback.amount == command.amount
+                command.kind == RefundKind::Chargeback
+                    && chargeback.amount == command.amount
+                    && chargeback.charged_back_at == command.refunded_at
             }
             other => unreachable!(
                 "refunds hold only refund events, not {}",
@@ -890,6 +896,12 @@ mod tests {
             .then_events(vec![]);
         given(history.clone())
             .when(|s| decide_refund(s, &refund("re_1", "4.00", RefundKind::Chargeback)))
+            .then_rejected("idempotency_conflict");
+        // The log is a refund's only idempotency record: its time must repeat too.
+        let mut later = refund("re_1", "4.00", RefundKind::Refund);
+        later.refunded_at += chrono::Duration::seconds(1);
+        given(history.clone())
+            .when(|s| decide_refund(s, &later))
             .then_rejected("idempotency_conflict");
         let rejection = given(history.clone())
             .when(|s| decide_refund(s, &refund("re_2", "6.01", RefundKind::Refund)))
