@@ -544,76 +544,51 @@ async fn a_torn_payment_or_refund_append_is_recorded_whole_on_retry() {
         "refund_id": "re_torn", "amount": "40.00", "reason": "refund",
         "refunded_at": "2026-10-09T08:00:00Z",
     });
-    let pay = |base: String| {
-        let client = client.clone();
-        let payment = payment.clone();
-        async move {
+    // The payment, then its refund: each torn on disk after its first record, retried.
+    let commands = [
+        (
+            "/v1/payments",
+            payment,
+            "pi_torn",
+            "commissions",
+            "CommissionEarned:3 PaymentReceived:1",
+        ),
+        (
+            "/v1/payments/pi_torn/refunds",
+            refund,
+            "re_torn",
+            "reversed",
+            "CommissionEarned:3 CommissionReversed:3 PaymentReceived:1 PaymentRefunded:1",
+        ),
+    ];
+    for (path, request, key, listed, stream_holds) in commands {
+        let send = |base: &str| {
             client
-                .post(format!("{base}/v1/payments"))
+                .post(format!("{base}{path}"))
                 .bearer_auth(secret(BILLING))
-                .json(&payment)
+                .json(&request)
                 .send()
-                .await
-                .unwrap()
-        }
-    };
-    let claw = |base: String| {
-        let client = client.clone();
-        let refund = refund.clone();
-        async move {
-            client
-                .post(format!("{base}/v1/payments/pi_torn/refunds"))
-                .bearer_auth(secret(BILLING))
-                .json(&refund)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+        };
+        let response = send(&running.base).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let first: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(first[listed].as_array().unwrap().len(), 3, "{first}");
+        tear_last_append(&mut running, data.path(), 4, key);
 
-    let response = pay(running.base.clone()).await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let first: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(first["commissions"].as_array().unwrap().len(), 3, "{first}");
-    tear_last_append(&mut running, data.path(), 4, "pi_torn");
-
-    let mut running = start(data.path(), &tokens);
-    let retry = pay(running.base.clone()).await;
-    assert_eq!(
-        retry.status(),
-        StatusCode::CREATED,
-        "decided again, in full"
-    );
-    let retried: serde_json::Value = retry.json().await.unwrap();
-    assert_eq!(retried["commissions"], first["commissions"]);
-    assert_eq!(
-        count_types(&client, &running.base, "payment-pi_torn").await,
-        "CommissionEarned:3 PaymentReceived:1"
-    );
-
-    let response = claw(running.base.clone()).await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let refunded: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(
-        refunded["reversed"].as_array().unwrap().len(),
-        3,
-        "{refunded}"
-    );
-    tear_last_append(&mut running, data.path(), 4, "re_torn");
-
-    let mut running = start(data.path(), &tokens);
-    let retry = claw(running.base.clone()).await;
-    assert_eq!(
-        retry.status(),
-        StatusCode::CREATED,
-        "decided again, in full"
-    );
-    let retried: serde_json::Value = retry.json().await.unwrap();
-    assert_eq!(retried["reversed"], refunded["reversed"]);
-    assert_eq!(
-        count_types(&client, &running.base, "payment-pi_torn").await,
-        "CommissionEarned:3 CommissionReversed:3 PaymentReceived:1 PaymentRefunded:1"
-    );
+        running = start(data.path(), &tokens);
+        let retry = send(&running.base).await.unwrap();
+        assert_eq!(
+            retry.status(),
+            StatusCode::CREATED,
+            "{key}: decided again, in full"
+        );
+        let retried: serde_json::Value = retry.json().await.unwrap();
+        assert_eq!(retried[listed], first[listed]);
+        assert_eq!(
+            count_types(&client, &running.base, "payment-pi_torn").await,
+            stream_holds
+        );
+    }
     let report: serde_json::Value = client
         .get(format!("{}/v1/verify", running.base))
         .bearer_auth(secret(AUDITOR))
