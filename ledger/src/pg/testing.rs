@@ -46,6 +46,24 @@ pub fn database() -> Result<String, String> {
     })
 }
 
+/// The environment variable that turns "no PostgreSQL, skipped" into a failure (CI).
+pub const TEST_PG_REQUIRED_VAR: &str = "REFLEDGER_TEST_PG_REQUIRED";
+
+/// A fresh database for a test, or `None` after printing why there is none; with
+/// `REFLEDGER_TEST_PG_REQUIRED` set, having none panics instead of skipping.
+pub fn database_or_skip() -> Option<String> {
+    match database() {
+        Ok(url) => Some(url),
+        Err(why) if std::env::var_os(TEST_PG_REQUIRED_VAR).is_some() => {
+            panic!("{TEST_PG_REQUIRED_VAR} is set but there is no PostgreSQL: {why}")
+        }
+        Err(why) => {
+            println!("skipped: {why}");
+            None
+        }
+    }
+}
+
 /// Creates a database with a new name on `server`; its name.
 fn create_database(server: &Server) -> Result<String, String> {
     let name = format!("refledger_test_{}", Uuid::new_v4().simple());
