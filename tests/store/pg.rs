@@ -160,7 +160,43 @@ async fn subscription_resumes_after_the_connections_drop() {
     }
     let extra = tokio::time::timeout(Duration::from_millis(300), subscription.next()).await;
     assert!(extra.is_err(), "a duplicate after a reconnect");
-    assert!(follower.write_refusal().is_none());
+}
+
+/// Readiness hears that the database cannot be reached, from the listener, without an
+/// append having to fail first; and that it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_a_write_refusal_until_it_is_back() {
+    let Some(url) = testing::database_or_skip() else {
+        return;
+    };
+    let store = PgStore::connect(&url).await.expect("open");
+    assert_eq!(store.write_refusal(), None);
+    let until = |want_refusal: bool| {
+        let store = store.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            while store.write_refusal().is_some() != want_refusal {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "write_refusal stayed {:?}",
+                    store.write_refusal()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    testing::set_reachable(&url, false).expect("cut the database off");
+    until(true).await;
+    let refused = store
+        .append(&stream("down"), ExpectedRevision::Any, vec![event("x")])
+        .await;
+    assert!(matches!(refused, Err(StoreError::Unavailable { .. })));
+    testing::set_reachable(&url, true).expect("reconnect the database");
+    until(false).await;
+    store
+        .append(&stream("up"), ExpectedRevision::Any, vec![event("y")])
+        .await
+        .expect("appends again once the database is back");
 }
 
 /// A database migrated by a newer build is refused, not written.

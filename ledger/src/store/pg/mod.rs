@@ -761,6 +761,12 @@ async fn listen(store: Weak<Inner>) {
         };
         if let Err(error) = listen_once(&store, &config).await {
             tracing::debug!(%error, "event store listener disconnected");
+            // Readiness hears of an unreachable database without waiting for an append.
+            if let Some(inner) = store.upgrade() {
+                *inner.refusal.lock().expect("refusal lock poisoned") = Some(format!(
+                    "the listening connection to PostgreSQL failed: {error}"
+                ));
+            }
         }
         tokio::time::sleep(LISTENER_RETRY_INTERVAL).await;
     }
@@ -793,6 +799,9 @@ async fn listen_once(store: &Weak<Inner>, config: &Config) -> Result<(), String>
             .map_err(|error| error.to_string())?;
         // Whatever was appended while nobody listened: every follower reads again.
         wake(store, None);
+        if let Some(inner) = store.upgrade() {
+            *inner.refusal.lock().expect("refusal lock poisoned") = None;
+        }
         loop {
             tokio::select! {
                 payload = notifications.recv() => {
