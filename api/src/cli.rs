@@ -150,6 +150,10 @@ pub enum Bench {
         /// Directory for the benchmark's logs (a temporary directory inside it).
         #[arg(long, default_value = "target/bench")]
         dir: PathBuf,
+        /// A PostgreSQL database (`postgres://...`, durable, for benchmarks only) to
+        /// measure `PgStore` on too.
+        #[arg(long, env = "REFLEDGER_BENCH_POSTGRES")]
+        postgres: Option<String>,
     },
     /// Store, projections and scaling benchmarks in one run; writes the generated section
     /// of docs/BENCHMARKS.md and the chart docs/scaling.svg.
