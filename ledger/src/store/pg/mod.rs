@@ -47,7 +47,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, Statement};
 use uuid::Uuid;
 
 use super::{
@@ -100,7 +101,7 @@ pub struct PgStore {
 
 struct Inner {
     config: Config,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Conn>>,
     permits: Arc<Semaphore>,
     head: watch::Sender<Option<Position>>,
     /// Why the last operation could not reach the database, until one does again.
@@ -134,7 +135,7 @@ impl From<tokio_postgres::Error> for Failure {
     }
 }
 
-/// Runs `$body` (an expression using `$client: &mut Client`) on a pooled connection, once
+/// Runs `$body` (an expression using `$client: &mut Conn`) on a pooled connection, once
 /// more on a fresh one if the connection died, within [`OPERATION_TIMEOUT`]. A macro, not a
 /// function: a closure returning a future that borrows both the client and the caller's
 /// arguments cannot be named.
@@ -148,7 +149,7 @@ macro_rules! on_connection {
                 Err(error) => break Err(error),
             };
             let outcome = {
-                let $client: &mut Client = pooled.client_mut();
+                let $client: &mut Conn = pooled.client_mut();
                 tokio::time::timeout(OPERATION_TIMEOUT, $body).await
             };
             match outcome {
@@ -214,8 +215,8 @@ impl PgStore {
     /// Applies the migrations the database lacks, under an advisory lock; refuses a
     /// database that is newer than this build.
     async fn migrate(&self) -> Result<(), StoreError> {
-        on_connection!(self, "migrating the event store schema", |client| async {
-            let transaction = client.transaction().await?;
+        on_connection!(self, "migrating the event store schema", |conn| async {
+            let transaction = conn.client.transaction().await?;
             transaction
                 .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
                 .await?;
@@ -251,8 +252,9 @@ impl PgStore {
 
     /// The schema version the database is at.
     pub async fn schema_version(&self) -> Result<i32, StoreError> {
-        on_connection!(self, "reading the schema version", |client| async {
-            let row = client
+        on_connection!(self, "reading the schema version", |conn| async {
+            let row = conn
+                .client
                 .query_one(
                     "SELECT coalesce(max(version), 0) FROM refledger_store_schema",
                     &[],
@@ -269,11 +271,14 @@ impl PgStore {
             .expect("the pool's semaphore is never closed");
         let idle = {
             let mut idle = self.inner.idle.lock().expect("pool lock poisoned");
-            std::iter::from_fn(|| idle.pop()).find(|client| !client.is_closed())
+            std::iter::from_fn(|| idle.pop()).find(|conn| !conn.client.is_closed())
         };
         let client = match idle {
-            Some(client) => client,
-            None => connect(&self.inner.config).await?,
+            Some(conn) => conn,
+            None => Conn {
+                client: connect(&self.inner.config).await?,
+                statements: HashMap::new(),
+            },
         };
         Ok(Pooled {
             client: Some(client),
@@ -298,17 +303,36 @@ impl PgStore {
     }
 }
 
+/// A connection and the statements prepared on it. Every query of this module is prepared
+/// once per connection and then costs one round trip, not two (a query given as text is
+/// parsed and described first); the cache holds at most the module's dozen statements.
+struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Conn {
+    async fn prepared(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).await?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+}
+
 /// A pooled connection, put back only when its operation finished (a timed-out one may be
 /// mid-transaction).
 struct Pooled<'a> {
-    client: Option<Client>,
-    idle: &'a Mutex<Vec<Client>>,
+    client: Option<Conn>,
+    idle: &'a Mutex<Vec<Conn>>,
     reusable: bool,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Pooled<'_> {
-    fn client_mut(&mut self) -> &mut Client {
+    fn client_mut(&mut self) -> &mut Conn {
         self.client.as_mut().expect("present until dropped")
     }
 
@@ -320,7 +344,7 @@ impl Pooled<'_> {
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            if self.reusable && !client.is_closed() {
+            if self.reusable && !client.client.is_closed() {
                 self.idle.lock().expect("pool lock poisoned").push(client);
             }
         }
@@ -487,30 +511,53 @@ fn decode_log_page(from: i64, rows: &[Row]) -> Result<Vec<RecordedEvent>, StoreE
     Ok(events)
 }
 
+const HEAD_FOR_UPDATE_SQL: &str = "SELECT next_position, head_hash, head_recorded_at_us \
+     FROM refledger_log_head FOR UPDATE";
+const WRITTEN_IDS_SQL: &str = "SELECT event_id, stream, revision, position \
+     FROM refledger_events WHERE event_id = ANY($1)";
+const LAST_REVISION_SQL: &str = "SELECT max(revision) FROM refledger_events WHERE stream = $1";
+const INSERT_EVENTS_SQL: &str = "INSERT INTO refledger_events (position, event_id, stream, \
+     revision, event_type, schema_version, recorded_at_us, correlation_id, causation_id, \
+     payload, hash_previous, hash_current) \
+     SELECT position, event_id, $3, revision, event_type, schema_version, $7, \
+     correlation_id, causation_id, payload, hash_previous, hash_current \
+     FROM unnest($1::bigint[], $2::uuid[], $4::bigint[], $5::text[], $6::integer[], \
+     $8::uuid[], $9::uuid[], $10::bytea[], $11::bytea[], $12::bytea[]) \
+     AS e(position, event_id, revision, event_type, schema_version, correlation_id, \
+     causation_id, payload, hash_previous, hash_current)";
+const UPDATE_HEAD_SQL: &str = "UPDATE refledger_log_head SET next_position = $1, \
+     head_hash = $2, head_recorded_at_us = $3";
+const NOTIFY_SQL: &str = "SELECT pg_notify($1, $2)";
+const HEAD_SQL: &str = "SELECT next_position FROM refledger_log_head";
+
 async fn append_once(
-    client: &mut Client,
+    conn: &mut Conn,
     stream: &StreamName,
     expected: ExpectedRevision,
     events: &[NewEvent],
 ) -> Result<(AppendOutcome, bool), Failure> {
-    let transaction = client.transaction().await?;
+    // Prepared before the transaction, so the lock below is held for as few round trips
+    // as possible.
+    let head_for_update = conn.prepared(HEAD_FOR_UPDATE_SQL).await?;
+    let written_ids = conn.prepared(WRITTEN_IDS_SQL).await?;
+    let last_revision = conn.prepared(LAST_REVISION_SQL).await?;
+    let insert_events = conn.prepared(INSERT_EVENTS_SQL).await?;
+    let update_head = conn.prepared(UPDATE_HEAD_SQL).await?;
+    let notify = conn.prepared(NOTIFY_SQL).await?;
+    let transaction = conn.client.transaction().await?;
     // The lock that orders everything: held until commit (see the module comment).
-    let head = transaction
-        .query_one(
-            "SELECT next_position, head_hash, head_recorded_at_us FROM refledger_log_head \
-             FOR UPDATE",
-            &[],
-        )
-        .await?;
+    let head = transaction.query_one(&head_for_update, &[]).await?;
     let next_position: i64 = head.get(0);
     let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
-    let written: HashMap<Uuid, WrittenEvent> = transaction
-        .query(
-            "SELECT event_id, stream, revision, position FROM refledger_events \
-             WHERE event_id = ANY($1)",
-            &[&ids],
-        )
-        .await?
+    // Both lookups in one round trip (tokio-postgres pipelines concurrent queries).
+    let stream_name = stream.as_str();
+    let ids_param: [&(dyn ToSql + Sync); 1] = [&ids];
+    let stream_param: [&(dyn ToSql + Sync); 1] = [&stream_name];
+    let (written_rows, last_row) = tokio::try_join!(
+        transaction.query(&written_ids, &ids_param),
+        transaction.query_one(&last_revision, &stream_param),
+    )?;
+    let written: HashMap<Uuid, WrittenEvent> = written_rows
         .iter()
         .map(|row| {
             let revision: i64 = row.get(2);
@@ -528,13 +575,7 @@ async fn append_once(
     {
         return Ok((outcome, false));
     }
-    let last_revision: Option<i64> = transaction
-        .query_one(
-            "SELECT max(revision) FROM refledger_events WHERE stream = $1",
-            &[&stream.as_str()],
-        )
-        .await?
-        .get(0);
+    let last_revision: Option<i64> = last_row.get(0);
     let actual = match last_revision {
         None => StreamState::NoStream,
         Some(revision) => StreamState::At(
@@ -578,52 +619,34 @@ async fn append_once(
         events.iter().map(|e| e.metadata.correlation_id).collect();
     let causations: Vec<Option<Uuid>> = events.iter().map(|e| e.metadata.causation_id).collect();
     let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
-    transaction
-        .execute(
-            "INSERT INTO refledger_events (position, event_id, stream, revision, event_type, \
-             schema_version, recorded_at_us, correlation_id, causation_id, payload, \
-             hash_previous, hash_current) \
-             SELECT position, event_id, $3, revision, event_type, schema_version, $7, \
-             correlation_id, causation_id, payload, hash_previous, hash_current \
-             FROM unnest($1::bigint[], $2::uuid[], $4::bigint[], $5::text[], $6::integer[], \
-             $8::uuid[], $9::uuid[], $10::bytea[], $11::bytea[], $12::bytea[]) \
-             AS e(position, event_id, revision, event_type, schema_version, correlation_id, \
-             causation_id, payload, hash_previous, hash_current)",
-            &[
-                &positions,
-                &ids,
-                &stream.as_str(),
-                &revisions,
-                &event_types,
-                &schema_versions,
-                &recorded_at_us,
-                &correlations,
-                &causations,
-                &payloads,
-                &hashes_previous,
-                &hashes_current,
-            ],
-        )
-        .await?;
     let last_position = next_position + count as i64 - 1;
-    transaction
-        .execute(
-            "UPDATE refledger_log_head SET next_position = $1, head_hash = $2, \
-             head_recorded_at_us = $3",
-            &[
-                &(last_position + 1),
-                &previous.0.as_slice(),
-                &recorded_at_us,
-            ],
-        )
-        .await?;
-    // Delivered at commit, to every instance listening.
-    transaction
-        .execute(
-            "SELECT pg_notify($1, $2)",
-            &[&NOTIFY_CHANNEL, &last_position.to_string()],
-        )
-        .await?;
+    let next_head = last_position + 1;
+    let notice = last_position.to_string();
+    let head_hash = previous.0.as_slice();
+    let insert_params: [&(dyn ToSql + Sync); 12] = [
+        &positions,
+        &ids,
+        &stream_name,
+        &revisions,
+        &event_types,
+        &schema_versions,
+        &recorded_at_us,
+        &correlations,
+        &causations,
+        &payloads,
+        &hashes_previous,
+        &hashes_current,
+    ];
+    let head_params: [&(dyn ToSql + Sync); 3] = [&next_head, &head_hash, &recorded_at_us];
+    let notify_params: [&(dyn ToSql + Sync); 2] = [&NOTIFY_CHANNEL, &notice];
+    // The three writes in one round trip; if one fails the transaction is aborted and
+    // never committed.
+    tokio::try_join!(
+        transaction.execute(&insert_events, &insert_params),
+        transaction.execute(&update_head, &head_params),
+        // Delivered at commit, to every instance listening.
+        transaction.execute(&notify, &notify_params),
+    )?;
     transaction.commit().await?;
     let outcome = AppendOutcome {
         revision: u64::try_from(*revisions.last().expect("not empty")).expect("non-negative"),
@@ -677,9 +700,11 @@ impl EventStore for PgStore {
         };
         let query = format!("{SELECT_EVENTS} WHERE stream = $1 AND {sql} LIMIT $3");
         let limit = limit as i64;
-        on_connection!(self, "reading a stream", |client| async {
-            let rows = client
-                .query(&query, &[&stream.as_str(), &bound, &limit])
+        on_connection!(self, "reading a stream", |conn| async {
+            let statement = conn.prepared(&query).await?;
+            let rows = conn
+                .client
+                .query(&statement, &[&stream.as_str(), &bound, &limit])
                 .await?;
             Ok(rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?)
         })
@@ -696,19 +721,19 @@ impl EventStore for PgStore {
         }
         let query = format!("{SELECT_EVENTS} WHERE position >= $1 ORDER BY position LIMIT $2");
         let (from, limit) = (to_bigint(from.commit), limit as i64);
-        on_connection!(self, "reading the log", |client| async {
-            let rows = client.query(&query, &[&from, &limit]).await?;
+        on_connection!(self, "reading the log", |conn| async {
+            let statement = conn.prepared(&query).await?;
+            let rows = conn.client.query(&statement, &[&from, &limit]).await?;
             Ok(decode_log_page(from, &rows)?)
         })
     }
 
     async fn stream_state(&self, stream: &StreamName) -> Result<StreamState, StoreError> {
-        on_connection!(self, "reading a stream's state", |client| async {
-            let last: Option<i64> = client
-                .query_one(
-                    "SELECT max(revision) FROM refledger_events WHERE stream = $1",
-                    &[&stream.as_str()],
-                )
+        on_connection!(self, "reading a stream's state", |conn| async {
+            let statement = conn.prepared(LAST_REVISION_SQL).await?;
+            let last: Option<i64> = conn
+                .client
+                .query_one(&statement, &[&stream.as_str()])
                 .await?
                 .get(0);
             Ok(match last {
@@ -721,11 +746,9 @@ impl EventStore for PgStore {
     }
 
     async fn head(&self) -> Result<Option<Position>, StoreError> {
-        on_connection!(self, "reading the log head", |client| async {
-            let next: i64 = client
-                .query_one("SELECT next_position FROM refledger_log_head", &[])
-                .await?
-                .get(0);
+        on_connection!(self, "reading the log head", |conn| async {
+            let statement = conn.prepared(HEAD_SQL).await?;
+            let next: i64 = conn.client.query_one(&statement, &[]).await?.get(0);
             Ok(u64::try_from(next)
                 .map_err(|_| corrupted(next, "negative next_position"))?
                 .checked_sub(1)
