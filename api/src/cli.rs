@@ -150,6 +150,10 @@ pub enum Bench {
         /// Directory for the benchmark's logs (a temporary directory inside it).
         #[arg(long, default_value = "target/bench")]
         dir: PathBuf,
+        /// A PostgreSQL database (`postgres://...`, durable, for benchmarks only) to
+        /// measure `PgStore` on too.
+        #[arg(long, env = "REFLEDGER_BENCH_POSTGRES")]
+        postgres: Option<String>,
     },
     /// Store, projections and scaling benchmarks in one run; writes the generated section
     /// of docs/BENCHMARKS.md and the chart docs/scaling.svg.
@@ -210,10 +214,12 @@ pub struct ServeArgs {
     /// The one currency of payments, commissions and payouts (ISO 4217).
     #[arg(long, env = "REFLEDGER_CURRENCY", default_value = "EUR")]
     pub currency: String,
-    /// Run on a KurrentDB cluster instead of the embedded log: a connection string
+    /// Run on another store than the embedded log: a PostgreSQL URL
+    /// (`postgres://user@host/db`) or a KurrentDB connection string
     /// (`kurrentdb://host:2113?tls=false`, `kurrentdb+discover://...`, `esdb://...`).
-    /// The data directory still holds tokens, the vault and the idempotency table.
-    #[arg(long, env = "KURRENTDB_URL")]
+    /// `KURRENTDB_URL`, the older name, is read when `REFLEDGER_STORE` is not set. The data
+    /// directory still holds tokens, the vault and the idempotency table.
+    #[arg(long, env = "REFLEDGER_STORE")]
     pub store: Option<String>,
     /// The shared key vault, for several instances on one cluster: a PostgreSQL
     /// connection string (`postgres://user@host/db`). The data directory's vault
@@ -276,7 +282,8 @@ pub struct MigrateArgs {
     /// The data directory whose embedded log is copied (the server must not be running).
     #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
     pub data: PathBuf,
-    /// Where to copy it: a KurrentDB connection string, or another data directory.
+    /// Where to copy it: a PostgreSQL URL, a KurrentDB connection string, or another data
+    /// directory.
     #[arg(long)]
     pub to: String,
 }

@@ -48,8 +48,14 @@ fn main() -> ExitCode {
             Command::Report(args) => report(args).await,
             Command::Erase(args) => erase(args).await,
             Command::Bench {
-                bench: Bench::Store { events, quick, dir },
-            } => bench_store(events, quick, dir).await,
+                bench:
+                    Bench::Store {
+                        events,
+                        quick,
+                        dir,
+                        postgres,
+                    },
+            } => bench_store(events, quick, dir, postgres).await,
             Command::Bench {
                 bench:
                     Bench::All {
@@ -259,6 +265,7 @@ async fn bench_store(
     events: u64,
     quick: bool,
     dir: std::path::PathBuf,
+    postgres: Option<String>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let log_events = if quick && events == 10_000_000 {
         200_000
@@ -269,6 +276,7 @@ async fn bench_store(
         log_events,
         quick,
         dir,
+        postgres,
     };
     let report = bench::store::run(options)
         .await

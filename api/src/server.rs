@@ -47,7 +47,12 @@ pub enum ServeError {
 /// Builds the state of `serve`: the store, the tokens and the idempotency table of the
 /// data directory.
 pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeError> {
-    let opened = crate::store::open_chosen(&args.data, args.store.as_deref()).await?;
+    // KURRENTDB_URL named the store before there was more than one server backend.
+    let store = args
+        .store
+        .clone()
+        .or_else(|| std::env::var("KURRENTDB_URL").ok());
+    let opened = crate::store::open_chosen(&args.data, store.as_deref()).await?;
     let (specs, source) = resolve_tokens(&args.token, args.tokens_file.as_deref(), &args.data)?;
     match &source {
         TokenSource::Flags => tracing::info!(count = specs.len(), "tokens from --token"),

@@ -23,6 +23,8 @@ enum Backend {
     File(FileStore),
     #[cfg(feature = "kurrentdb")]
     KurrentDb,
+    #[cfg(feature = "pg-store")]
+    Postgres,
 }
 
 /// The folder of the event log inside the data directory.
@@ -40,21 +42,25 @@ pub async fn open(data: &Path) -> Result<OpenedStore, StoreError> {
     })
 }
 
-/// Opens the store named by `store`: a KurrentDB connection string (`kurrentdb://...`,
-/// `esdb://...`, and their `+discover` forms) when one is given, else the embedded file
-/// store of the data directory `data`.
+/// Opens the store named by `store`: a PostgreSQL URL (`postgres://...`,
+/// `postgresql://...`) or a KurrentDB connection string (`kurrentdb://...`, `esdb://...`,
+/// and their `+discover` forms) when one is given, else the embedded file store of the
+/// data directory `data`.
 pub async fn open_chosen(data: &Path, store: Option<&str>) -> Result<OpenedStore, StoreError> {
     match store {
         None => open(data).await,
+        Some(url) if is_postgres_url(url) => open_postgres(url).await,
         Some(connection) => open_kurrentdb(connection).await,
     }
 }
 
-/// Opens the store a migration copies into: a KurrentDB connection string, or the path of
-/// another data directory (whose embedded log must be empty or hold a prefix of the
-/// source's events).
+/// Opens the store a migration copies into: a PostgreSQL URL, a KurrentDB connection
+/// string, or the path of another data directory (whose log must be empty or hold a
+/// prefix of the source's events).
 pub async fn open_target(target: &str) -> Result<OpenedStore, StoreError> {
-    if is_connection_string(target) {
+    if is_postgres_url(target) {
+        open_postgres(target).await
+    } else if is_connection_string(target) {
         open_kurrentdb(target).await
     } else {
         open(Path::new(target)).await
@@ -70,6 +76,26 @@ fn is_connection_string(text: &str) -> bool {
     ]
     .iter()
     .any(|scheme| text.starts_with(scheme))
+}
+
+fn is_postgres_url(text: &str) -> bool {
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
+#[cfg(feature = "pg-store")]
+async fn open_postgres(url: &str) -> Result<OpenedStore, StoreError> {
+    let store = ledger::store::pg::PgStore::connect(url).await?;
+    Ok(OpenedStore {
+        store: Arc::new(store),
+        backend: Backend::Postgres,
+    })
+}
+
+#[cfg(not(feature = "pg-store"))]
+async fn open_postgres(_url: &str) -> Result<OpenedStore, StoreError> {
+    Err(StoreError::Unavailable {
+        reason: "this binary was built without the `pg-store` feature".to_owned(),
+    })
 }
 
 #[cfg(feature = "kurrentdb")]
@@ -100,6 +126,8 @@ impl OpenedStore {
             Backend::File(store) => store.close().await,
             #[cfg(feature = "kurrentdb")]
             Backend::KurrentDb => Ok(()),
+            #[cfg(feature = "pg-store")]
+            Backend::Postgres => Ok(()),
         }
     }
 }

@@ -65,7 +65,7 @@ fn main() {
     println!("directory vault:");
     run(&vault, 20_000);
     #[cfg(feature = "pg-vault")]
-    match ledger::privacy::vault::pg::testing::database() {
+    match ledger::pg::testing::database() {
         Ok(url) => {
             let vault =
                 ledger::privacy::vault::pg::PgVault::connect(&url, MasterKey::generate().unwrap())

@@ -7,6 +7,8 @@
 pub mod domain;
 pub mod durable;
 pub mod hex;
+#[cfg(any(feature = "pg-vault", feature = "pg-store"))]
+pub mod pg;
 pub mod privacy;
 pub mod service;
 pub mod store;

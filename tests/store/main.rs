@@ -2,6 +2,7 @@
 //! own durability, recovery and corruption tests.
 
 mod kurrentdb;
+mod pg;
 
 mod memory {
     ledger::store_conformance_tests!(async { (ledger::store::memory::MemoryStore::new(), ()) });

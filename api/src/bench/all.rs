@@ -39,6 +39,7 @@ pub async fn run(options: AllOptions) -> Result<String, String> {
             log_events: if options.quick { 200_000 } else { 10_000_000 },
             quick: options.quick,
             dir: options.dir.clone(),
+            postgres: None,
         })
         .await?;
         sections.push(format!(

@@ -30,6 +30,10 @@ pub struct StoreBenchOptions {
     pub quick: bool,
     /// Where the logs go; a fresh temporary directory inside it is removed afterwards.
     pub dir: PathBuf,
+    /// A PostgreSQL database (URL) for a third column: the append workloads and read_all
+    /// on `PgStore`. It must be empty or hold only earlier runs' benchmark events, and
+    /// be a real, durable server (fsync on) for the numbers to mean anything.
+    pub postgres: Option<String>,
 }
 
 /// One measured line: the same work on both backends.
@@ -39,6 +43,8 @@ pub struct Measurement {
     pub unit: &'static str,
     pub file: f64,
     pub sqlite: f64,
+    /// `PgStore` on the given database, for the workloads it runs.
+    pub postgres: Option<f64>,
     /// Whether a larger number is better (a rate) or worse (a time, a size).
     pub higher_is_better: bool,
     pub note: String,
@@ -74,6 +80,9 @@ struct Sizes {
     batch100_sqlite: usize,
     batch1000_file: usize,
     batch1000_sqlite: usize,
+    single_postgres: usize,
+    concurrent_per_writer_postgres: usize,
+    batch100_postgres: usize,
 }
 
 const WRITERS: usize = 64;
@@ -92,6 +101,9 @@ impl Sizes {
                 batch100_sqlite: 50,
                 batch1000_file: 30,
                 batch1000_sqlite: 10,
+                single_postgres: 100,
+                concurrent_per_writer_postgres: 3,
+                batch100_postgres: 20,
             }
         } else {
             Sizes {
@@ -103,6 +115,9 @@ impl Sizes {
                 batch100_sqlite: 300,
                 batch1000_file: 500,
                 batch1000_sqlite: 50,
+                single_postgres: 500,
+                concurrent_per_writer_postgres: 20,
+                batch100_postgres: 200,
             }
         }
     }
@@ -132,7 +147,13 @@ pub async fn run(options: StoreBenchOptions) -> BenchResult<StoreBenchReport> {
         open_file(&work.path().join("batch1000"))?,
     ];
     let sqlite = Arc::new(SqliteStore::open(&work.path().join("appends.sqlite"))?);
+    let postgres = match &options.postgres {
+        Some(url) => Some(open_postgres(url).await?),
+        None => None,
+    };
     let mut rounds: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); 4];
+    // Single, 64 writers, batches of 100: the workloads PostgreSQL runs.
+    let mut postgres_rounds: Vec<Vec<f64>> = vec![Vec::new(); 3];
     for round in 0..ROUNDS {
         eprintln!("append workloads, round {} of {ROUNDS}", round + 1);
         rounds[0]
@@ -173,6 +194,16 @@ pub async fn run(options: StoreBenchOptions) -> BenchResult<StoreBenchReport> {
                 .1
                 .push(batch_appends_sqlite(&sqlite, &mut ids, batch, sqlite_batches).await?);
         }
+        if let Some(postgres) = &postgres {
+            postgres_rounds[0]
+                .push(single_appends(postgres, &mut ids, sizes.single_postgres).await?);
+            postgres_rounds[1].push(
+                concurrent_appends(postgres, &mut ids, sizes.concurrent_per_writer_postgres)
+                    .await?,
+            );
+            postgres_rounds[2]
+                .push(batch_appends(postgres, &mut ids, 100, sizes.batch100_postgres).await?);
+        }
         fsync_samples.extend(fsync_samples_us(work.path(), probe)?);
     }
     let names = [
@@ -181,9 +212,14 @@ pub async fn run(options: StoreBenchOptions) -> BenchResult<StoreBenchReport> {
         "durable appends in batches of 100, 1 writer",
         "durable appends in batches of 1000, 1 writer",
     ];
+    let mut postgres_rounds = postgres_rounds.into_iter();
     for (name, (file_rates, sqlite_rates)) in names.into_iter().zip(rounds) {
         let mut measurement = rate(name, median(file_rates), median(sqlite_rates));
         measurement.note = format!("median of {ROUNDS} alternating rounds");
+        measurement.postgres = postgres_rounds
+            .next()
+            .filter(|rates| !rates.is_empty())
+            .map(median);
         measurements.push(measurement);
     }
     for file in [single_file, concurrent_file]
@@ -261,17 +297,27 @@ pub async fn run(options: StoreBenchOptions) -> BenchResult<StoreBenchReport> {
     let memory_sqlite = peak_memory_mib();
     assert_eq!(read, n, "the sqlite log read back short");
 
-    measurements.push(rate(
+    let mut read_all = rate(
         &format!("read_all of the whole {n}-event log"),
         n as f64 / read_file.as_secs_f64(),
         n as f64 / read_sqlite.as_secs_f64(),
-    ));
+    );
+    if let Some(postgres) = &postgres {
+        // PostgreSQL reads the log its append workloads wrote (much smaller than n): a
+        // rate, not the same log.
+        let started = Instant::now();
+        let read = read_whole_file(postgres).await?;
+        read_all.postgres = Some(read as f64 / started.elapsed().as_secs_f64());
+        read_all.note = format!("PostgreSQL: its {read}-event log of the append workloads");
+    }
+    measurements.push(read_all);
     measurements.push(Measurement {
         name: format!("open the {n}-event log, with index checkpoint"),
         unit: "s",
         file: open_with_checkpoint.as_secs_f64(),
         sqlite: open_sqlite.as_secs_f64(),
         higher_is_better: false,
+        postgres: None,
         note: "SQLite keeps its indexes on disk; opening it is nearly free".to_owned(),
     });
     measurements.push(Measurement {
@@ -280,6 +326,7 @@ pub async fn run(options: StoreBenchOptions) -> BenchResult<StoreBenchReport> {
         file: open_scan.as_secs_f64(),
         sqlite: open_sqlite.as_secs_f64(),
         higher_is_better: false,
+        postgres: None,
         note: "file: re-hashes every record, rebuilds the index, writes a new checkpoint"
             .to_owned(),
     });
@@ -289,6 +336,7 @@ pub async fn run(options: StoreBenchOptions) -> BenchResult<StoreBenchReport> {
         file: memory_file_open.max(memory_file_read),
         sqlite: memory_sqlite,
         higher_is_better: false,
+        postgres: None,
         note: format!("file full-scan open: {memory_file_scan:.0} MiB"),
     });
     drop(work);
@@ -309,6 +357,7 @@ fn rate(name: &str, file: f64, sqlite: f64) -> Measurement {
         sqlite,
         higher_is_better: true,
         note: String::new(),
+        postgres: None,
     }
 }
 
@@ -321,21 +370,33 @@ pub fn render_markdown(report: &StoreBenchReport) -> String {
         report.fsync_latency_us_p50, report.fsync_latency_us_p99
     ));
     out.push_str(&format!("large log: {} events\n\n", report.log_events));
-    out.push_str("| measurement | file log | SQLite | file / SQLite | note |\n");
-    out.push_str("|---|---:|---:|---:|---|\n");
+    let with_postgres = report.measurements.iter().any(|m| m.postgres.is_some());
+    if with_postgres {
+        out.push_str("| measurement | file log | SQLite | PostgreSQL | file / SQLite | note |\n");
+        out.push_str("|---|---:|---:|---:|---:|---|\n");
+    } else {
+        out.push_str("| measurement | file log | SQLite | file / SQLite | note |\n");
+        out.push_str("|---|---:|---:|---:|---|\n");
+    }
     for m in &report.measurements {
+        let postgres = match (with_postgres, m.postgres) {
+            (false, _) => String::new(),
+            (true, Some(value)) => format!(" {} {} |", human(value), m.unit),
+            (true, None) => " - |".to_owned(),
+        };
         let ratio = if m.sqlite > 0.0 {
             format!("{:.2}x", m.file / m.sqlite)
         } else {
             "-".to_owned()
         };
         out.push_str(&format!(
-            "| {} | {} {} | {} {} | {} | {} |\n",
+            "| {} | {} {} | {} {} |{} {} | {} |\n",
             m.name,
             human(m.file),
             m.unit,
             human(m.sqlite),
             m.unit,
+            postgres,
             ratio,
             match (m.higher_is_better, m.note.is_empty()) {
                 (true, _) => m.note.clone(),
@@ -364,6 +425,18 @@ fn human(value: f64) -> String {
     } else {
         format!("{value:.4}")
     }
+}
+
+#[cfg(feature = "pg-store")]
+async fn open_postgres(url: &str) -> BenchResult<ledger::store::pg::PgStore> {
+    ledger::store::pg::PgStore::connect(url)
+        .await
+        .map_err(|error| format!("PostgreSQL: {error}"))
+}
+
+#[cfg(not(feature = "pg-store"))]
+async fn open_postgres(_url: &str) -> BenchResult<ledger::store::memory::MemoryStore> {
+    Err("this binary was built without the `pg-store` feature".to_owned())
 }
 
 fn open_file(dir: &Path) -> BenchResult<FileStore> {
@@ -440,7 +513,11 @@ fn stream(name: &str) -> StreamName {
     StreamName::parse(name).expect("valid stream")
 }
 
-async fn single_appends(store: &FileStore, ids: &mut IdSource, count: usize) -> BenchResult<f64> {
+async fn single_appends<S: EventStore>(
+    store: &S,
+    ids: &mut IdSource,
+    count: usize,
+) -> BenchResult<f64> {
     let events: Vec<_> = (0..count).map(|_| ids.event()).collect();
     let target = stream("single");
     let started = Instant::now();
@@ -453,8 +530,8 @@ async fn single_appends(store: &FileStore, ids: &mut IdSource, count: usize) -> 
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn concurrent_appends(
-    store: &FileStore,
+async fn concurrent_appends<S: EventStore + Clone>(
+    store: &S,
     ids: &mut IdSource,
     per_writer: usize,
 ) -> BenchResult<f64> {
@@ -483,8 +560,8 @@ async fn concurrent_appends(
     Ok((WRITERS * per_writer) as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn batch_appends(
-    store: &FileStore,
+async fn batch_appends<S: EventStore>(
+    store: &S,
     ids: &mut IdSource,
     batch: usize,
     batches: usize,
@@ -534,7 +611,7 @@ async fn build_log(store: &FileStore, ids: &mut IdSource, events: u64) -> BenchR
     Ok(())
 }
 
-async fn read_whole_file(store: &FileStore) -> BenchResult<u64> {
+async fn read_whole_file<S: EventStore>(store: &S) -> BenchResult<u64> {
     let mut from = Position::START;
     let mut read = 0u64;
     loop {

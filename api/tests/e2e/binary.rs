@@ -407,6 +407,77 @@ fn migrate_copies_a_data_directory_and_verifies_it() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("connection string"));
 }
 
+/// `migrate --to postgres://...` copies a data directory's log into PostgreSQL and
+/// verifies it, a second run copies nothing, and `serve --store postgres://...` serves
+/// the copy, whose chain verifies.
+#[cfg(feature = "pg-store")]
+#[tokio::test]
+async fn migrate_into_postgres_and_serve_from_it() {
+    let Some(connection) = ledger::pg::testing::database_or_skip() else {
+        return;
+    };
+    let url = ledger::pg::testing::as_url(&connection).unwrap();
+    let source = tempfile::tempdir().unwrap();
+    let mut running = start(source.path(), &["--demo"]);
+    let (exit, _) = terminate(&mut running);
+    assert!(exit.success());
+    let migrate = || {
+        Command::new(BINARY)
+            .args(["migrate", "--data"])
+            .arg(source.path())
+            .args(["--to", &url])
+            .output()
+            .unwrap()
+    };
+    let first = migrate();
+    let stdout = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.status.success(),
+        "migrate failed: {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(stdout.contains("migrated and verified"), "{stdout}");
+    // Run again (as after an interruption): everything is recognised, nothing doubles.
+    let again = migrate();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout)
+            .lines()
+            .find(|line| line.contains("verified")),
+        stdout.lines().find(|line| line.contains("verified")),
+    );
+
+    let served = tempfile::tempdir().unwrap();
+    let mut running = start(served.path(), &["--store", &url, "--token", AUDITOR]);
+    let report: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/verify", running.base))
+        .bearer_auth(secret(AUDITOR))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    let events: u64 = stdout
+        .split("migrated and verified ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected migrate output {stdout:?}"));
+    assert!(events > 12, "the demo log was copied: {stdout}");
+    assert_eq!(
+        report["events_checked"], events,
+        "the served store holds the events copied: {report}"
+    );
+    let (exit, stderr) = terminate(&mut running);
+    assert!(exit.success(), "{stderr}");
+}
+
 #[test]
 fn simulate_writes_a_data_directory_that_verify_and_summarize_read() {
     let temp = tempfile::tempdir().unwrap();

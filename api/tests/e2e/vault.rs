@@ -1,12 +1,12 @@
 //! The shared key vault through the real binary: a data directory's vault copied into
 //! PostgreSQL with `vault-migrate`, then `serve --key-vault` reading and erasing through
-//! it. Runs against the test PostgreSQL of `ledger::privacy::vault::pg::testing`; skipped,
+//! it. Runs against the test PostgreSQL of `ledger::pg::testing`; skipped,
 //! saying why, when there is none.
 
 use std::ffi::OsStr;
 use std::process::Command;
 
-use ledger::privacy::vault::pg::testing;
+use ledger::pg::testing;
 use ledger::privacy::MasterKey;
 use reqwest::StatusCode;
 use serde_json::json;

@@ -10,6 +10,8 @@
 //! - [`file::FileStore`]: the embedded, durable, segmented append-only log (the default).
 //! - `kurrentdb::KurrentDbStore` (cargo feature `kurrentdb`): a KurrentDB cluster shared by
 //!   several instances; its hash chain is per stream.
+//! - `pg::PgStore` (cargo feature `pg-store`): a PostgreSQL database; one global order
+//!   and one global hash chain, positions serialised by a lock on the log head.
 //!
 //! [`migrate::migrate`] copies a whole log from one backend into another and verifies it.
 //!
@@ -24,6 +26,8 @@ pub mod intercept;
 pub mod kurrentdb;
 pub mod memory;
 pub mod migrate;
+#[cfg(feature = "pg-store")]
+pub mod pg;
 mod subscription;
 
 use std::fmt;

@@ -1,5 +1,5 @@
 //! The vault behaviour tests against [`PgVault`] on a real PostgreSQL (see
-//! `vault::pg::testing` for where it comes from; skipped, saying why, when none can be
+//! `crate::pg::testing` for where it comes from; skipped, saying why, when none can be
 //! had), and what only a shared vault must do: two instances creating one key, a shred on
 //! one seen by the other, an outage that is an error.
 
@@ -7,7 +7,8 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::privacy::vault::pg::{testing, ImportReport, KekRotationReport, PgVault};
+use crate::pg::testing;
+use crate::privacy::vault::pg::{ImportReport, KekRotationReport, PgVault};
 
 /// One database of the test server, under one key-encryption key.
 struct PgStorage {

@@ -43,8 +43,6 @@
 //!
 //! [`DirVault`]: super::dir::DirVault
 
-#[doc(hidden)]
-pub mod testing;
 mod tls;
 
 use std::collections::HashMap;

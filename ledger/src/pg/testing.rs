@@ -46,6 +46,46 @@ pub fn database() -> Result<String, String> {
     })
 }
 
+/// The environment variable that turns "no PostgreSQL, skipped" into a failure (CI).
+pub const TEST_PG_REQUIRED_VAR: &str = "REFLEDGER_TEST_PG_REQUIRED";
+
+/// A fresh database for a test, or `None` after printing why there is none; with
+/// `REFLEDGER_TEST_PG_REQUIRED` set, having none panics instead of skipping.
+pub fn database_or_skip() -> Option<String> {
+    match database() {
+        Ok(url) => Some(url),
+        Err(why) if std::env::var_os(TEST_PG_REQUIRED_VAR).is_some() => {
+            panic!("{TEST_PG_REQUIRED_VAR} is set but there is no PostgreSQL: {why}")
+        }
+        Err(why) => {
+            println!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// `connection` (a URL, or the `key=value` form [`database`] gives for the self-started
+/// cluster) as a `postgresql://` URL, the form the binary's `--store` recognises.
+pub fn as_url(connection: &str) -> Result<String, String> {
+    if connection.starts_with("postgres://") || connection.starts_with("postgresql://") {
+        return Ok(connection.to_owned());
+    }
+    let config: tokio_postgres::Config = connection.parse().map_err(|error| format!("{error}"))?;
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => {
+            path.display().to_string().replace('/', "%2F")
+        }
+        None => return Err("the test connection names no host".to_owned()),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("refledger");
+    let dbname = config
+        .get_dbname()
+        .ok_or("the test connection names no database")?;
+    Ok(format!("postgresql://{user}@{host}:{port}/{dbname}"))
+}
+
 /// Creates a database with a new name on `server`; its name.
 fn create_database(server: &Server) -> Result<String, String> {
     let name = format!("refledger_test_{}", Uuid::new_v4().simple());
