@@ -194,10 +194,10 @@ async fn python_verifier_checks_append_boundaries() {
     let second_append = frames[1].0;
     let at = second_append as usize;
     assert_eq!(&bytes[at + 16..at + 24], &[0, 0, 0, 0, 2, 0, 0, 0]);
-    for record in 1..3 {
-        let at = frames[record].0 as usize;
+    for &(offset, size) in &frames[1..3] {
+        let at = offset as usize;
         bytes[at + 20] = 3;
-        let end = at + frames[record].1 as usize;
+        let end = at + size as usize;
         let crc = crc32c_of(&bytes[at + 8..end]);
         bytes[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
     }

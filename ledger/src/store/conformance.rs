@@ -671,7 +671,8 @@ pub async fn multi_event_appends_are_seen_whole<S: EventStore>(store: S) {
             None => 0,
         };
         assert_eq!(next.revision, expected, "an append's events out of order");
-        open = (next.revision + 1 < EVENTS_PER_APPEND as u64).then(|| (next.stream, next.revision));
+        open =
+            (next.revision + 1 < EVENTS_PER_APPEND as u64).then_some((next.stream, next.revision));
         received += 1;
     }
     assert!(open.is_none(), "the subscription ended inside an append");
