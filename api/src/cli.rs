@@ -44,9 +44,9 @@ pub enum Command {
     /// Read events as JSON Lines: all of them, or one stream's.
     Read(ReadArgs),
     /// Verify the log's files record by record, then replay it through every projection
-    /// (chain, trial balance, view invariants); exits non-zero naming the first
-    /// discrepancy.
-    Verify(DataArgs),
+    /// (chain, trial balance, view invariants), read-only and beside a running server.
+    /// Exits 0 intact, 1 corrupt (naming file and offset), 2 cannot read, 3 torn tail only.
+    Verify(VerifyArgs),
     /// Write a finance report (payouts, trial-balance, donations, commissions) from a
     /// replay of the log, as JSON or CSV.
     Report(ReportArgs),
@@ -284,6 +284,13 @@ pub struct MigrateArgs {
 #[derive(Debug, Args)]
 pub struct DataArgs {
     /// The data directory.
+    #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The data directory (opened read-only: nothing in it is written).
     #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
     pub data: PathBuf,
 }

@@ -1,4 +1,5 @@
 //! The small commands that work on the store alone: `export`, `append` and `read`.
+//! `export` and `read` open the log read-only; `append` is the one that writes.
 
 use std::io::{Read as _, Write};
 
@@ -56,15 +57,22 @@ pub async fn export(store: &dyn EventStore, out: &mut dyn Write) -> Result<u64, 
     Ok(count)
 }
 
+/// Whether `error` is the reader of standard output having gone away (`export | head`):
+/// the command then stops quietly, as the tools of a pipeline do.
+pub fn is_closed_pipe(error: &CommandError) -> bool {
+    matches!(error, CommandError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// `export`: opens the log read-only, so it takes no lock, writes nothing in the data
+/// directory and runs beside a server (exporting the log as it stood when opened).
 pub async fn run_export(args: ExportArgs) -> Result<(), CommandError> {
-    let opened = crate::store::open(&args.data).await?;
-    let store = opened.store.clone();
+    let store = crate::store::open_read_only(&args.data)?;
     let count = match &args.output {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .map_err(io(format!("cannot create {}", path.display())))?;
             let mut writer = std::io::BufWriter::new(file);
-            let count = export(store.as_ref(), &mut writer).await?;
+            let count = export(&store, &mut writer).await?;
             let file = writer
                 .into_inner()
                 .map_err(|error| io("cannot write the export")(error.into_error()))?;
@@ -75,10 +83,12 @@ pub async fn run_export(args: ExportArgs) -> Result<(), CommandError> {
         None => {
             let stdout = std::io::stdout();
             let mut lock = std::io::BufWriter::new(stdout.lock());
-            export(store.as_ref(), &mut lock).await?
+            match export(&store, &mut lock).await {
+                Err(error) if is_closed_pipe(&error) => return Ok(()),
+                other => other?,
+            }
         }
     };
-    opened.close().await?;
     eprintln!("exported {count} events");
     Ok(())
 }
@@ -130,14 +140,14 @@ pub async fn run_append(args: AppendArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// `read`: opens the log read-only, as `export` does.
 pub async fn run_read(args: ReadArgs) -> Result<(), CommandError> {
     if args.limit == 0 || args.limit > PAGE_SIZE_MAX {
         return Err(CommandError::Invalid(format!(
             "--limit must be 1 to {PAGE_SIZE_MAX}"
         )));
     }
-    let opened = crate::store::open(&args.data).await?;
-    let store = opened.store.clone();
+    let store = crate::store::open_read_only(&args.data)?;
     let events = match args.stream {
         Some(stream) => {
             let stream = StreamName::parse(stream)?;
@@ -161,9 +171,11 @@ pub async fn run_read(args: ReadArgs) -> Result<(), CommandError> {
     for event in &events {
         let view = EventView::new(event, PayloadForm::Readable);
         let line = serde_json::to_string(&view).expect("an event view serializes");
-        writeln!(out, "{line}").map_err(io("cannot write to standard output"))?;
+        match writeln!(out, "{line}") {
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other.map_err(io("cannot write to standard output"))?,
+        }
     }
-    opened.close().await?;
     Ok(())
 }
 

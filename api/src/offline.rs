@@ -1,6 +1,7 @@
-//! The offline commands on a data directory (the server stopped): `verify`, which checks
-//! the log's files, then replays it through every projection, and `report`, which writes
-//! a finance report from a replay.
+//! The read-only commands on a data directory: `verify`, which checks the log's files,
+//! then replays it through every projection, and `report`, which writes a finance report
+//! from a replay. Both open the log read-only (no lock, no file written, a torn tail
+//! reported and left), so they change no evidence and run beside a server.
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;
@@ -17,9 +18,13 @@ use projections::report::{
 use projections::views::LedgerViews;
 use projections::Progress;
 
-use crate::cli::{ReportArgs, ReportFormatArg, ReportKind};
+use ledger::store::file::CheckpointHead;
+use ledger::store::{EventStore, StoreError};
+use projections::verify::Discrepancy;
+use projections::ProjectionError;
+
+use crate::cli::{ReportArgs, ReportFormatArg, ReportKind, VerifyArgs};
 use crate::http::events::parse_position;
-use crate::http::metrics::Metrics;
 use crate::store::LOG_DIR_NAME;
 
 type Failure = Box<dyn std::error::Error>;
@@ -78,70 +83,155 @@ impl Reporter {
     }
 }
 
+/// How `verify` ends, as its exit status: scripts tell corruption from an unreadable
+/// directory and from a write in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every record checks, the log extends every head it must, the replay agrees.
+    Intact = 0,
+    /// Integrity failure: named by file and offset (or by the replay's discrepancy).
+    Corrupt = 1,
+    /// Nothing was verified: a usage error, a missing directory, no permission.
+    Unreadable = 2,
+    /// Intact, but the last segment ends in bytes that are no record yet: a crash's torn
+    /// write, or a write in progress. Left as they are.
+    TornTail = 3,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> std::process::ExitCode {
+        std::process::ExitCode::from(self as u8)
+    }
+}
+
+/// The exit status of a read-only tool's failure: corruption, or nothing could be read.
+pub fn failure_code(error: &(dyn std::error::Error + 'static)) -> Verdict {
+    let store = error.downcast_ref::<StoreError>().or_else(|| {
+        match error.downcast_ref::<crate::export::CommandError>() {
+            Some(crate::export::CommandError::Store(store)) => Some(store),
+            _ => None,
+        }
+    });
+    let replay = error.downcast_ref::<projections::ProjectionError>();
+    match (store, replay) {
+        (Some(StoreError::Corrupted { .. }), _) => Verdict::Corrupt,
+        (
+            _,
+            Some(
+                ProjectionError::Store(StoreError::Corrupted { .. })
+                | ProjectionError::UndecodableEvent { .. }
+                | ProjectionError::InvariantBroken { .. },
+            ),
+        ) => Verdict::Corrupt,
+        _ => Verdict::Unreadable,
+    }
+}
+
+/// Writes a line to standard output; a reader that went away (`verify | head`) does not
+/// change the verdict, so write errors are ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// `verify --data DIR`: the file backend's byte-level check of every record (checksums,
-/// hashes, positions, revisions, unique ids), then a replay through the projections
-/// (chain, trial balance after every event, invariants of every view). The first
-/// discrepancy fails the command, named.
-pub async fn run_verify(data: &std::path::Path) -> Result<(), Failure> {
-    let log = data.join(LOG_DIR_NAME);
-    let files = tokio::task::spawn_blocking(move || ledger::store::file::verify(log)).await??;
+/// hashes, positions, revisions, unique ids, and that the log extends the head its
+/// checkpoint recorded), then a replay through the projections (chain, trial balance
+/// after every event, invariants of every view). Opens nothing for writing: the data
+/// directory's bytes are the same after it, and it runs beside a server.
+pub async fn run_verify(args: &VerifyArgs) -> Verdict {
+    match verify(args).await {
+        Ok(verdict) => verdict,
+        Err(error) => {
+            eprintln!("error: {error}");
+            failure_code(error.as_ref())
+        }
+    }
+}
+
+async fn verify(args: &VerifyArgs) -> Result<Verdict, Failure> {
+    let log = args.data.join(LOG_DIR_NAME);
+    let known = Vec::new();
+    let files =
+        tokio::task::spawn_blocking(move || ledger::store::file::verify_against(log, &known))
+            .await??;
     if let Some(problem) = &files.problem {
-        return Err(format!(
-            "the log is corrupt: {} at byte {}: {} ({} records verified before it)",
+        say!(
+            "CORRUPT {} offset {}: {} ({} records verified before it)",
             problem.file.display(),
             problem.offset,
             problem.reason,
             files.events
-        )
-        .into());
+        );
+        return Ok(Verdict::Corrupt);
     }
-    println!(
+    say!(
         "files: {} events in {} streams, {} segments, chain head {}",
         files.events,
         files.streams,
         files.segments,
         files.chain_head.to_hex()
     );
+    match &files.checkpoint {
+        CheckpointHead::Recorded { events, head } => say!(
+            "files: the log extends the index checkpoint's head ({events} events, {})",
+            head.to_hex()
+        ),
+        CheckpointHead::Missing => say!("files: no index checkpoint to compare with"),
+        CheckpointHead::Unreadable { reason } => {
+            say!("files: the index checkpoint vouches for nothing: {reason}")
+        }
+    }
     if let Some(torn) = &files.torn_tail {
-        println!(
-            "files: an unfinished record at the end of {} (byte {}) is not part of the log: {}",
+        say!(
+            "TORN TAIL {} offset {}: {} (not part of the log; left as it is)",
             torn.file.display(),
             torn.offset,
             torn.reason
         );
     }
-    let opened = crate::store::open(data).await?;
-    let store = crate::store::metered(opened.store.clone(), Arc::new(Metrics::default()));
+    let store: Arc<dyn EventStore> = Arc::new(crate::store::open_read_only(&args.data)?);
     let mut reporter = Reporter::new("verifying");
     let verified =
         projections::verify::verify_store(&store, None, &mut |progress| reporter.update(progress))
             .await;
     reporter.finish();
-    opened.close().await?;
-    let summary =
-        verified.map_err(|discrepancy| format!("{}: {discrepancy}", discrepancy.code()))?;
-    println!(
+    let summary = match verified {
+        Ok(summary) => summary,
+        Err(Discrepancy::Store(error)) if !matches!(error, StoreError::Corrupted { .. }) => {
+            return Err(error.into())
+        }
+        Err(discrepancy) => {
+            say!("CORRUPT replay: {}: {discrepancy}", discrepancy.code());
+            return Ok(Verdict::Corrupt);
+        }
+    };
+    say!(
         "replay: {} events, {} streams, trial balance zero after each of {} postings, chain head {}",
         summary.events, summary.streams, summary.trial_balance_checks, summary.chain_head
     );
     for (currency, totals) in &summary.totals {
-        println!("totals {currency}: {}", serde_json::to_string(totals)?);
+        say!("totals {currency}: {}", serde_json::to_string(totals)?);
     }
-    println!("ok");
-    Ok(())
+    if files.torn_tail.is_some() {
+        say!("ok, with a torn tail");
+        return Ok(Verdict::TornTail);
+    }
+    say!("ok");
+    Ok(Verdict::Intact)
 }
 
 /// `report KIND --data DIR [--format csv|json]`: the report, as the API serves it.
 pub async fn run_report(args: &ReportArgs) -> Result<String, Failure> {
-    let opened = crate::store::open(&args.data).await?;
-    let store = crate::store::metered(opened.store.clone(), Arc::new(Metrics::default()));
+    let store = crate::store::open_read_only(&args.data)?;
     let mut reporter = Reporter::new("replaying");
     let rebuilt = projections::rebuild_from_store(&store, LedgerViews::new(), &mut |progress| {
         reporter.update(progress)
     })
     .await;
     reporter.finish();
-    opened.close().await?;
     let (views, _) = rebuilt?;
     let csv = args.format == ReportFormatArg::Csv;
     let period_of = |text: &Option<String>| -> Result<Period, Failure> {

@@ -195,7 +195,13 @@ async fn a_simulated_log_verifies_and_its_books_balance() {
     assert_eq!(verified.events, report.summary.events);
     // `refledger verify --data DIR` reads the simulated data directory as a server's:
     // files, chain, and a replay through every projection.
-    crate::offline::run_verify(temp.path()).await.unwrap();
+    let args = crate::cli::VerifyArgs {
+        data: temp.path().to_path_buf(),
+    };
+    assert_eq!(
+        crate::offline::run_verify(&args).await,
+        crate::offline::Verdict::Intact
+    );
 
     // The trial balance asserts a zero total after every posting event.
     let mut books = TrialBalance::default();

@@ -97,7 +97,13 @@ async fn http_mode_matches_direct_mode_and_the_servers_log_verifies() {
     );
 
     // `refledger verify` on the server's data directory: files, chain, trial balance.
-    api::offline::run_verify(data.path()).await.unwrap();
+    let args = api::cli::VerifyArgs {
+        data: data.path().to_path_buf(),
+    };
+    assert_eq!(
+        api::offline::run_verify(&args).await,
+        api::offline::Verdict::Intact
+    );
 }
 
 #[tokio::test]

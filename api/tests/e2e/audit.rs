@@ -1,0 +1,177 @@
+//! What an auditor relies on, through the real binary: the read-only tools change no byte
+//! of the data directory, run beside a server, end with distinct exit codes, and stop
+//! quietly when their reader goes away.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::binary::{start, terminate};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_refledger");
+
+/// Exit statuses of `verify`.
+const INTACT: i32 = 0;
+const CORRUPT: i32 = 1;
+const UNREADABLE: i32 = 2;
+const TORN_TAIL: i32 = 3;
+
+/// A real log: a simulated history written by the domain's deciders.
+pub(crate) fn simulated(accounts: u32, months: u32) -> tempfile::TempDir {
+    let temp = tempfile::tempdir().unwrap();
+    let output = Command::new(BINARY)
+        .args(["simulate", "--accounts", &accounts.to_string()])
+        .args(["--months", &months.to_string(), "--seed", "7", "--data"])
+        .arg(temp.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    temp
+}
+
+/// Every file under `dir` and its bytes.
+pub(crate) fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+pub(crate) fn refledger(args: &[&str], data: &Path) -> Output {
+    Command::new(BINARY)
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env_remove("REFLEDGER_DATA")
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+fn last_segment(data: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data.join("log/log"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    segments.pop().unwrap()
+}
+
+#[test]
+fn read_only_tools_change_no_byte_and_end_with_distinct_codes() {
+    let temp = simulated(40, 2);
+    let data = temp.path().join("data");
+    let before = snapshot(&data);
+    for args in [
+        &["verify"][..],
+        &["export"],
+        &["read", "--limit", "5"],
+        &["report", "trial-balance"],
+    ] {
+        let output = refledger(args, &data);
+        assert_eq!(
+            output.status.code(),
+            Some(INTACT),
+            "{args:?}: {}",
+            text(&output)
+        );
+        assert!(
+            snapshot(&data) == before,
+            "{args:?} changed the data directory"
+        );
+    }
+
+    // A reader that goes away is no panic, and does not change the verdict.
+    for args in [&["verify"][..], &["export"], &["read"]] {
+        let mut child = Command::new(BINARY)
+            .args(args)
+            .arg("--data")
+            .arg(&data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(INTACT), "{args:?}: {stderr}");
+    }
+
+    let missing = refledger(&["verify"], &temp.path().join("no-such-dir"));
+    assert_eq!(
+        missing.status.code(),
+        Some(UNREADABLE),
+        "{}",
+        text(&missing)
+    );
+    let missing = refledger(&["export"], &temp.path().join("no-such-dir"));
+    assert_eq!(
+        missing.status.code(),
+        Some(UNREADABLE),
+        "{}",
+        text(&missing)
+    );
+
+    // Bytes that are no record yet at the very end: a torn tail, reported and left.
+    let segment = last_segment(&data);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let sound_len = bytes.len();
+    bytes.extend_from_slice(&[0x55; 40]);
+    std::fs::write(&segment, &bytes).unwrap();
+    let torn = snapshot(&data);
+    let output = refledger(&["verify"], &data);
+    assert_eq!(output.status.code(), Some(TORN_TAIL), "{}", text(&output));
+    assert!(
+        text(&output).contains(&format!("offset {sound_len}")),
+        "{}",
+        text(&output)
+    );
+    assert!(snapshot(&data) == torn, "verify cut the torn tail");
+
+    // A flipped bit in the middle: corruption, named by file and offset.
+    bytes.truncate(sound_len);
+    bytes[sound_len / 2] ^= 0x10;
+    std::fs::write(&segment, &bytes).unwrap();
+    let output = refledger(&["verify"], &data);
+    assert_eq!(output.status.code(), Some(CORRUPT), "{}", text(&output));
+    assert!(text(&output).contains("CORRUPT"), "{}", text(&output));
+    let export = refledger(&["export"], &data);
+    assert_eq!(export.status.code(), Some(CORRUPT), "{}", text(&export));
+}
+
+/// `verify`, `export` and `read` work while a server holds the data directory, and leave
+/// its log as they found it.
+#[test]
+fn read_only_tools_run_beside_a_server() {
+    let temp = simulated(20, 1);
+    let data = temp.path().join("data");
+    let mut running = start(&data, &[]);
+    let log = data.join("log");
+    let before = snapshot(&log);
+    for args in [&["verify"][..], &["export"], &["read", "--limit", "3"]] {
+        let output = refledger(args, &data);
+        assert_eq!(
+            output.status.code(),
+            Some(INTACT),
+            "{args:?}: {}",
+            text(&output)
+        );
+    }
+    assert!(snapshot(&log) == before, "a read-only tool changed the log");
+    let (exit, stderr) = terminate(&mut running);
+    assert!(exit.success(), "{stderr}");
+}
