@@ -293,6 +293,11 @@ pub struct VerifyArgs {
     /// The data directory (opened read-only: nothing in it is written).
     #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
     pub data: PathBuf,
+    /// A file of signed heads kept outside the data directory: one head as `GET
+    /// /v1/heads/latest` serves it, a page of `GET /v1/heads`, a JSON array or one head
+    /// per line. Verify fails unless the log extends every one. Repeatable.
+    #[arg(long)]
+    pub trusted_head: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod demo;
 pub mod export;
+pub mod heads;
 pub mod http;
 pub mod idempotency;
 pub mod keys;

@@ -18,7 +18,7 @@ use projections::report::{
 use projections::views::LedgerViews;
 use projections::Progress;
 
-use ledger::store::file::CheckpointHead;
+use ledger::store::file::{CheckpointHead, KnownHead};
 use ledger::store::{EventStore, StoreError};
 use projections::verify::Discrepancy;
 use projections::ProjectionError;
@@ -152,8 +152,39 @@ pub async fn run_verify(args: &VerifyArgs) -> Verdict {
 }
 
 async fn verify(args: &VerifyArgs) -> Result<Verdict, Failure> {
+    let mut known = Vec::new();
+    for path in &args.trusted_head {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read the trusted head {}: {error}", path.display()))?;
+        let heads = crate::heads::parse_trusted(&text)
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+        for head in heads {
+            let source = format!(
+                "the trusted head of {} in {}",
+                head.signed_at,
+                path.display()
+            );
+            known.push(head.check(source)?);
+        }
+    }
+    // Read before the segments, like the checkpoint: the server signs only what is on disk.
+    match signed_heads(&args.data) {
+        Ok(heads) => {
+            if !heads.is_empty() {
+                say!(
+                    "files: {} heads signed by the server to compare with",
+                    heads.len()
+                );
+            }
+            known.extend(heads);
+        }
+        Err(problem) => {
+            say!("CORRUPT {problem}");
+            return Ok(Verdict::Corrupt);
+        }
+    }
+    let trusted = args.trusted_head.len();
     let log = args.data.join(LOG_DIR_NAME);
-    let known = Vec::new();
     let files =
         tokio::task::spawn_blocking(move || ledger::store::file::verify_against(log, &known))
             .await??;
@@ -174,6 +205,9 @@ async fn verify(args: &VerifyArgs) -> Result<Verdict, Failure> {
         files.segments,
         files.chain_head.to_hex()
     );
+    if trusted > 0 {
+        say!("files: the log extends every trusted head");
+    }
     match &files.checkpoint {
         CheckpointHead::Recorded { events, head } => say!(
             "files: the log extends the index checkpoint's head ({events} events, {})",
@@ -221,6 +255,36 @@ async fn verify(args: &VerifyArgs) -> Result<Verdict, Failure> {
     }
     say!("ok");
     Ok(Verdict::Intact)
+}
+
+/// The heads the server signed and kept in `DATA/heads.jsonl`, each checked against its
+/// signature and the server's public key (`DATA/head-signing.pub`): a head that does not
+/// check is evidence tampered with, named by line.
+fn signed_heads(data: &std::path::Path) -> Result<Vec<KnownHead>, String> {
+    let path = data.join(crate::heads::HEADS_FILE_NAME);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(format!("{}: cannot read: {error}", path.display())),
+    };
+    let public = std::fs::read_to_string(data.join(crate::heads::PUBLIC_KEY_FILE_NAME)).ok();
+    let heads = crate::heads::parse_lines(&text)
+        .map_err(|(line, reason)| format!("{} line {line}: {reason}", path.display()))?;
+    heads
+        .iter()
+        .enumerate()
+        .map(|(index, head)| {
+            let place = format!("{} line {}", path.display(), index + 1);
+            if public
+                .as_deref()
+                .is_some_and(|key| key.trim() != head.public_key)
+            {
+                return Err(format!("{place}: signed by another key than the server's"));
+            }
+            head.check(format!("the signed head of {} ({place})", head.signed_at))
+                .map_err(|reason| format!("{place}: {reason}"))
+        })
+        .collect()
 }
 
 /// `report KIND --data DIR [--format csv|json]`: the report, as the API serves it.

@@ -197,6 +197,7 @@ async fn a_simulated_log_verifies_and_its_books_balance() {
     // files, chain, and a replay through every projection.
     let args = crate::cli::VerifyArgs {
         data: temp.path().to_path_buf(),
+        trusted_head: Vec::new(),
     };
     assert_eq!(
         crate::offline::run_verify(&args).await,

@@ -99,6 +99,7 @@ async fn http_mode_matches_direct_mode_and_the_servers_log_verifies() {
     // `refledger verify` on the server's data directory: files, chain, trial balance.
     let args = api::cli::VerifyArgs {
         data: data.path().to_path_buf(),
+        trusted_head: Vec::new(),
     };
     assert_eq!(
         api::offline::run_verify(&args).await,
