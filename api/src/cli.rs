@@ -298,6 +298,11 @@ pub struct VerifyArgs {
     /// per line. Verify fails unless the log extends every one. Repeatable.
     #[arg(long)]
     pub trusted_head: Vec<PathBuf>,
+    /// Fail unless a signed head (trusted, or kept by the server, which signs its last
+    /// head on shutdown) covers every record: for a log handed over for audit, where a
+    /// record past the last signed head was appended by someone else.
+    #[arg(long)]
+    pub signed_to_end: bool,
 }
 
 #[derive(Debug, Args)]

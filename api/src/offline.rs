@@ -184,6 +184,7 @@ async fn verify(args: &VerifyArgs) -> Result<Verdict, Failure> {
         }
     }
     let trusted = args.trusted_head.len();
+    let known_count = known.len();
     let log = args.data.join(LOG_DIR_NAME);
     let files =
         tokio::task::spawn_blocking(move || ledger::store::file::verify_against(log, &known))
@@ -207,6 +208,28 @@ async fn verify(args: &VerifyArgs) -> Result<Verdict, Failure> {
     );
     if trusted > 0 {
         say!("files: the log extends every trusted head");
+    }
+    match &files.beyond_known {
+        Some(beyond) if args.signed_to_end => {
+            say!(
+                "CORRUPT {} offset {}: {}, and --signed-to-end asks that one covers all",
+                beyond.file.display(),
+                beyond.offset,
+                beyond.reason
+            );
+            return Ok(Verdict::Corrupt);
+        }
+        Some(beyond) => say!(
+            "files: {} offset {}: {}",
+            beyond.file.display(),
+            beyond.offset,
+            beyond.reason
+        ),
+        None if args.signed_to_end && known_count == 0 && files.events > 0 => {
+            say!("CORRUPT no signed head covers the log, and --signed-to-end asks that one does");
+            return Ok(Verdict::Corrupt);
+        }
+        None => {}
     }
     match &files.checkpoint {
         CheckpointHead::Recorded { events, head } => say!(

@@ -198,6 +198,7 @@ async fn a_simulated_log_verifies_and_its_books_balance() {
     let args = crate::cli::VerifyArgs {
         data: temp.path().to_path_buf(),
         trusted_head: Vec::new(),
+        signed_to_end: false,
     };
     assert_eq!(
         crate::offline::run_verify(&args).await,

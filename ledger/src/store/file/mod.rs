@@ -472,6 +472,10 @@ pub struct VerifyReport {
     pub torn_tail: Option<Problem>,
     /// The head the index checkpoint records, as read before the segments.
     pub checkpoint: CheckpointHead,
+    /// With heads given to [`verify_against`]: the first record past the longest of
+    /// them, when the log holds more. Not corruption by itself (a log grows after a head
+    /// is signed), but nothing vouches for those records beyond their chain.
+    pub beyond_known: Option<Problem>,
 }
 
 /// What the index checkpoint says the log held when it was written.
@@ -528,6 +532,7 @@ pub fn verify_against(
         Ok(Some((events, head))) => CheckpointHead::Recorded { events, head },
         Err(reason) => CheckpointHead::Unreadable { reason },
     };
+    let longest_known = known.iter().map(|head| head.events).max();
     let mut heads: Vec<KnownHead> = known.to_vec();
     if let CheckpointHead::Recorded { events, head } = &checkpoint {
         heads.push(KnownHead {
@@ -540,6 +545,7 @@ pub fn verify_against(
     let wanted: HashSet<u64> = heads
         .iter()
         .filter_map(|head| head.events.checked_sub(1))
+        .chain(longest_known)
         .collect();
     let mut seen: HashMap<u64, (usize, u64, Digest)> = HashMap::new();
     let segments = recovery::list_segments(dir)?;
@@ -620,6 +626,17 @@ pub fn verify_against(
             .iter()
             .find_map(|head| unextended(head, state, &segments, &seen));
     }
+    let beyond_known = longest_known
+        .and_then(|longest| seen.get(&longest).map(|place| (longest, place)))
+        .map(|(longest, (segment, offset, _))| Problem {
+            file: segments[*segment].path.clone(),
+            offset: *offset,
+            reason: format!(
+                "records {longest} to {} are past every known head (the longest covers \
+                 {longest} records)",
+                state.next_position - 1
+            ),
+        });
     Ok(VerifyReport {
         events: state.next_position,
         streams: streams.len() as u64,
@@ -628,6 +645,7 @@ pub fn verify_against(
         problem,
         torn_tail,
         checkpoint,
+        beyond_known,
     })
 }
 
