@@ -122,6 +122,9 @@ pub struct SimulateArgs {
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The log's segment size in bytes (for tests that need logs of several segments).
+    #[arg(long, hide = true)]
+    pub segment_size_max: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -194,6 +194,7 @@ async fn simulate(args: api::cli::SimulateArgs) -> Result<(), Box<dyn std::error
             (None, None) => return Err("simulate needs --data DIR or --target URL".into()),
         },
         master_key_file: args.master_key_file,
+        segment_size_max: args.segment_size_max,
     };
     let mut progress = api::simulate::progress::reporter();
     let report = api::simulate::run(options, &mut progress).await?;

@@ -20,6 +20,7 @@ fn options(dir: &Path, accounts: u32, months: u32, seed: u64) -> SimulateOptions
         seed,
         destination: Destination::DataDir(dir.to_path_buf()),
         master_key_file: None,
+        segment_size_max: None,
     }
 }
 

@@ -56,7 +56,7 @@ pub(crate) fn refledger(args: &[&str], data: &Path) -> Output {
         .unwrap()
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
 }
 
@@ -86,7 +86,7 @@ fn read_only_tools_change_no_byte_and_end_with_distinct_codes() {
             output.status.code(),
             Some(INTACT),
             "{args:?}: {}",
-            text(&output)
+            text_of(&output)
         );
         assert!(
             snapshot(&data) == before,
@@ -116,14 +116,14 @@ fn read_only_tools_change_no_byte_and_end_with_distinct_codes() {
         missing.status.code(),
         Some(UNREADABLE),
         "{}",
-        text(&missing)
+        text_of(&missing)
     );
     let missing = refledger(&["export"], &temp.path().join("no-such-dir"));
     assert_eq!(
         missing.status.code(),
         Some(UNREADABLE),
         "{}",
-        text(&missing)
+        text_of(&missing)
     );
 
     // Bytes that are no record yet at the very end: a torn tail, reported and left.
@@ -134,11 +134,16 @@ fn read_only_tools_change_no_byte_and_end_with_distinct_codes() {
     std::fs::write(&segment, &bytes).unwrap();
     let torn = snapshot(&data);
     let output = refledger(&["verify"], &data);
-    assert_eq!(output.status.code(), Some(TORN_TAIL), "{}", text(&output));
-    assert!(
-        text(&output).contains(&format!("offset {sound_len}")),
+    assert_eq!(
+        output.status.code(),
+        Some(TORN_TAIL),
         "{}",
-        text(&output)
+        text_of(&output)
+    );
+    assert!(
+        text_of(&output).contains(&format!("offset {sound_len}")),
+        "{}",
+        text_of(&output)
     );
     assert!(snapshot(&data) == torn, "verify cut the torn tail");
 
@@ -147,10 +152,10 @@ fn read_only_tools_change_no_byte_and_end_with_distinct_codes() {
     bytes[sound_len / 2] ^= 0x10;
     std::fs::write(&segment, &bytes).unwrap();
     let output = refledger(&["verify"], &data);
-    assert_eq!(output.status.code(), Some(CORRUPT), "{}", text(&output));
-    assert!(text(&output).contains("CORRUPT"), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(CORRUPT), "{}", text_of(&output));
+    assert!(text_of(&output).contains("CORRUPT"), "{}", text_of(&output));
     let export = refledger(&["export"], &data);
-    assert_eq!(export.status.code(), Some(CORRUPT), "{}", text(&export));
+    assert_eq!(export.status.code(), Some(CORRUPT), "{}", text_of(&export));
 }
 
 /// `verify`, `export` and `read` work while a server holds the data directory, and leave
@@ -168,7 +173,7 @@ fn read_only_tools_run_beside_a_server() {
             output.status.code(),
             Some(INTACT),
             "{args:?}: {}",
-            text(&output)
+            text_of(&output)
         );
     }
     assert!(snapshot(&log) == before, "a read-only tool changed the log");

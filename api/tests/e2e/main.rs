@@ -17,5 +17,6 @@ mod reservations;
 mod shutdown;
 mod simulate;
 mod support;
+mod tamper;
 #[cfg(feature = "pg-vault")]
 mod vault;

@@ -31,6 +31,7 @@ async fn direct_summary() -> Summary {
         seed: SEED,
         destination: Destination::DataDir(temp.path().to_path_buf()),
         master_key_file: None,
+        segment_size_max: None,
     };
     run(options, &mut |_: &Progress| {}).await.unwrap().summary
 }
@@ -53,6 +54,7 @@ async fn http_mode_matches_direct_mode_and_the_servers_log_verifies() {
             connections: 8,
         }),
         master_key_file: None,
+        segment_size_max: None,
     };
     let report = run(options, &mut |progress: &Progress| {
         progress_seen.push(progress.clone())
