@@ -36,7 +36,8 @@ pub enum Command {
     /// Start the HTTP server on the embedded store.
     Serve(ServeArgs),
     /// Write the raw log as JSON Lines: payloads in base64 as stored (personal data stays
-    /// ciphertext) with the hash chain, for auditors' own tools.
+    /// ciphertext) with the hash chain, then a trailer (count, head, latest signed head),
+    /// for auditors' own tools. Read-only, beside a running server.
     Export(ExportArgs),
     /// Append one ledger event (schema version 1) to a stream. For operators repairing a
     /// log: the payload must be a well-formed event, but no business rule is checked.
@@ -306,6 +307,11 @@ pub struct VerifyArgs {
     /// record past the last signed head was appended by someone else.
     #[arg(long)]
     pub signed_to_end: bool,
+    /// Check this export (`refledger export`) instead of the data directory: every
+    /// event's hash and link, the trailer's count and head, its signed head and every
+    /// --trusted-head.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -167,6 +167,9 @@ async fn verify(args: &VerifyArgs) -> Result<Verdict, Failure> {
             known.push(head.check(source)?);
         }
     }
+    if let Some(path) = &args.export {
+        return verify_export_file(path, &known);
+    }
     // Read before the segments, like the checkpoint: the server signs only what is on disk.
     match signed_heads(&args.data) {
         Ok(heads) => {
@@ -285,15 +288,8 @@ async fn verify(args: &VerifyArgs) -> Result<Verdict, Failure> {
 /// check is evidence tampered with, named by line.
 fn signed_heads(data: &std::path::Path) -> Result<Vec<KnownHead>, String> {
     let path = data.join(crate::heads::HEADS_FILE_NAME);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(format!("{}: cannot read: {error}", path.display())),
-    };
     let public = std::fs::read_to_string(data.join(crate::heads::PUBLIC_KEY_FILE_NAME)).ok();
-    let heads = crate::heads::parse_lines(&text)
-        .map_err(|(line, reason)| format!("{} line {line}: {reason}", path.display()))?;
-    heads
+    stored_heads(data)?
         .iter()
         .enumerate()
         .map(|(index, head)| {
@@ -308,6 +304,56 @@ fn signed_heads(data: &std::path::Path) -> Result<Vec<KnownHead>, String> {
                 .map_err(|reason| format!("{place}: {reason}"))
         })
         .collect()
+}
+
+/// `verify --export FILE`: the export's own check (`export::verify_export`).
+fn verify_export_file(path: &std::path::Path, trusted: &[KnownHead]) -> Result<Verdict, Failure> {
+    let file = std::fs::File::open(path)
+        .map_err(|error| format!("cannot read the export {}: {error}", path.display()))?;
+    match crate::export::verify_export(std::io::BufReader::new(file), trusted)? {
+        Err(problem) => {
+            say!(
+                "CORRUPT {} line {}: {}",
+                path.display(),
+                problem.line,
+                problem.reason
+            );
+            Ok(Verdict::Corrupt)
+        }
+        Ok(check) => {
+            say!(
+                "export: {} events, head {}, the trailer agrees",
+                check.events,
+                check.head.as_deref().unwrap_or("none")
+            );
+            match &check.signed_head {
+                Some(signed) => say!(
+                    "export: extends the head signed at {} ({} events) by key {}",
+                    signed.signed_at,
+                    signed.events,
+                    signed.public_key
+                ),
+                None => say!("export: no signed head in the trailer"),
+            }
+            if !trusted.is_empty() {
+                say!("export: extends every trusted head");
+            }
+            say!("ok");
+            Ok(Verdict::Intact)
+        }
+    }
+}
+
+/// The heads kept in `DATA/heads.jsonl`, as written (signatures not checked).
+pub fn stored_heads(data: &std::path::Path) -> Result<Vec<crate::heads::SignedHead>, String> {
+    let path = data.join(crate::heads::HEADS_FILE_NAME);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(format!("{}: cannot read: {error}", path.display())),
+    };
+    crate::heads::parse_lines(&text)
+        .map_err(|(line, reason)| format!("{} line {line}: {reason}", path.display()))
 }
 
 /// `report KIND --data DIR [--format csv|json]`: the report, as the API serves it.

@@ -200,6 +200,7 @@ async fn a_simulated_log_verifies_and_its_books_balance() {
         data: temp.path().to_path_buf(),
         trusted_head: Vec::new(),
         signed_to_end: false,
+        export: None,
     };
     assert_eq!(
         crate::offline::run_verify(&args).await,

@@ -180,3 +180,86 @@ fn read_only_tools_run_beside_a_server() {
     let (exit, stderr) = terminate(&mut running);
     assert!(exit.success(), "{stderr}");
 }
+
+/// The export is an audit artefact: it ends with a trailer (count, head, the latest signed
+/// head), and `verify --export` finds a changed, cut or extended export, naming the line.
+#[test]
+fn verify_export_checks_every_line_and_the_trailer() {
+    let temp = simulated(20, 1);
+    let data = temp.path().join("data");
+    let mut running = start(&data, &[]);
+    let (exit, stderr) = terminate(&mut running);
+    assert!(exit.success(), "{stderr}");
+    let export = temp.path().join("export.jsonl");
+    let output = Command::new(BINARY)
+        .args(["export", "--data"])
+        .arg(&data)
+        .arg("--output")
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(INTACT), "{}", text_of(&output));
+    let check = |path: &Path| {
+        Command::new(BINARY)
+            .arg("verify")
+            .arg("--export")
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let output = check(&export);
+    assert_eq!(output.status.code(), Some(INTACT), "{}", text_of(&output));
+    assert!(
+        text_of(&output).contains("extends the head signed at"),
+        "{}",
+        text_of(&output)
+    );
+    let text = std::fs::read_to_string(&export).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let trailer: serde_json::Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+    assert_eq!(
+        trailer["trailer"]["events"].as_u64(),
+        Some(lines.len() as u64 - 1)
+    );
+    assert_eq!(
+        trailer["trailer"]["signed_head"]["events"],
+        trailer["trailer"]["events"]
+    );
+
+    let tampered = temp.path().join("tampered.jsonl");
+    let attempt = |lines: Vec<String>, line: usize, says: &str| {
+        std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
+        let output = check(&tampered);
+        let report = text_of(&output);
+        assert_eq!(output.status.code(), Some(CORRUPT), "{says}: {report}");
+        assert!(
+            report.contains(&format!("line {line}: ")),
+            "{says}: {report}"
+        );
+        assert!(report.contains(says), "{says}: {report}");
+    };
+    let owned: Vec<String> = lines.iter().map(|line| (*line).to_owned()).collect();
+    // One character of the hashed bytes changed.
+    let mut changed = owned.clone();
+    let mut event: serde_json::Value = serde_json::from_str(&changed[5]).unwrap();
+    let base64 = event["payload_base64"].as_str().unwrap().to_owned();
+    let flipped = if base64.starts_with('e') { "f" } else { "e" };
+    event["payload_base64"] = serde_json::Value::String(flipped.to_owned() + &base64[1..]);
+    changed[5] = event.to_string();
+    attempt(changed, 6, "hash");
+    // The readable copy changed, the hashed bytes not.
+    let mut changed = owned.clone();
+    let mut event: serde_json::Value = serde_json::from_str(&changed[3]).unwrap();
+    event["payload"] = serde_json::json!({"forged": true});
+    changed[3] = event.to_string();
+    attempt(changed, 4, "payload is not the JSON of payload_base64");
+    // Cut: the trailer gone, or the last event gone.
+    attempt(
+        owned[..owned.len() - 1].to_vec(),
+        owned.len() - 1,
+        "trailer",
+    );
+    let mut cut = owned.clone();
+    cut.remove(owned.len() - 2);
+    attempt(cut, owned.len() - 1, "the trailer says");
+}

@@ -103,6 +103,7 @@ async fn http_mode_matches_direct_mode_and_the_servers_log_verifies() {
         data: data.path().to_path_buf(),
         trusted_head: Vec::new(),
         signed_to_end: false,
+        export: None,
     };
     assert_eq!(
         api::offline::run_verify(&args).await,
