@@ -48,6 +48,12 @@ pub enum Command {
     /// (chain, trial balance, view invariants), read-only and beside a running server.
     /// Exits 0 intact, 1 corrupt (naming file and offset), 2 cannot read, 3 torn tail only.
     Verify(VerifyArgs),
+    /// Merkle proofs over the log, read-only: that a record is in the log of a size, or
+    /// that one size of the log is a prefix of another (RFC 9162), as JSON.
+    Prove {
+        #[command(subcommand)]
+        proof: Prove,
+    },
     /// Write a finance report (payouts, trial-balance, donations, commissions) from a
     /// replay of the log, as JSON or CSV.
     Report(ReportArgs),
@@ -290,6 +296,30 @@ pub struct DataArgs {
     /// The data directory.
     #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
     pub data: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Prove {
+    /// That the record at --position is in the log of --size records.
+    Inclusion {
+        #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+        data: PathBuf,
+        #[arg(long)]
+        position: u64,
+        /// The tree's size (a signed head's `events`); the whole log when not given.
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// That the log of --from records is a prefix of the log of --to records.
+    Consistency {
+        #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+        data: PathBuf,
+        #[arg(long)]
+        from: u64,
+        /// The larger size; the whole log when not given.
+        #[arg(long)]
+        to: Option<u64>,
+    },
 }
 
 #[derive(Debug, Args)]

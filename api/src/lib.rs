@@ -13,6 +13,7 @@ pub mod keys;
 pub mod locks;
 pub mod offline;
 pub mod privacy;
+pub mod proofs;
 pub mod reports;
 pub mod server;
 pub mod simulate;

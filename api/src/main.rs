@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     // The read-only tools tell corruption (1) from a directory they cannot read (2).
     let read_only = matches!(
         cli.command,
-        Command::Export(_) | Command::Read(_) | Command::Report(_)
+        Command::Export(_) | Command::Read(_) | Command::Report(_) | Command::Prove { .. }
     );
     let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command {
@@ -54,6 +54,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Report(args) => report(args).await,
+            Command::Prove { proof } => prove(proof).await,
             Command::Erase(args) => erase(args).await,
             Command::Bench {
                 bench: Bench::Store { events, quick, dir },
@@ -136,6 +137,29 @@ async fn report(args: api::cli::ReportArgs) -> Result<(), Box<dyn std::error::Er
     let text = api::offline::run_report(&args).await?;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         // A reader that went away (`report ... | head`) is not a failure of the report.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// `prove`: the proof as JSON, from the log opened read-only.
+async fn prove(proof: api::cli::Prove) -> Result<(), Box<dyn std::error::Error>> {
+    let text = match proof {
+        api::cli::Prove::Inclusion {
+            data,
+            position,
+            size,
+        } => {
+            let store = api::store::open_read_only(&data)?;
+            serde_json::to_string_pretty(&api::proofs::inclusion(&store, position, size).await?)?
+        }
+        api::cli::Prove::Consistency { data, from, to } => {
+            let store = api::store::open_read_only(&data)?;
+            serde_json::to_string_pretty(&api::proofs::consistency(&store, from, to).await?)?
+        }
+    };
+    use std::io::Write as _;
+    match writeln!(std::io::stdout().lock(), "{text}") {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }

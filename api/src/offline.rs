@@ -109,7 +109,10 @@ pub fn failure_code(error: &(dyn std::error::Error + 'static)) -> Verdict {
     let store = error.downcast_ref::<StoreError>().or_else(|| {
         match error.downcast_ref::<crate::export::CommandError>() {
             Some(crate::export::CommandError::Store(store)) => Some(store),
-            _ => None,
+            _ => match error.downcast_ref::<crate::proofs::ProofError>() {
+                Some(crate::proofs::ProofError::Store(store)) => Some(store),
+                _ => None,
+            },
         }
     });
     let replay = error.downcast_ref::<projections::ProjectionError>();

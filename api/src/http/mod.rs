@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod payments;
 pub mod payouts;
 pub mod privacy;
+pub mod proofs;
 pub mod reports;
 pub mod reservations;
 
@@ -107,6 +108,7 @@ pub fn app(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(events::router())
         .merge(heads::router())
+        .merge(proofs::router())
         .merge(accounts::router())
         .merge(reservations::router())
         .merge(lifecycle::router())

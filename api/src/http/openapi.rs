@@ -33,6 +33,8 @@ use crate::tokens::Role;
         super::heads::list_heads,
         super::heads::sign_head,
         super::heads::head_key,
+        super::proofs::inclusion,
+        super::proofs::consistency,
         super::accounts::open_account,
         super::accounts::get_account,
         super::accounts::get_credits,

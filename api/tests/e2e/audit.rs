@@ -263,3 +263,71 @@ fn verify_export_checks_every_line_and_the_trailer() {
     cut.remove(owned.len() - 2);
     attempt(cut, owned.len() - 1, "the trailer says");
 }
+
+fn prove(args: &[&str], data: &Path) -> serde_json::Value {
+    let mut all = vec!["prove"];
+    all.extend_from_slice(args);
+    let output = refledger(&all, data);
+    assert_eq!(output.status.code(), Some(INTACT), "{}", text_of(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Merkle proofs of a real log hold, and stay valid after a subject is erased: the tree
+/// covers ciphertext, and erasure destroys keys, not records.
+#[test]
+fn merkle_proofs_hold_and_survive_an_erasure() {
+    let temp = simulated(30, 1);
+    let data = temp.path().join("data");
+    // The subject to erase, and the record that opened their account.
+    let first = refledger(&["read", "--limit", "100"], &data);
+    let (account, position) = String::from_utf8(first.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            let account = event["stream"]
+                .as_str()?
+                .strip_prefix("account-")?
+                .to_owned();
+            Some((account, event["position"].as_str()?.to_owned()))
+        })
+        .expect("an account among the first events");
+    let size = refledger(&["verify"], &data);
+    let size: u64 = text_of(&size)
+        .strip_prefix("files: ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap();
+    let before: api::proofs::InclusionProof =
+        serde_json::from_value(prove(&["inclusion", "--position", &position], &data)).unwrap();
+    assert!(before.holds(), "{before:?}");
+    assert_eq!(before.size, size);
+    assert!(before.proof.len() <= 64 - size.leading_zeros() as usize);
+    let mut forged = before.clone();
+    forged.record_hash = "00".repeat(32);
+    assert!(!forged.holds());
+
+    let erased = Command::new(BINARY)
+        .args(["erase", "--account", &account, "--request-id"])
+        .arg(uuid::Uuid::new_v4().to_string())
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(erased.status.success(), "{}", text_of(&erased));
+    let size_text = size.to_string();
+    let after: api::proofs::InclusionProof = serde_json::from_value(prove(
+        &["inclusion", "--position", &position, "--size", &size_text],
+        &data,
+    ))
+    .unwrap();
+    assert_eq!(after, before, "the erasure changed no record hash");
+    let grown: api::proofs::ConsistencyProof =
+        serde_json::from_value(prove(&["consistency", "--from", &size_text], &data)).unwrap();
+    assert!(
+        grown.to > size,
+        "the erasure is recorded by events of its own"
+    );
+    assert!(grown.holds(), "{grown:?}");
+    assert_eq!(grown.from_root, before.root);
+}

@@ -23,6 +23,7 @@ pub mod intercept;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrentdb;
 pub mod memory;
+pub mod merkle;
 pub mod migrate;
 mod subscription;
 
