@@ -174,21 +174,17 @@ async fn verify(args: &VerifyArgs) -> Result<Verdict, Failure> {
         return verify_export_file(path, &known);
     }
     // Read before the segments, like the checkpoint: the server signs only what is on disk.
-    match signed_heads(&args.data) {
+    let stored = match signed_heads(&args.data) {
         Ok(heads) => {
-            if !heads.is_empty() {
-                say!(
-                    "files: {} heads signed by the server to compare with",
-                    heads.len()
-                );
-            }
+            let count = heads.len();
             known.extend(heads);
+            count
         }
         Err(problem) => {
             say!("CORRUPT {problem}");
             return Ok(Verdict::Corrupt);
         }
-    }
+    };
     let trusted = args.trusted_head.len();
     let known_count = known.len();
     let log = args.data.join(LOG_DIR_NAME);
@@ -212,6 +208,9 @@ async fn verify(args: &VerifyArgs) -> Result<Verdict, Failure> {
         files.segments,
         files.chain_head.to_hex()
     );
+    if stored > 0 {
+        say!("files: the log extends the {stored} heads the server signed");
+    }
     if trusted > 0 {
         say!("files: the log extends every trusted head");
     }
