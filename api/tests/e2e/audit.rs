@@ -330,4 +330,37 @@ fn merkle_proofs_hold_and_survive_an_erasure() {
     );
     assert!(grown.holds(), "{grown:?}");
     assert_eq!(grown.from_root, before.root);
+
+    // The FORMAT.md script checks both proofs, and refuses them changed.
+    if Command::new("python3").arg("--version").output().is_err() {
+        println!("SKIPPED the script's half: python3 is not installed");
+        return;
+    }
+    let script = temp.path().join("verify_log.py");
+    std::fs::write(&script, crate::tamper::script_from_format_doc()).unwrap();
+    let check = |proof: &serde_json::Value| {
+        let path = temp.path().join("proof.json");
+        std::fs::write(&path, proof.to_string()).unwrap();
+        let output = Command::new("python3")
+            .arg(&script)
+            .arg("--proof")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (output.status.code(), text_of(&output))
+    };
+    let mut bad_inclusion = serde_json::to_value(&after).unwrap();
+    let mut bad_consistency = serde_json::to_value(&grown).unwrap();
+    for proof in [&bad_inclusion, &bad_consistency] {
+        let (code, output) = check(proof);
+        assert_eq!(code, Some(0), "{output}");
+        assert!(output.contains("proof holds"), "{output}");
+    }
+    bad_inclusion["position"] = serde_json::json!(after.position + 1);
+    bad_consistency["from_root"] = serde_json::Value::String("00".repeat(32));
+    for proof in [&bad_inclusion, &bad_consistency] {
+        let (code, output) = check(proof);
+        assert_eq!(code, Some(1), "{output}");
+        assert!(output.contains("does not hold"), "{output}");
+    }
 }

@@ -136,7 +136,7 @@ fn rechain(segments: &mut [Segment], from: (usize, usize)) {
     }
 }
 
-fn script_from_format_doc() -> String {
+pub(crate) fn script_from_format_doc() -> String {
     let doc =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/FORMAT.md"))
             .unwrap();
@@ -146,7 +146,7 @@ fn script_from_format_doc() -> String {
     section[start..start + end].to_owned()
 }
 
-fn python_can_check_signatures() -> bool {
+pub(crate) fn python_can_check_signatures() -> bool {
     Command::new("python3")
         .args(["-c", "import cryptography"])
         .output()
