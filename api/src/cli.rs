@@ -36,7 +36,8 @@ pub enum Command {
     /// Start the HTTP server on the embedded store.
     Serve(ServeArgs),
     /// Write the raw log as JSON Lines: payloads in base64 as stored (personal data stays
-    /// ciphertext) with the hash chain, for auditors' own tools.
+    /// ciphertext) with the hash chain, then a trailer (count, head, latest signed head),
+    /// for auditors' own tools. Read-only, beside a running server.
     Export(ExportArgs),
     /// Append one ledger event (schema version 1) to a stream. For operators repairing a
     /// log: the payload must be a well-formed event, but no business rule is checked.
@@ -44,9 +45,15 @@ pub enum Command {
     /// Read events as JSON Lines: all of them, or one stream's.
     Read(ReadArgs),
     /// Verify the log's files record by record, then replay it through every projection
-    /// (chain, trial balance, view invariants); exits non-zero naming the first
-    /// discrepancy.
-    Verify(DataArgs),
+    /// (chain, trial balance, view invariants), read-only and beside a running server.
+    /// Exits 0 intact, 1 corrupt (naming file and offset), 2 cannot read, 3 torn tail only.
+    Verify(VerifyArgs),
+    /// Merkle proofs over the log, read-only: that a record is in the log of a size, or
+    /// that one size of the log is a prefix of another (RFC 9162), as JSON.
+    Prove {
+        #[command(subcommand)]
+        proof: Prove,
+    },
     /// Write a finance report (payouts, trial-balance, donations, commissions) from a
     /// replay of the log, as JSON or CSV.
     Report(ReportArgs),
@@ -122,6 +129,9 @@ pub struct SimulateArgs {
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The log's segment size in bytes (for tests that need logs of several segments).
+    #[arg(long, hide = true)]
+    pub segment_size_max: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -293,6 +303,52 @@ pub struct DataArgs {
     /// The data directory.
     #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
     pub data: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Prove {
+    /// That the record at --position is in the log of --size records.
+    Inclusion {
+        #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+        data: PathBuf,
+        #[arg(long)]
+        position: u64,
+        /// The tree's size (a signed head's `events`); the whole log when not given.
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// That the log of --from records is a prefix of the log of --to records.
+    Consistency {
+        #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+        data: PathBuf,
+        #[arg(long)]
+        from: u64,
+        /// The larger size; the whole log when not given.
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The data directory (opened read-only: nothing in it is written).
+    #[arg(long, env = "REFLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// A file of signed heads kept outside the data directory: one head as `GET
+    /// /v1/heads/latest` serves it, a page of `GET /v1/heads`, a JSON array or one head
+    /// per line. Verify fails unless the log extends every one. Repeatable.
+    #[arg(long)]
+    pub trusted_head: Vec<PathBuf>,
+    /// Fail unless a signed head (trusted, or kept by the server, which signs its last
+    /// head on shutdown) covers every record: for a log handed over for audit, where a
+    /// record past the last signed head was appended by someone else.
+    #[arg(long)]
+    pub signed_to_end: bool,
+    /// Check this export (`refledger export`) instead of the data directory: every
+    /// event's hash and link, the trailer's count and head, its signed head and every
+    /// --trusted-head.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

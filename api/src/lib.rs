@@ -6,12 +6,14 @@
 pub mod cli;
 pub mod demo;
 pub mod export;
+pub mod heads;
 pub mod http;
 pub mod idempotency;
 pub mod keys;
 pub mod locks;
 pub mod offline;
 pub mod privacy;
+pub mod proofs;
 pub mod reports;
 pub mod server;
 pub mod simulate;

@@ -27,13 +27,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Verify(args) = &cli.command {
+        return runtime.block_on(api::offline::run_verify(args)).exit_code();
+    }
+    // The read-only tools tell corruption (1) from a directory they cannot read (2).
+    let read_only = matches!(
+        cli.command,
+        Command::Export(_) | Command::Read(_) | Command::Report(_) | Command::Prove { .. }
+    );
     let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => api::server::serve(args).await.map_err(Into::into),
             Command::Export(args) => api::export::run_export(args).await.map_err(Into::into),
             Command::Append(args) => api::export::run_append(args).await.map_err(Into::into),
             Command::Read(args) => api::export::run_read(args).await.map_err(Into::into),
-            Command::Verify(args) => api::offline::run_verify(&args.data).await,
+            Command::Verify(_) => unreachable!("verify returned above"),
             Command::Migrate(args) => migrate(args).await,
             Command::VaultMigrate(args) => vault_migrate(args),
             Command::VaultRotateKek(args) => {
@@ -46,6 +54,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Report(args) => report(args).await,
+            Command::Prove { proof } => prove(proof).await,
             Command::Erase(args) => erase(args).await,
             Command::Bench {
                 bench:
@@ -103,7 +112,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            if read_only {
+                api::offline::failure_code(error.as_ref()).exit_code()
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -126,9 +139,36 @@ fn init_logs(format: api::cli::LogFormat) {
 
 /// `report`: the report on standard output.
 async fn report(args: api::cli::ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write as _;
     let text = api::offline::run_report(&args).await?;
-    print!("{text}");
-    Ok(())
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        // A reader that went away (`report ... | head`) is not a failure of the report.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// `prove`: the proof as JSON, from the log opened read-only.
+async fn prove(proof: api::cli::Prove) -> Result<(), Box<dyn std::error::Error>> {
+    let text = match proof {
+        api::cli::Prove::Inclusion {
+            data,
+            position,
+            size,
+        } => {
+            let store = api::store::open_read_only(&data)?;
+            serde_json::to_string_pretty(&api::proofs::inclusion(&store, position, size).await?)?
+        }
+        api::cli::Prove::Consistency { data, from, to } => {
+            let store = api::store::open_read_only(&data)?;
+            serde_json::to_string_pretty(&api::proofs::consistency(&store, from, to).await?)?
+        }
+    };
+    use std::io::Write as _;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// `erase`: prints the erasure's proof as JSON.
@@ -184,6 +224,7 @@ async fn simulate(args: api::cli::SimulateArgs) -> Result<(), Box<dyn std::error
             (None, None) => return Err("simulate needs --data DIR or --target URL".into()),
         },
         master_key_file: args.master_key_file,
+        segment_size_max: args.segment_size_max,
     };
     let mut progress = api::simulate::progress::reporter();
     let report = api::simulate::run(options, &mut progress).await?;

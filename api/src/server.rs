@@ -1,7 +1,8 @@
 //! Running the server: binding, serving until a shutdown signal, and closing the store.
-//! Three background tasks run beside it: the retention shredder (hourly), the idempotency
-//! table's compaction (daily) and the reservation sweeper (`crate::sweeper`, every few
-//! seconds).
+//! Four background tasks run beside it: the retention shredder (hourly), the idempotency
+//! table's compaction (daily), the reservation sweeper (`crate::sweeper`, every few
+//! seconds) and the head signer (`crate::heads`, on start, every five minutes when the
+//! log moved, and on shutdown).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -102,7 +103,13 @@ pub async fn prepare(args: &ServeArgs) -> Result<(AppState, OpenedStore), ServeE
             },
             vault,
         )
-        .with_fingerprinter(Fingerprinter::new(fingerprint_key));
+        .with_fingerprinter(Fingerprinter::new(fingerprint_key))
+        .with_heads(crate::heads::HeadSigner::open(&args.data).map_err(ServeError::Config)?);
+    tracing::info!(
+        public_key = %state.heads.public_key(),
+        "signed heads: GET /v1/heads/latest; the key is in {}",
+        crate::heads::PUBLIC_KEY_FILE_NAME
+    );
     if args.demo {
         // On first run only: a log that holds events already keeps them as they are.
         if state.store.head().await?.is_none() {
@@ -263,6 +270,11 @@ pub async fn run(
     let compactor = tokio::spawn(compact_daily(state.idempotency.clone()));
     let shredder = tokio::spawn(shred_hourly(state.ledger.clone()));
     let sweeper = tokio::spawn(crate::sweeper::sweep_reservations(state.clone()));
+    let heads = state.heads.clone();
+    let signer = tokio::spawn(crate::heads::sign_periodically(
+        heads.clone(),
+        state.store.clone(),
+    ));
     let app = crate::http::app(state).layer(RequestBodyTimeoutLayer::new(edges.body_read_idle));
     let service = TowerToHyperService::new(app);
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -310,7 +322,12 @@ pub async fn run(
     compactor.abort();
     shredder.abort();
     sweeper.abort();
+    signer.abort();
     store.flush().await?;
+    // The last head of this run, signed once everything is durable.
+    if let Err(error) = heads.sign(store.as_ref(), true).await {
+        tracing::error!(%error, "cannot sign the last head");
+    }
     tracing::info!("stopped; the store is flushed");
     Ok(())
 }

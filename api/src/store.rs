@@ -42,6 +42,13 @@ pub async fn open(data: &Path) -> Result<OpenedStore, StoreError> {
     })
 }
 
+/// Opens the embedded log of the data directory `data` for reading only: no lock taken,
+/// no file written, a torn tail left in place and not read. What `verify`, `export`,
+/// `read` and `report` use, so they change no evidence and run beside a server.
+pub fn open_read_only(data: &Path) -> Result<FileStore, StoreError> {
+    FileStore::open_read_only(data.join(LOG_DIR_NAME))
+}
+
 /// Opens the store named by `store`: a PostgreSQL URL (`postgres://...`,
 /// `postgresql://...`) or a KurrentDB connection string (`kurrentdb://...`, `esdb://...`,
 /// and their `+discover` forms) when one is given, else the embedded file store of the

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use ledger::store::conformance::{assert_chain_unbroken, event, read_everything, stream};
 use ledger::store::file::{self, CheckpointUse, FileStore, FileStoreOptions};
 use ledger::store::{
-    ChainScope, EventStore, ExpectedRevision, RecordedEvent, StoreError, StreamName, StreamState,
+    ChainScope, Digest, EventStore, ExpectedRevision, Position, RecordedEvent, StoreError,
+    StreamName, StreamState,
 };
 use tempfile::TempDir;
 
@@ -810,4 +811,95 @@ async fn a_running_writer_preallocates_zeros_that_recovery_reads_as_the_end() {
     drop(store);
     let bytes = std::fs::read(&segment).unwrap();
     assert_eq!(bytes.len() as u64, last + size);
+}
+
+/// A log cut back below the head its own checkpoint recorded is corruption, named with
+/// both positions: truncation must not pass for a shorter, sound log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_shorter_than_its_checkpoint_is_truncated() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    fill(&store, &streams(3), 300, 10_000).await;
+    store.close().await.unwrap();
+    drop(store);
+    let sound = file::verify(dir.path()).unwrap();
+    assert_eq!(sound.problem, None);
+    assert_eq!(
+        sound.checkpoint,
+        file::CheckpointHead::Recorded {
+            events: 300,
+            head: sound.chain_head
+        }
+    );
+
+    let segments = segment_paths(dir.path());
+    let last = segments.last().unwrap();
+    let frames = frame_offsets(last);
+    let (offset, _) = frames[frames.len() - 1];
+    let handle = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+    handle.set_len(offset).unwrap();
+    drop(handle);
+    let report = file::verify(dir.path()).unwrap();
+    let problem = report.problem.expect("a truncated log is corrupt");
+    assert_eq!(
+        (problem.file.as_path(), problem.offset),
+        (last.as_path(), offset)
+    );
+    assert!(problem.reason.contains("truncated"), "{}", problem.reason);
+    assert!(
+        problem.reason.contains("position 298"),
+        "{}",
+        problem.reason
+    );
+    assert!(
+        problem.reason.contains("position 299"),
+        "{}",
+        problem.reason
+    );
+
+    std::fs::remove_file(last).unwrap();
+    let report = file::verify(dir.path()).unwrap();
+    let problem = report
+        .problem
+        .expect("a log without its last segment is corrupt");
+    assert!(problem.reason.contains("truncated"), "{}", problem.reason);
+}
+
+/// A head noted earlier (by an auditor, or signed) that the log no longer holds at its
+/// position means the log was rewritten, even when every link in it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_does_not_hold_a_known_head_was_rewritten() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    fill(&store, &streams(2), 50, 100).await;
+    let at_20 = store.read_all(Position::sequence(19), 1).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let head = file::KnownHead {
+        events: 20,
+        head: at_20[0].chain.current,
+        source: "the auditor's note".to_owned(),
+    };
+    let report = file::verify_against(dir.path(), std::slice::from_ref(&head)).unwrap();
+    assert_eq!(report.problem, None);
+    let other = file::KnownHead {
+        head: Digest([7; 32]),
+        ..head
+    };
+    let report = file::verify_against(dir.path(), &[other]).unwrap();
+    let problem = report.problem.expect("a head the log does not hold");
+    assert!(
+        problem.reason.contains("the auditor's note"),
+        "{}",
+        problem.reason
+    );
+    assert!(problem.reason.contains("position 19"), "{}", problem.reason);
+    let longer = file::KnownHead {
+        events: 51,
+        head: Digest([7; 32]),
+        source: "a signed head".to_owned(),
+    };
+    let report = file::verify_against(dir.path(), &[longer]).unwrap();
+    let problem = report.problem.expect("a head beyond the log");
+    assert!(problem.reason.contains("truncated"), "{}", problem.reason);
 }

@@ -173,7 +173,10 @@ async fn python_verifier_checks_append_boundaries() {
     assert!(ok, "{output}");
     let events = file::verify(dir.path()).unwrap().events;
     assert!(output.contains(&format!("records {events}\n")), "{output}");
-    assert!(output.contains(&format!("records {events}\n")), "{output}");
+    // What follows fakes crashes during the last appends, which no checkpoint can cover
+    // (a writer checkpoints only what is on disk): the clean close's checkpoint goes, or
+    // the cut below would rightly read as a truncation.
+    std::fs::remove_file(dir.path().join(file::format::CHECKPOINT_FILE)).unwrap();
 
     // The last append (four records) cut after its second record.
     let segment = &segment_paths(dir.path())[0];

@@ -137,9 +137,14 @@ pub async fn run(
         let config = ModelConfig::new(accounts, months, seed);
         let simulating = Instant::now();
         let mut progress = api::simulate::progress::reporter();
-        let report = simulate_into_dir(&data, config, vault, &mut |progress_now: &Progress| {
-            progress(progress_now)
-        })
+        let segment_size = ledger::store::file::format::SEGMENT_SIZE_MAX_DEFAULT;
+        let report = simulate_into_dir(
+            &data,
+            config,
+            vault,
+            segment_size,
+            &mut |progress_now: &Progress| progress(progress_now),
+        )
         .await
         .map_err(|error| error.to_string())?;
         let simulate_seconds = simulating.elapsed().as_secs_f64();

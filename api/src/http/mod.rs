@@ -6,6 +6,7 @@ pub mod command;
 pub mod error;
 pub mod events;
 pub mod finance;
+pub mod heads;
 pub mod health;
 pub mod lifecycle;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod openapi;
 pub mod payments;
 pub mod payouts;
 pub mod privacy;
+pub mod proofs;
 pub mod reports;
 pub mod reservations;
 
@@ -53,6 +55,8 @@ pub struct AppState {
     pub views: crate::reports::ReportViews,
     /// Set when shutdown begins: `/readyz` turns 503 so load balancers stop sending.
     pub draining: Arc<AtomicBool>,
+    /// Signs the log's head (`/v1/heads`).
+    pub heads: Arc<crate::heads::HeadSigner>,
 }
 
 impl AppState {
@@ -74,6 +78,7 @@ impl AppState {
             metrics,
             views: crate::reports::ReportViews::default(),
             draining: Arc::new(AtomicBool::new(false)),
+            heads: Arc::new(crate::heads::HeadSigner::ephemeral()),
         }
     }
 
@@ -81,6 +86,11 @@ impl AppState {
     /// with the keys of `vault`.
     pub fn with_ledger(mut self, config: LedgerConfig, vault: Arc<dyn KeyVault>) -> AppState {
         self.ledger = Arc::new(Ledger::new(self.ledger.store().clone(), config, vault));
+        self
+    }
+
+    pub fn with_heads(mut self, heads: crate::heads::HeadSigner) -> AppState {
+        self.heads = Arc::new(heads);
         self
     }
 
@@ -97,6 +107,8 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics::router())
         .merge(openapi::router())
         .merge(events::router())
+        .merge(heads::router())
+        .merge(proofs::router())
         .merge(accounts::router())
         .merge(reservations::router())
         .merge(lifecycle::router())

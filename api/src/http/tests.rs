@@ -359,3 +359,87 @@ async fn readiness_fails_once_draining_begins() {
     // Liveness is not readiness: the process still answers.
     assert_eq!(get(app, "/healthz", None).await.status(), StatusCode::OK);
 }
+
+/// Signed heads and proofs over HTTP: an empty log has no head and no proof (problems);
+/// after appends, a head signed on request checks, and the proofs for it hold.
+#[tokio::test]
+async fn heads_are_signed_on_request_and_proofs_hold_for_them() {
+    let store = Arc::new(MemoryStore::new());
+    let app = app(state_with(store.clone()));
+    let none = get(app.clone(), "/v1/heads/latest", Some(Role::Auditor)).await;
+    assert_eq!(none.status(), StatusCode::NOT_FOUND);
+    problem(none).await;
+    let refused = get(app.clone(), "/v1/heads/latest", Some(Role::Billing)).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    for index in 0..7u8 {
+        store
+            .append(
+                &StreamName::parse("account-9").unwrap(),
+                ExpectedRevision::Any,
+                vec![NewEvent {
+                    id: Uuid::new_v4(),
+                    event_type: EventType::parse("Counted").unwrap(),
+                    schema_version: 1,
+                    metadata: EventMetadata::default(),
+                    payload: vec![index],
+                }],
+            )
+            .await
+            .unwrap();
+    }
+    let request = Request::post("/v1/heads")
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", secret(Role::Auditor)),
+        )
+        .body(Body::empty())
+        .unwrap();
+    let signed = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(signed.status(), StatusCode::CREATED);
+    let signed: crate::heads::SignedHead = body_json(signed).await;
+    assert_eq!(signed.events, 7);
+    signed.check("the served head".to_owned()).unwrap();
+    let latest: crate::heads::SignedHead =
+        body_json(get(app.clone(), "/v1/heads/latest", Some(Role::Auditor)).await).await;
+    assert_eq!(latest, signed);
+    let page: super::heads::HeadPage =
+        body_json(get(app.clone(), "/v1/heads?from=7", Some(Role::Auditor)).await).await;
+    assert_eq!((page.heads.len(), page.has_more), (1, false));
+    let key: super::heads::HeadKey =
+        body_json(get(app.clone(), "/v1/heads/key", Some(Role::Auditor)).await).await;
+    assert_eq!(key.public_key, signed.public_key);
+
+    let inclusion: crate::proofs::InclusionProof = body_json(
+        get(
+            app.clone(),
+            "/v1/proofs/inclusion?position=6&head=7",
+            Some(Role::Auditor),
+        )
+        .await,
+    )
+    .await;
+    assert!(inclusion.holds());
+    assert_eq!(
+        inclusion.record_hash, signed.head,
+        "the head's record is the last leaf"
+    );
+    let consistency: crate::proofs::ConsistencyProof = body_json(
+        get(
+            app.clone(),
+            "/v1/proofs/consistency?from=3&to=7",
+            Some(Role::Auditor),
+        )
+        .await,
+    )
+    .await;
+    assert!(consistency.holds());
+    assert_eq!(consistency.to_root, inclusion.root);
+    let beyond = get(
+        app.clone(),
+        "/v1/proofs/inclusion?position=7",
+        Some(Role::Auditor),
+    )
+    .await;
+    assert_eq!(beyond.status(), StatusCode::BAD_REQUEST);
+    problem(beyond).await;
+}

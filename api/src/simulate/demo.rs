@@ -29,6 +29,7 @@ pub fn options(dir: &Path) -> SimulateOptions {
         seed: DEMO_SEED,
         destination: Destination::DataDir(dir.to_path_buf()),
         master_key_file: None,
+        segment_size_max: None,
     }
 }
 

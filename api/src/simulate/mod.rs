@@ -49,6 +49,9 @@ pub struct SimulateOptions {
     /// The master key of the personal-data vault (`DATA/vault`); when not given,
     /// `DATA/master.key`, generated on first use (the server's convention).
     pub master_key_file: Option<PathBuf>,
+    /// The embedded log's segment size (`DataDir` only); the store's default when not
+    /// given. Small segments give tests logs of several segments.
+    pub segment_size_max: Option<u64>,
 }
 
 /// Where the commands go.
@@ -391,7 +394,10 @@ pub async fn run(
     match options.destination {
         Destination::DataDir(dir) => {
             let vault = open_vault(&dir, options.master_key_file.as_deref())?;
-            simulate_into_dir(&dir, config, vault, progress).await
+            let segment_size_max = options
+                .segment_size_max
+                .unwrap_or(ledger::store::file::format::SEGMENT_SIZE_MAX_DEFAULT);
+            simulate_into_dir(&dir, config, vault, segment_size_max, progress).await
         }
         Destination::Http(http) => simulate_over_http(&http, config, progress).await,
     }
@@ -442,6 +448,7 @@ pub async fn simulate_into_dir(
     dir: &Path,
     config: ModelConfig,
     vault: Arc<dyn KeyVault>,
+    segment_size_max: u64,
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<SimulationReport, SimulateError> {
     let clock = SimClock::new(config.start);
@@ -450,6 +457,7 @@ pub async fn simulate_into_dir(
         FileStoreOptions {
             durability: Durability::Buffered,
             clock: clock.as_store_clock(),
+            segment_size_max,
             ..FileStoreOptions::default()
         },
     )?;

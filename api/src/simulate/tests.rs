@@ -20,6 +20,7 @@ fn options(dir: &Path, accounts: u32, months: u32, seed: u64) -> SimulateOptions
         seed,
         destination: Destination::DataDir(dir.to_path_buf()),
         master_key_file: None,
+        segment_size_max: None,
     }
 }
 
@@ -195,7 +196,16 @@ async fn a_simulated_log_verifies_and_its_books_balance() {
     assert_eq!(verified.events, report.summary.events);
     // `refledger verify --data DIR` reads the simulated data directory as a server's:
     // files, chain, and a replay through every projection.
-    crate::offline::run_verify(temp.path()).await.unwrap();
+    let args = crate::cli::VerifyArgs {
+        data: temp.path().to_path_buf(),
+        trusted_head: Vec::new(),
+        signed_to_end: false,
+        export: None,
+    };
+    assert_eq!(
+        crate::offline::run_verify(&args).await,
+        crate::offline::Verdict::Intact
+    );
 
     // The trial balance asserts a zero total after every posting event.
     let mut books = TrialBalance::default();

@@ -8,16 +8,16 @@ use reqwest::StatusCode;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_refledger");
 
-struct Running {
+pub(crate) struct Running {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     /// What the server wrote to stderr, read as it comes so a chatty server never blocks
     /// on a full pipe.
     stderr: std::thread::JoinHandle<String>,
 }
 
 /// Starts `refledger serve` on a free port and waits for its address line.
-fn start(data: &std::path::Path, extra: &[&str]) -> Running {
+pub(crate) fn start(data: &std::path::Path, extra: &[&str]) -> Running {
     let mut child = Command::new(BINARY)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
@@ -49,7 +49,7 @@ fn start(data: &std::path::Path, extra: &[&str]) -> Running {
     }
 }
 
-fn terminate(running: &mut Running) -> (std::process::ExitStatus, String) {
+pub(crate) fn terminate(running: &mut Running) -> (std::process::ExitStatus, String) {
     let status = Command::new("kill")
         .args(["-TERM", &running.child.id().to_string()])
         .status()

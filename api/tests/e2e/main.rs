@@ -1,6 +1,7 @@
 //! End-to-end tests over real HTTP: the server on a random port of 127.0.0.1, a real
 //! client, and for start-up and shutdown the real binary.
 
+mod audit;
 mod auth;
 mod binary;
 mod contract;
@@ -16,5 +17,6 @@ mod reservations;
 mod shutdown;
 mod simulate;
 mod support;
+mod tamper;
 #[cfg(feature = "pg-vault")]
 mod vault;

@@ -31,6 +31,7 @@ async fn direct_summary() -> Summary {
         seed: SEED,
         destination: Destination::DataDir(temp.path().to_path_buf()),
         master_key_file: None,
+        segment_size_max: None,
     };
     run(options, &mut |_: &Progress| {}).await.unwrap().summary
 }
@@ -53,6 +54,7 @@ async fn http_mode_matches_direct_mode_and_the_servers_log_verifies() {
             connections: 8,
         }),
         master_key_file: None,
+        segment_size_max: None,
     };
     let report = run(options, &mut |progress: &Progress| {
         progress_seen.push(progress.clone())
@@ -97,7 +99,16 @@ async fn http_mode_matches_direct_mode_and_the_servers_log_verifies() {
     );
 
     // `refledger verify` on the server's data directory: files, chain, trial balance.
-    api::offline::run_verify(data.path()).await.unwrap();
+    let args = api::cli::VerifyArgs {
+        data: data.path().to_path_buf(),
+        trusted_head: Vec::new(),
+        signed_to_end: false,
+        export: None,
+    };
+    assert_eq!(
+        api::offline::run_verify(&args).await,
+        api::offline::Verdict::Intact
+    );
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ pub mod intercept;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrentdb;
 pub mod memory;
+pub mod merkle;
 pub mod migrate;
 #[cfg(feature = "pg-store")]
 pub mod pg;

@@ -176,6 +176,36 @@ pub fn load(dir: &Path) -> Result<Option<Checkpoint>, String> {
     Ok(Some(checkpoint))
 }
 
+/// The head the checkpoint of `dir` records, `(events, hash of record events - 1)`, read
+/// without decoding the index: `Ok(None)` if there is none, `Err(reason)` if its checksum
+/// or header is wrong. Verification compares it with the log: a log shorter than this,
+/// or one that does not hold this hash there, lost records the ledger once held.
+pub fn recorded_head(dir: &Path) -> Result<Option<(u64, Digest)>, String> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
+    };
+    let mut bytes = Vec::new();
+    BufReader::with_capacity(1 << 20, file)
+        .read_to_end(&mut bytes)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    if bytes.len() < HEADER_SIZE + 4 {
+        return Err("checkpoint is too short".to_owned());
+    }
+    let (content, stored) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(content) != u32::from_le_bytes(stored.try_into().expect("4 bytes")) {
+        return Err("checkpoint checksum mismatch".to_owned());
+    }
+    if content[0..8] != MAGIC || content[8..12] != VERSION.to_le_bytes() {
+        return Err("checkpoint has an unknown magic or version".to_owned());
+    }
+    let events = u64::from_le_bytes(content[16..24].try_into().expect("8 bytes"));
+    let head = Digest(content[24..56].try_into().expect("32 bytes"));
+    Ok(Some((events, head)))
+}
+
 /// Checksums bytes as they pass, a buffer at a time.
 struct CrcReader<R: Read> {
     inner: R,

@@ -463,11 +463,43 @@ pub struct VerifyReport {
     /// The hash of the last verified record (GENESIS for an empty log): an auditor can
     /// note it and check later that the log still extends it.
     pub chain_head: Digest,
-    /// The first integrity failure, if any: the log is corrupt from here.
+    /// The first integrity failure, if any: the log is corrupt from here. A log that does
+    /// not extend a head the ledger recorded (its index checkpoint) or one given to
+    /// [`verify_against`] is corrupt too: records were removed or rewritten.
     pub problem: Option<Problem>,
     /// Bytes at the very end of the last segment that do not (yet) form a record: a torn
     /// write from a crash, or a write in progress. Not an integrity failure.
     pub torn_tail: Option<Problem>,
+    /// The head the index checkpoint records, as read before the segments.
+    pub checkpoint: CheckpointHead,
+    /// With heads given to [`verify_against`]: the first record past the longest of
+    /// them, when the log holds more. Not corruption by itself (a log grows after a head
+    /// is signed), but nothing vouches for those records beyond their chain.
+    pub beyond_known: Option<Problem>,
+}
+
+/// What the index checkpoint says the log held when it was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckpointHead {
+    Missing,
+    /// Its checksum or header is wrong: it is a cache, so this is not corruption of the
+    /// log, but it vouches for nothing.
+    Unreadable {
+        reason: String,
+    },
+    Recorded {
+        events: u64,
+        head: Digest,
+    },
+}
+
+/// A head the log must extend: its first `events` records, the last with hash `head`.
+/// `source` names where it comes from (a file, a signed head) in reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownHead {
+    pub events: u64,
+    pub head: Digest,
+    pub source: String,
 }
 
 /// A place in the log and what is wrong there.
@@ -478,19 +510,52 @@ pub struct Problem {
     pub reason: String,
 }
 
-/// Walks the whole log in `dir` without the index or the checkpoint, checking every
-/// record's checksum and hash, the chain from genesis, consecutive positions and stream
-/// revisions, and unique event ids. Changes nothing and takes no lock.
+/// [`verify_against`] with no heads but the checkpoint's.
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
-    require_dir(dir.as_ref())?;
-    let segments = recovery::list_segments(dir.as_ref())?;
+    verify_against(dir, &[])
+}
+
+/// Walks the whole log in `dir` without the index, checking every record's checksum and
+/// hash, the chain from genesis, consecutive positions and stream revisions, and unique
+/// event ids; then that the log extends the head its index checkpoint recorded and every
+/// head in `known`: as long, and holding the same hash at that position. Changes nothing
+/// and takes no lock, so it runs beside a writer: the checkpoint is read before the
+/// segments, and a writer only checkpoints what is already on disk.
+pub fn verify_against(
+    dir: impl AsRef<Path>,
+    known: &[KnownHead],
+) -> Result<VerifyReport, StoreError> {
+    let dir = dir.as_ref();
+    require_dir(dir)?;
+    let checkpoint = match checkpoint::recorded_head(dir) {
+        Ok(None) => CheckpointHead::Missing,
+        Ok(Some((events, head))) => CheckpointHead::Recorded { events, head },
+        Err(reason) => CheckpointHead::Unreadable { reason },
+    };
+    let longest_known = known.iter().map(|head| head.events).max();
+    let mut heads: Vec<KnownHead> = known.to_vec();
+    if let CheckpointHead::Recorded { events, head } = &checkpoint {
+        heads.push(KnownHead {
+            events: *events,
+            head: *head,
+            source: dir.join(format::CHECKPOINT_FILE).display().to_string(),
+        });
+    }
+    // Where each position a head names lies, and its hash, once scanned.
+    let wanted: HashSet<u64> = heads
+        .iter()
+        .filter_map(|head| head.events.checked_sub(1))
+        .chain(longest_known)
+        .collect();
+    let mut seen: HashMap<u64, (usize, u64, Digest)> = HashMap::new();
+    let segments = recovery::list_segments(dir)?;
     let mut state = recovery::ScanState {
         next_position: 0,
         head_hash: Digest::GENESIS,
     };
     let mut streams: HashMap<StreamName, u64> = HashMap::new();
     let mut ids: HashSet<Uuid> = HashSet::new();
-    let mut visit = |event: &RecordedEvent, _segment: usize, _offset: u64, _size: usize| {
+    let mut visit = |event: &RecordedEvent, segment: usize, offset: u64, _size: usize| {
         let next = streams.entry(event.stream.clone()).or_insert(0);
         if event.revision != *next {
             return Err(format!(
@@ -502,13 +567,19 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
         if !ids.insert(event.id) {
             return Err(format!("event id {} appears twice", event.id));
         }
+        if wanted.contains(&event.position.commit) {
+            seen.insert(
+                event.position.commit,
+                (segment, offset, event.chain.current),
+            );
+        }
         Ok(())
     };
     let start = recovery::ScanStart {
         segment: 0,
         offset: None,
     };
-    let (problem, torn_tail) = match recovery::scan(&segments, start, &mut state, &mut visit) {
+    let (mut problem, torn_tail) = match recovery::scan(&segments, start, &mut state, &mut visit) {
         Ok(recovery::ScanEnd::Clean) => (None, None),
         Ok(recovery::ScanEnd::TornTail {
             segment,
@@ -550,6 +621,22 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
         ),
         Err(other) => return Err(other),
     };
+    if problem.is_none() {
+        problem = heads
+            .iter()
+            .find_map(|head| unextended(head, state, &segments, &seen));
+    }
+    let beyond_known = longest_known
+        .and_then(|longest| seen.get(&longest).map(|place| (longest, place)))
+        .map(|(longest, (segment, offset, _))| Problem {
+            file: segments[*segment].path.clone(),
+            offset: *offset,
+            reason: format!(
+                "records {longest} to {} are past every known head (the longest covers \
+                 {longest} records)",
+                state.next_position - 1
+            ),
+        });
     Ok(VerifyReport {
         events: state.next_position,
         streams: streams.len() as u64,
@@ -557,6 +644,56 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
         chain_head: state.head_hash,
         problem,
         torn_tail,
+        checkpoint,
+        beyond_known,
+    })
+}
+
+/// Why a soundly chained log does not extend `head`, if it does not: it is shorter
+/// (truncated), or holds another record at the head's position (rewritten).
+fn unextended(
+    head: &KnownHead,
+    end: recovery::ScanState,
+    segments: &[recovery::SegmentFile],
+    seen: &HashMap<u64, (usize, u64, Digest)>,
+) -> Option<Problem> {
+    let last = head.events.checked_sub(1)?;
+    if head.events > end.next_position {
+        let (file, offset) = match segments.last() {
+            Some(segment) => (
+                segment.path.clone(),
+                std::fs::metadata(&segment.path).map_or(0, |meta| meta.len()),
+            ),
+            None => (PathBuf::from(format::LOG_DIR), 0),
+        };
+        return Some(Problem {
+            file,
+            offset,
+            reason: format!(
+                "the log is truncated: it ends after {} records (position {}, head {}), but \
+                 {} recorded {} records (position {last}, head {}); positions {} to {last} \
+                 are missing",
+                end.next_position,
+                end.next_position.saturating_sub(1),
+                end.head_hash.to_hex(),
+                head.source,
+                head.events,
+                head.head.to_hex(),
+                end.next_position,
+            ),
+        });
+    }
+    let (segment, offset, hash) = seen.get(&last)?;
+    (*hash != head.head).then(|| Problem {
+        file: segments[*segment].path.clone(),
+        offset: *offset,
+        reason: format!(
+            "the log does not extend the head {} recorded: record {last} hashes to {}, not \
+             {}; the log was rewritten at or before position {last}",
+            head.source,
+            hash.to_hex(),
+            head.head.to_hex()
+        ),
     })
 }
 
