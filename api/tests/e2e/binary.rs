@@ -16,6 +16,14 @@ pub(crate) struct Running {
     stderr: std::thread::JoinHandle<String>,
 }
 
+/// A test that fails must not leave its server running (nor a small disk mounted under it).
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `refledger serve` on a free port and waits for its address line.
 pub(crate) fn start(data: &std::path::Path, extra: &[&str]) -> Running {
     let mut child = Command::new(BINARY)
