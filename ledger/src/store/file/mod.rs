@@ -181,7 +181,13 @@ impl FileStore {
             .as_ref()
             .and_then(|torn| torn.not_cut.clone())
         {
-            return Ok(FileStore::refusing_writes(dir, index, report, lock, reason));
+            return Ok(FileStore::without_writer(
+                dir,
+                index,
+                report,
+                Some(lock),
+                reason,
+            ));
         }
         let mut covered = match report.checkpoint {
             CheckpointUse::Loaded { events } => events,
@@ -230,32 +236,18 @@ impl FileStore {
         let dir = dir.as_ref().to_path_buf();
         require_dir(&dir)?;
         let (index, report) = recovery::recover(&dir, recovery::Mode::ReadOnly)?;
-        let head = index.len().checked_sub(1).map(Position::sequence);
-        let (head_sender, head_receiver) = watch::channel(head);
-        Ok(FileStore {
-            shared: Arc::new(Shared {
-                core: Arc::new(Core::new(
-                    dir,
-                    index,
-                    Some("the store was opened read-only".to_owned()),
-                )),
-                commands: None,
-                writer: Mutex::new(None),
-                head: head_receiver,
-                _frozen_head: Some(head_sender),
-                lock: Mutex::new(None),
-                report,
-            }),
-        })
+        let reason = "the store was opened read-only".to_owned();
+        Ok(FileStore::without_writer(dir, index, report, None, reason))
     }
 
-    /// A store that holds the lock and serves reads of what recovery indexed, but has no
-    /// writer: opening could not put the log in a state to append to (`reason`).
-    fn refusing_writes(
+    /// A store that serves reads of what recovery indexed and refuses every append with
+    /// `reason`: opened read-only (no `lock`), or opened for writing when the log could
+    /// not be put in a state to append to (holding the lock, so no other writer starts).
+    fn without_writer(
         dir: PathBuf,
         index: Index,
         report: RecoveryReport,
-        lock: DirLock,
+        lock: Option<DirLock>,
         reason: String,
     ) -> FileStore {
         let head = index.len().checked_sub(1).map(Position::sequence);
@@ -267,7 +259,7 @@ impl FileStore {
                 writer: Mutex::new(None),
                 head: head_receiver,
                 _frozen_head: Some(head_sender),
-                lock: Mutex::new(Some(lock)),
+                lock: Mutex::new(lock),
                 report,
             }),
         }
