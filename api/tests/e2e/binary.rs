@@ -243,6 +243,21 @@ fn append_refuses_what_the_ledger_could_not_read() {
 const BILLING: &str = "billing:kill-test-billing-01";
 const AUDITOR: &str = "auditor:kill-test-auditor-01";
 
+/// Opens the account `payer` (opened at the start of 2026, before any payment).
+async fn open_payer(client: &reqwest::Client, base: &str, payer: &str) {
+    let response = client
+        .post(format!("{base}/v1/accounts"))
+        .bearer_auth(secret(BILLING))
+        .json(
+            &serde_json::json!({"account_id": payer, "name": "Kay", "email": "kay@example.org",
+                                  "opened_at": "2026-01-01T00:00:00Z"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
 fn secret(token: &str) -> &str {
     token.split_once(':').unwrap().1
 }
@@ -257,17 +272,7 @@ async fn every_acknowledged_payment_survives_sigkill_exactly_once() {
     let mut running = start(data.path(), &tokens);
     let client = reqwest::Client::new();
     let payer = "6a0c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3";
-    let response = client
-        .post(format!("{}/v1/accounts", running.base))
-        .bearer_auth(secret(BILLING))
-        .json(
-            &serde_json::json!({"account_id": payer, "name": "Kay", "email": "kay@example.org",
-                                  "opened_at": "2026-01-01T00:00:00Z"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+    open_payer(&client, &running.base, payer).await;
 
     let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut writers = Vec::new();
@@ -691,12 +696,7 @@ fn tear_last_append(running: &mut Running, data: &std::path::Path, records: u32,
     running.child.wait().unwrap();
     let store = data.join(api::store::LOG_DIR_NAME);
     let log = store.join("log");
-    let mut segments: Vec<_> = std::fs::read_dir(&log)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
-    segments.sort();
+    let mut segments = segment_files(&log);
     let last = segments.pop().unwrap();
     let bytes = std::fs::read(&last).unwrap();
     // Walk the frames (docs/FORMAT.md, format 2) to the last append's first two records.
@@ -730,6 +730,17 @@ fn tear_last_append(running: &mut Running, data: &std::path::Path, records: u32,
         !table.contains(&format!("\"{key}\"")),
         "{key} has no table record"
     );
+}
+
+/// The segment files of the log directory `log`, in order.
+fn segment_files(log: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut segments: Vec<_> = std::fs::read_dir(log)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    segments
 }
 
 /// How many events of each type the stream holds: `Type:count` by type name.
@@ -827,17 +838,7 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_the_server_restarts_on_it(
     let mut running = start(&data, &tokens);
     let client = reqwest::Client::new();
     let payer = "6a0c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c4";
-    let response = client
-        .post(format!("{}/v1/accounts", running.base))
-        .bearer_auth(secret(BILLING))
-        .json(
-            &serde_json::json!({"account_id": payer, "name": "Kay", "email": "kay@example.org",
-                                  "opened_at": "2026-01-01T00:00:00Z"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+    open_payer(&client, &running.base, payer).await;
     assert_eq!(ready_status(&client, &running.base).await, StatusCode::OK);
     disk.fill("filler-1");
 
@@ -906,12 +907,7 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_the_server_restarts_on_it(
     // A torn write at the end of the log, which recovery must save before it cuts it:
     // on the full disk it cannot, so the server serves reads and refuses writes.
     let log = data.join(api::store::LOG_DIR_NAME).join("log");
-    let mut segments: Vec<_> = std::fs::read_dir(&log)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
-    segments.sort();
+    let segments = segment_files(&log);
     std::fs::remove_file(disk.path().join("filler-1")).unwrap();
     {
         use std::io::Write as _;
